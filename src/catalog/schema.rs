@@ -1,0 +1,174 @@
+//! The `file_nodes` schema: created when absent, checked when present.
+//! Columns and tables of an existing MarkBase database are left as they are.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use rusqlite::{params, Connection};
+
+const REQUIRED_COLUMNS: [&str; 8] = [
+    "node_id",
+    "parent_id",
+    "label",
+    "node_type",
+    "aliases_json",
+    "file_size",
+    "created_at",
+    "updated_at",
+];
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS file_nodes (
+    node_id      TEXT PRIMARY KEY,
+    parent_id    TEXT,
+    label        TEXT NOT NULL,
+    node_type    TEXT NOT NULL,
+    aliases_json TEXT NOT NULL DEFAULT '{}',
+    file_size    INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+)";
+
+/// Child lookups (`WHERE parent_id = ?`) need this index; creating it on an
+/// existing database adds an index and changes no data.
+const CREATE_PARENT_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS file_nodes_parent_id ON file_nodes(parent_id)";
+
+/// Opens the catalog at `path`, creating the file and schema if absent.
+pub fn open_or_create(path: &Path) -> anyhow::Result<Connection> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating folder {}", dir.display()))?;
+        }
+    }
+    let fresh = !path.exists();
+    let conn =
+        Connection::open(path).with_context(|| format!("opening catalog {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    if fresh {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .context("setting WAL journal mode")?;
+    }
+    let has_table: bool = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'file_nodes'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if has_table {
+        let mut st = conn.prepare("SELECT name FROM pragma_table_info('file_nodes')")?;
+        let cols: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let missing: Vec<&str> = REQUIRED_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| !cols.iter().any(|have| have.eq_ignore_ascii_case(c)))
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "catalog {}: table file_nodes lacks column(s) {}",
+                path.display(),
+                missing.join(", ")
+            );
+        }
+    } else {
+        conn.execute(CREATE_TABLE, [])
+            .with_context(|| format!("creating file_nodes in {}", path.display()))?;
+    }
+    conn.execute(CREATE_PARENT_INDEX, [])
+        .with_context(|| format!("creating the parent_id index in {}", path.display()))?;
+    Ok(conn)
+}
+
+pub(crate) fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Inserts one node row.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn insert_node(
+    conn: &Connection,
+    id: &str,
+    parent: Option<&str>,
+    label: &str,
+    kind: &str,
+    content: Option<&Path>,
+    size: u64,
+    created: i64,
+    updated: i64,
+) -> rusqlite::Result<()> {
+    let aliases = match content {
+        Some(p) => serde_json::json!({ "path": p.to_string_lossy() }).to_string(),
+        None => "{}".to_string(),
+    };
+    conn.prepare_cached(
+        "INSERT INTO file_nodes (node_id, parent_id, label, node_type, aliases_json, file_size, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![id, parent, label, kind, aliases, size as i64, created, updated])?;
+    Ok(())
+}
+
+/// Creates `db` with a small demo tree (and its content files under
+/// `storage`) when `db` does not exist. Returns whether it created it.
+pub fn create_demo(db: &Path, storage: &Path) -> anyhow::Result<bool> {
+    if db.exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(storage)
+        .with_context(|| format!("creating storage folder {}", storage.display()))?;
+    let storage = storage
+        .canonicalize()
+        .with_context(|| format!("resolving {}", storage.display()))?;
+    let mut conn = open_or_create(db)?;
+    let tx = conn.transaction()?;
+    let t = now_secs();
+    let folders = [
+        ("demo-projects", None, "Projects"),
+        ("demo-film", Some("demo-projects"), "Demo Film"),
+        ("demo-footage", Some("demo-film"), "Footage"),
+        ("demo-renders", Some("demo-film"), "Renders"),
+        ("demo-library", None, "Library"),
+    ];
+    for (id, parent, label) in folders {
+        insert_node(&tx, id, parent, label, "folder", None, 0, t, t)?;
+    }
+    let mut files: Vec<(&str, &str, &str, Vec<u8>)> = vec![(
+        "demo-readme",
+        "demo-projects",
+        "README.txt",
+        b"This volume is a MarkBase catalog served over NFSv4.0 by markbase-nfs.\n".to_vec(),
+    )];
+    let clip: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    files.push(("demo-clip", "demo-footage", "A001_C001.mov", clip));
+    files.push((
+        "demo-notes",
+        "demo-library",
+        "Notes café.txt",
+        "Scène 1 — prise 3\n".as_bytes().to_vec(),
+    ));
+    for (id, parent, label, data) in files {
+        let path = storage.join(format!("{id}.bin"));
+        let mut f = std::fs::File::create(&path)
+            .with_context(|| format!("creating demo file {}", path.display()))?;
+        f.write_all(&data)?;
+        insert_node(
+            &tx,
+            id,
+            Some(parent),
+            label,
+            "file",
+            Some(&path),
+            data.len() as u64,
+            t,
+            t,
+        )?;
+    }
+    tx.commit()?;
+    Ok(true)
+}

@@ -1,0 +1,210 @@
+//! `tuning.toml` → typed settings. Every knob has a default, so an empty or
+//! missing file is a valid configuration.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub export: ExportConfig,
+    pub network: NetworkConfig,
+    pub nfs: NfsConfig,
+    pub cache: CacheConfig,
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. The production set-up is loopback only.
+    pub address: String,
+    pub port: u16,
+    /// Threads that run blocking work (disk I/O, SQLite misses).
+    pub blocking_threads: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportConfig {
+    /// The catalog database (`data/users/<user>.sqlite`).
+    pub db: PathBuf,
+    /// Where files created through NFS get their content.
+    /// Empty = `<db without .sqlite>.storage` beside the database.
+    pub storage: PathBuf,
+    /// Numeric export id carried in every file handle.
+    pub export_id: u32,
+    /// Owner reported for every node ("uid" or "user@domain").
+    pub owner: String,
+    pub owner_group: String,
+    pub file_mode: u32,
+    pub dir_mode: u32,
+    /// Create `db` with a small demo tree when it does not exist.
+    pub create_demo: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub send_buffer: usize,
+    pub recv_buffer: usize,
+    pub nodelay: bool,
+    /// Largest RPC record accepted; larger → the connection is closed.
+    pub max_record: usize,
+    /// RPCs dispatched concurrently per connection.
+    pub max_inflight_per_connection: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NfsConfig {
+    pub max_read: u32,
+    pub max_write: u32,
+    /// Lease time in seconds.
+    pub lease_time: u32,
+    /// Ops allowed in one COMPOUND.
+    pub max_ops_per_compound: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Nodes kept in memory (node id → node).
+    pub nodes: u64,
+    /// `(folder, name) → node` entries kept in cached directory listings.
+    pub paths: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Open content files kept in the descriptor pool.
+    pub open_files: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            address: "127.0.0.1".into(),
+            port: 11112,
+            blocking_threads: 16,
+        }
+    }
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            db: PathBuf::from("data/users/demo.sqlite"),
+            storage: PathBuf::new(),
+            export_id: 1,
+            owner: "0".into(),
+            owner_group: "0".into(),
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            create_demo: true,
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            send_buffer: 4 << 20,
+            recv_buffer: 4 << 20,
+            nodelay: true,
+            max_record: (1 << 20) + (64 << 10),
+            max_inflight_per_connection: 64,
+        }
+    }
+}
+
+impl Default for NfsConfig {
+    fn default() -> Self {
+        NfsConfig {
+            max_read: 1 << 20,
+            max_write: 1 << 20,
+            lease_time: 90,
+            max_ops_per_compound: 64,
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            nodes: 1_000_000,
+            paths: 1_000_000,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { open_files: 512 }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        let cfg: Config = toml::from_str(text).context("parsing tuning TOML")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.nfs.max_write as usize + 4096 <= self.network.max_record,
+            "network.max_record ({}) must exceed nfs.max_write ({}) plus headers",
+            self.network.max_record,
+            self.nfs.max_write
+        );
+        anyhow::ensure!(self.nfs.max_read >= 4096, "nfs.max_read is below 4096");
+        anyhow::ensure!(
+            self.network.max_inflight_per_connection > 0,
+            "network.max_inflight_per_connection must be at least 1"
+        );
+        anyhow::ensure!(
+            self.storage.open_files > 0,
+            "storage.open_files must be at least 1"
+        );
+        Ok(())
+    }
+
+    /// The storage folder, derived from the database path when not set.
+    pub fn storage_dir(&self) -> PathBuf {
+        if !self.export.storage.as_os_str().is_empty() {
+            return self.export.storage.clone();
+        }
+        self.export.db.with_extension("storage")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_tuning_file_matches_defaults() {
+        let text = include_str!("../tuning.toml");
+        assert_eq!(Config::from_toml(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        assert!(Config::from_toml("[server]\nprot = 1\n").is_err());
+        assert!(Config::from_toml("[nfs]\nmax_write = 8388608\n").is_err());
+        let c = Config::from_toml("[server]\nport = 2049\n").unwrap();
+        assert_eq!(c.server.port, 2049);
+        assert_eq!(c.nfs, NfsConfig::default());
+    }
+}

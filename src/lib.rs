@@ -1,0 +1,14 @@
+//! MarkBase NFS: a throughput-first NFSv4.0 server for MarkBase catalogs.
+//!
+//! Layers, each knowing only the one below it:
+//! `net` (sockets, pipelining) → `rpc` (ONC RPC) → `nfs4` (COMPOUND and its
+//! operations) → `catalog` (SQLite + caches) and `storage` (content files).
+
+pub mod catalog;
+pub mod config;
+pub mod net;
+pub mod nfs4;
+pub mod rpc;
+pub mod serve;
+pub mod storage;
+pub mod xdr;

@@ -1,0 +1,207 @@
+//! `markbase-nfs`: serve a MarkBase catalog over NFSv4.0, import a folder
+//! into a catalog, or generate a synthetic one.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use markbase_nfs::catalog::{generate, import_tree, GenOptions};
+use markbase_nfs::config::Config;
+use markbase_nfs::{net, serve};
+
+#[derive(Parser)]
+#[command(
+    name = "markbase-nfs",
+    version,
+    about = "NFSv4.0 server for MarkBase catalogs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a catalog (default: data/users/demo.sqlite, created with a demo tree).
+    Serve {
+        /// tuning.toml to read (default: ./tuning.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+        /// The catalog database.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Folder for the content of files created through NFS.
+        #[arg(long)]
+        storage: Option<PathBuf>,
+    },
+    /// Index an existing folder into a catalog (files stay where they are).
+    Import {
+        dir: PathBuf,
+        #[arg(long)]
+        db: PathBuf,
+    },
+    /// Build a synthetic catalog shaped like the seed user's.
+    Gen {
+        #[arg(long)]
+        db: PathBuf,
+        /// Content folder (default: <db>.storage).
+        #[arg(long)]
+        storage: Option<PathBuf>,
+        #[arg(long, default_value_t = 12_659)]
+        nodes: usize,
+        /// Sizes in bytes of the sparse media files, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        media: Option<Vec<u64>>,
+        /// File nodes whose content file is left missing.
+        #[arg(long, default_value_t = 0)]
+        missing: usize,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+    },
+}
+
+fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(&p),
+        None if std::path::Path::new("tuning.toml").exists() => {
+            Config::load(std::path::Path::new("tuning.toml"))
+        }
+        None => Ok(Config::default()),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve {
+            config,
+            address,
+            port,
+            db,
+            storage,
+        } => {
+            let mut cfg = load_config(config)?;
+            if let Some(a) = address {
+                cfg.server.address = a;
+            }
+            if let Some(p) = port {
+                cfg.server.port = p;
+            }
+            if let Some(d) = db {
+                cfg.export.db = d;
+            }
+            if let Some(s) = storage {
+                cfg.export.storage = s;
+            }
+            cfg.validate()?;
+            run_server(cfg)
+        }
+        Command::Import { dir, db } => {
+            let s = import_tree(&dir, &db, true)?;
+            println!(
+                "imported {} folders and {} files ({} bytes) from {} into {}{}",
+                s.folders,
+                s.files,
+                s.bytes,
+                dir.display(),
+                db.display(),
+                if s.skipped > 0 {
+                    format!("; skipped {} entries that are neither", s.skipped)
+                } else {
+                    String::new()
+                }
+            );
+            Ok(())
+        }
+        Command::Gen {
+            db,
+            storage,
+            nodes,
+            media,
+            missing,
+            seed,
+        } => {
+            let mut opts = GenOptions {
+                nodes,
+                missing,
+                seed,
+                progress: true,
+                ..GenOptions::default()
+            };
+            if let Some(m) = media {
+                opts.media_sizes = m;
+            }
+            let storage = storage.unwrap_or_else(|| db.with_extension("storage"));
+            let s = generate(&db, &storage, &opts)?;
+            println!(
+                "generated {} nodes ({} folders, {} files of which {} media, depth {}) in {}; content in {} ({} bytes written)",
+                s.folders + s.files,
+                s.folders,
+                s.files,
+                s.media,
+                s.max_depth,
+                db.display(),
+                storage.display(),
+                s.bytes_written
+            );
+            Ok(())
+        }
+    }
+}
+
+fn run_server(cfg: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(cfg.server.blocking_threads.max(1))
+        .thread_name("markbase-nfs")
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let nfs = serve::open_export(&cfg)?;
+        let addr = serve::listen_addr(&cfg)?;
+        let listener = net::bind(addr, &cfg.network)?;
+        let addr = listener.local_addr()?;
+        println!(
+            "markbase-nfs serving {} on {addr} (NFSv4.0)",
+            cfg.export.db.display()
+        );
+        println!("{}", serve::mount_help(&addr));
+        let dispatcher = serve::dispatcher_for(nfs);
+        let server = tokio::spawn(net::serve(listener, dispatcher, cfg.network.clone()));
+        shutdown_signal().await;
+        server.abort();
+        tracing::info!("shutting down");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,63 @@
+//! Binding with socket2 (buffers, reuse) and the accept loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::connection::handle_connection;
+use crate::config::NetworkConfig;
+use crate::rpc::Dispatcher;
+
+/// Applies the socket options from tuning.toml to a connected socket.
+pub(crate) fn tune(stream: &TcpStream, cfg: &NetworkConfig) {
+    let sock = SockRef::from(stream);
+    if let Err(e) = sock.set_nodelay(cfg.nodelay) {
+        tracing::warn!(error = %e, "TCP_NODELAY");
+    }
+    if let Err(e) = sock.set_send_buffer_size(cfg.send_buffer) {
+        tracing::warn!(error = %e, size = cfg.send_buffer, "SO_SNDBUF");
+    }
+    if let Err(e) = sock.set_recv_buffer_size(cfg.recv_buffer) {
+        tracing::warn!(error = %e, size = cfg.recv_buffer, "SO_RCVBUF");
+    }
+}
+
+/// Binds a listening socket; buffers are set before listen() so accepted
+/// sockets inherit a window scale large enough for them.
+pub fn bind(addr: SocketAddr, cfg: &NetworkConfig) -> anyhow::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .context("creating the listening socket")?;
+    socket.set_reuse_address(true)?;
+    let _ = socket.set_recv_buffer_size(cfg.recv_buffer);
+    let _ = socket.set_send_buffer_size(cfg.send_buffer);
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding {addr}"))?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into()).context("registering the listener with tokio")
+}
+
+/// Accepts connections until the task is dropped.
+pub async fn serve(listener: TcpListener, dispatcher: Arc<Dispatcher>, cfg: NetworkConfig) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tune(&stream, &cfg);
+                let dispatcher = dispatcher.clone();
+                let cfg = cfg.clone();
+                tokio::spawn(async move {
+                    handle_connection(stream, peer, dispatcher, cfg).await;
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

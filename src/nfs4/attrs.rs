@@ -1,0 +1,265 @@
+//! File attributes (fattr4): the bitmap, and encoding a node's attributes in
+//! ascending attribute order as RFC 7530 §5 requires.
+
+use super::consts::{attr, Status, NF4DIR, NF4REG};
+use super::server::Nfs4Server;
+use crate::catalog::{Node, NodeKind};
+use crate::xdr::{Decoder, Encoder, XdrResult};
+
+/// Attribute numbers go up to 55, so three words are plenty; longer request
+/// bitmaps are accepted and their extra bits ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bitmap(pub [u32; 3]);
+
+impl Bitmap {
+    pub fn decode(d: &mut Decoder<'_>) -> XdrResult<Bitmap> {
+        let n = d.count(8, 4)?;
+        let mut b = Bitmap::default();
+        for i in 0..n {
+            let w = d.u32()?;
+            if i < 3 {
+                b.0[i] = w;
+            }
+        }
+        Ok(b)
+    }
+
+    pub fn encode(&self, e: &mut Encoder) {
+        let n = self.0.iter().rposition(|w| *w != 0).map_or(0, |i| i + 1);
+        e.u32(n as u32);
+        for w in &self.0[..n] {
+            e.u32(*w);
+        }
+    }
+
+    pub fn of(attrs: &[u32]) -> Bitmap {
+        let mut b = Bitmap::default();
+        for a in attrs {
+            b.set(*a);
+        }
+        b
+    }
+
+    pub fn set(&mut self, a: u32) {
+        if (a as usize) < 96 {
+            self.0[a as usize / 32] |= 1 << (a % 32);
+        }
+    }
+
+    pub fn contains(&self, a: u32) -> bool {
+        (a as usize) < 96 && self.0[a as usize / 32] & (1 << (a % 32)) != 0
+    }
+
+    pub fn and(&self, o: &Bitmap) -> Bitmap {
+        Bitmap([self.0[0] & o.0[0], self.0[1] & o.0[1], self.0[2] & o.0[2]])
+    }
+
+    pub fn is_subset_of(&self, o: &Bitmap) -> bool {
+        self.and(o) == *self
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..96u32).filter(|a| self.contains(*a))
+    }
+}
+
+/// Every attribute this server can report.
+pub fn supported() -> Bitmap {
+    use attr::*;
+    Bitmap::of(&[
+        SUPPORTED_ATTRS,
+        TYPE,
+        FH_EXPIRE_TYPE,
+        CHANGE,
+        SIZE,
+        LINK_SUPPORT,
+        SYMLINK_SUPPORT,
+        NAMED_ATTR,
+        FSID,
+        UNIQUE_HANDLES,
+        LEASE_TIME,
+        RDATTR_ERROR,
+        ACLSUPPORT,
+        CANSETTIME,
+        CASE_INSENSITIVE,
+        CASE_PRESERVING,
+        CHOWN_RESTRICTED,
+        FILEHANDLE,
+        FILEID,
+        FILES_AVAIL,
+        FILES_FREE,
+        FILES_TOTAL,
+        HOMOGENEOUS,
+        MAXFILESIZE,
+        MAXLINK,
+        MAXNAME,
+        MAXREAD,
+        MAXWRITE,
+        MODE,
+        NO_TRUNC,
+        NUMLINKS,
+        OWNER,
+        OWNER_GROUP,
+        RAWDEV,
+        SPACE_AVAIL,
+        SPACE_FREE,
+        SPACE_TOTAL,
+        SPACE_USED,
+        TIME_ACCESS,
+        TIME_CREATE,
+        TIME_DELTA,
+        TIME_METADATA,
+        TIME_MODIFY,
+        MOUNTED_ON_FILEID,
+    ])
+}
+
+fn time(e: &mut Encoder, ns: i64) {
+    e.i64(ns.div_euclid(1_000_000_000));
+    e.u32(ns.rem_euclid(1_000_000_000) as u32);
+}
+
+/// Encodes the values (not the bitmap) of `attrs` for `node`. Attributes not
+/// in [`supported`] must have been filtered out by the caller.
+pub fn encode_values(
+    srv: &Nfs4Server,
+    node: &Node,
+    attrs: &Bitmap,
+    e: &mut Encoder,
+) -> Result<(), Status> {
+    let cfg = srv.config();
+    let is_dir = node.kind == NodeKind::Folder;
+    let needs_volume = [
+        attr::FILES_AVAIL,
+        attr::FILES_FREE,
+        attr::FILES_TOTAL,
+        attr::SPACE_AVAIL,
+        attr::SPACE_FREE,
+        attr::SPACE_TOTAL,
+    ]
+    .iter()
+    .any(|a| attrs.contains(*a));
+    let vol = if needs_volume {
+        srv.volume_stats()
+    } else {
+        Default::default()
+    };
+    for a in attrs.iter() {
+        match a {
+            attr::SUPPORTED_ATTRS => supported().encode(e),
+            attr::TYPE => e.u32(if is_dir { NF4DIR } else { NF4REG }),
+            attr::FH_EXPIRE_TYPE => e.u32(0), // FH4_PERSISTENT
+            attr::CHANGE => e.u64(node.change()),
+            attr::SIZE => e.u64(node.size),
+            attr::LINK_SUPPORT => e.bool(false),
+            attr::SYMLINK_SUPPORT => e.bool(false),
+            attr::NAMED_ATTR => e.bool(false),
+            attr::FSID => {
+                e.u64(cfg.export.export_id as u64);
+                e.u64(0);
+            }
+            attr::UNIQUE_HANDLES => e.bool(true),
+            attr::LEASE_TIME => e.u32(cfg.nfs.lease_time),
+            attr::RDATTR_ERROR => e.u32(Status::Ok.code()),
+            attr::ACLSUPPORT => e.u32(0),
+            attr::CANSETTIME => e.bool(true),
+            attr::CASE_INSENSITIVE => e.bool(false),
+            attr::CASE_PRESERVING => e.bool(true),
+            attr::CHOWN_RESTRICTED => e.bool(true),
+            attr::FILEHANDLE => e.opaque(&srv.handle_of(node)?),
+            attr::FILEID => e.u64(node.fileid),
+            attr::FILES_AVAIL => e.u64(vol.files_avail),
+            attr::FILES_FREE => e.u64(vol.files_free),
+            attr::FILES_TOTAL => e.u64(vol.files_total),
+            attr::HOMOGENEOUS => e.bool(true),
+            attr::MAXFILESIZE => e.u64(i64::MAX as u64),
+            attr::MAXLINK => e.u32(1),
+            attr::MAXNAME => e.u32(super::consts::MAX_NAME as u32),
+            attr::MAXREAD => e.u64(cfg.nfs.max_read as u64),
+            attr::MAXWRITE => e.u64(cfg.nfs.max_write as u64),
+            attr::MODE => e.u32(if is_dir {
+                cfg.export.dir_mode
+            } else {
+                cfg.export.file_mode
+            }),
+            attr::NO_TRUNC => e.bool(true),
+            attr::NUMLINKS => e.u32(if is_dir {
+                2 + srv.subfolder_count(node)
+            } else {
+                1
+            }),
+            attr::OWNER => e.string(&cfg.export.owner),
+            attr::OWNER_GROUP => e.string(&cfg.export.owner_group),
+            attr::RAWDEV => {
+                e.u32(0);
+                e.u32(0);
+            }
+            attr::SPACE_AVAIL => e.u64(vol.bytes_avail),
+            attr::SPACE_FREE => e.u64(vol.bytes_free),
+            attr::SPACE_TOTAL => e.u64(vol.bytes_total),
+            attr::SPACE_USED => e.u64(node.size.div_ceil(4096) * 4096),
+            attr::TIME_ACCESS | attr::TIME_METADATA | attr::TIME_MODIFY => {
+                time(e, node.modified_ns)
+            }
+            attr::TIME_CREATE => time(e, node.created_ns),
+            attr::TIME_DELTA => time(e, 1),
+            attr::MOUNTED_ON_FILEID => e.u64(node.fileid),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Encodes a fattr4 (bitmap of what is returned + values) for the
+/// requested attributes that are supported.
+pub fn encode_fattr(
+    srv: &Nfs4Server,
+    node: &Node,
+    requested: &Bitmap,
+    e: &mut Encoder,
+) -> Result<(), Status> {
+    let returned = requested.and(&supported());
+    returned.encode(e);
+    let len_at = e.placeholder();
+    let start = e.len();
+    encode_values(srv, node, &returned, e)?;
+    let len = e.len() - start;
+    e.patch_u32(len_at, len as u32);
+    Ok(())
+}
+
+/// VERIFY / NVERIFY: do the client's attribute values equal ours?
+pub fn matches(srv: &Nfs4Server, node: &Node, d: &mut Decoder<'_>) -> Result<bool, Status> {
+    let bitmap = Bitmap::decode(d)?;
+    let values = d.opaque(usize::MAX)?;
+    if !bitmap.is_subset_of(&supported()) {
+        return Err(Status::AttrNotSupp);
+    }
+    if bitmap.contains(attr::RDATTR_ERROR) {
+        return Err(Status::Inval);
+    }
+    let mut ours = Encoder::new();
+    encode_values(srv, node, &bitmap, &mut ours)?;
+    Ok(ours.buf == values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitmap_round_trip_and_trailing_zero_words() {
+        let b = Bitmap::of(&[0, 1, 33, 55]);
+        let mut e = Encoder::new();
+        b.encode(&mut e);
+        assert_eq!(e.buf.len(), 4 + 8);
+        let got = Bitmap::decode(&mut Decoder::new(&e.buf)).unwrap();
+        assert_eq!(got, b);
+        assert_eq!(got.iter().collect::<Vec<_>>(), vec![0, 1, 33, 55]);
+        let mut e = Encoder::new();
+        Bitmap::default().encode(&mut e);
+        assert_eq!(e.buf, [0, 0, 0, 0]);
+        assert!(!supported().contains(12)); // acl
+        assert!(supported().contains(attr::MOUNTED_ON_FILEID));
+    }
+}

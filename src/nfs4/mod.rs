@@ -1,0 +1,13 @@
+//! NFSv4.0 (RFC 7530): the COMPOUND procedure and its operations over a
+//! MarkBase catalog. Speaks XDR to the RPC layer below it and calls the
+//! catalog and storage layers; it never writes SQL.
+
+pub mod attrs;
+mod compound;
+pub mod consts;
+pub mod fh;
+mod ops;
+mod server;
+pub mod state;
+
+pub use server::Nfs4Server;

@@ -1,0 +1,45 @@
+//! SETCLIENTID, SETCLIENTID_CONFIRM and RENEW.
+
+use std::time::Instant;
+
+use crate::nfs4::compound::Compound;
+use crate::nfs4::consts::{OpResult, NFS4_OPAQUE_LIMIT};
+use crate::rpc::ReplyBody;
+use crate::xdr::Decoder;
+
+pub(crate) fn setclientid(
+    c: &mut Compound<'_>,
+    d: &mut Decoder<'_>,
+    out: &mut ReplyBody,
+) -> OpResult {
+    let verifier: [u8; 8] = d.array()?;
+    let id = d.opaque(NFS4_OPAQUE_LIMIT)?;
+    let _cb_program = d.u32()?;
+    let _netid = d.opaque(NFS4_OPAQUE_LIMIT)?;
+    let _addr = d.opaque(NFS4_OPAQUE_LIMIT)?;
+    let _callback_ident = d.u32()?;
+    let principal = c.ctx.credentials.principal();
+    let result = c
+        .srv
+        .state
+        .lock()
+        .set_client_id(id, verifier, &principal, Instant::now());
+    let (clientid, confirm) = result?;
+    out.enc().u64(clientid);
+    out.enc().fixed(&confirm);
+    Ok(())
+}
+
+pub(crate) fn setclientid_confirm(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {
+    let clientid = d.u64()?;
+    let confirm: [u8; 8] = d.array()?;
+    c.srv
+        .state
+        .lock()
+        .confirm_client_id(clientid, confirm, Instant::now())
+}
+
+pub(crate) fn renew(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {
+    let clientid = d.u64()?;
+    c.srv.state.lock().renew(clientid, Instant::now())
+}

@@ -1,0 +1,89 @@
+//! READDIR, SECINFO and READLINK.
+
+use super::component;
+use crate::catalog::NodeKind;
+use crate::nfs4::attrs::{self, Bitmap};
+use crate::nfs4::compound::Compound;
+use crate::nfs4::consts::{OpResult, Status, AUTH_NONE, AUTH_SYS};
+use crate::nfs4::server::catalog_status;
+use crate::rpc::ReplyBody;
+use crate::xdr::Decoder;
+
+/// Bytes of READDIR4resok besides the entries: verifier, end-of-list
+/// marker, eof flag.
+const READDIR_FIXED: usize = 8 + 4 + 4;
+
+/// Cookies are derived from the entries themselves (see
+/// `catalog::Listing`), so a cookie stays valid while the folder changes;
+/// the cookie verifier is always zero and any verifier is accepted.
+pub(crate) fn readdir(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
+    let cookie = d.u64()?;
+    let _cookieverf = d.fixed(8)?;
+    let _dircount = d.u32()?;
+    let maxcount = d.u32()? as usize;
+    let requested = Bitmap::decode(d)?;
+    let dir = c.current()?;
+    if dir.kind != NodeKind::Folder {
+        return Err(Status::NotDir);
+    }
+    if cookie == 1 || cookie == 2 {
+        return Err(Status::BadCookie);
+    }
+    let listing = c
+        .srv
+        .catalog()
+        .listing(&dir.id)
+        .map_err(|e| catalog_status(&e))?;
+    let start = listing.resume_after(cookie);
+    out.enc().fixed(&[0u8; 8]);
+    let budget_end = out.len() - 8 + maxcount.saturating_sub(READDIR_FIXED - 8);
+    let mut written = 0;
+    let mut next = start;
+    for entry in &listing.entries[start..] {
+        let mark = out.len();
+        let e = out.enc();
+        e.bool(true);
+        e.u64(entry.cookie);
+        e.string(&entry.name);
+        attrs::encode_fattr(c.srv, &entry.node, &requested, e)?;
+        if out.len() > budget_end {
+            out.truncate(mark);
+            break;
+        }
+        written += 1;
+        next += 1;
+    }
+    if written == 0 && next < listing.entries.len() {
+        return Err(Status::TooSmall);
+    }
+    out.enc().bool(false);
+    out.enc().bool(next == listing.entries.len());
+    Ok(())
+}
+
+/// We serve no symbolic links.
+pub(crate) fn readlink(c: &mut Compound<'_>) -> OpResult {
+    c.current()?;
+    Err(Status::Inval)
+}
+
+/// AUTH_SYS and AUTH_NONE for every name; the current filehandle is
+/// consumed (RFC 7530 §16.31.4).
+pub(crate) fn secinfo(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
+    let dir = c.current()?;
+    let name = component(d)?;
+    if dir.kind != NodeKind::Folder {
+        return Err(Status::NotDir);
+    }
+    c.srv
+        .catalog()
+        .lookup(&dir.id, name)
+        .map_err(|e| catalog_status(&e))?
+        .ok_or(Status::NoEnt)?;
+    c.current = None;
+    let e = out.enc();
+    e.u32(2);
+    e.u32(AUTH_SYS);
+    e.u32(AUTH_NONE);
+    Ok(())
+}

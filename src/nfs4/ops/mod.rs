@@ -1,0 +1,81 @@
+//! One file per family of operations; `dispatch` routes an opnum to it.
+
+mod attributes;
+mod client;
+mod directory;
+mod filehandle;
+mod open;
+mod read;
+
+use super::compound::Compound;
+use super::consts::{op, OpResult, Status, MAX_NAME};
+use crate::rpc::ReplyBody;
+use crate::xdr::Decoder;
+
+/// Operations of NFSv4.0 (3..=39); anything else is OP_ILLEGAL.
+pub(crate) fn is_known(opnum: u32) -> bool {
+    (op::ACCESS..=op::RELEASE_LOCKOWNER).contains(&opnum)
+}
+
+pub(crate) fn dispatch(
+    c: &mut Compound<'_>,
+    opnum: u32,
+    d: &mut Decoder<'_>,
+    out: &mut ReplyBody,
+) -> OpResult {
+    match opnum {
+        op::PUTFH => filehandle::putfh(c, d),
+        op::PUTROOTFH | op::PUTPUBFH => filehandle::putrootfh(c),
+        op::GETFH => filehandle::getfh(c, out),
+        op::SAVEFH => filehandle::savefh(c),
+        op::RESTOREFH => filehandle::restorefh(c),
+        op::LOOKUP => filehandle::lookup(c, d),
+        op::LOOKUPP => filehandle::lookupp(c),
+        op::GETATTR => attributes::getattr(c, d, out),
+        op::ACCESS => attributes::access(c, d, out),
+        op::VERIFY => attributes::verify(c, d, false),
+        op::NVERIFY => attributes::verify(c, d, true),
+        op::READDIR => directory::readdir(c, d, out),
+        op::READLINK => directory::readlink(c),
+        op::SECINFO => directory::secinfo(c, d, out),
+        op::SETCLIENTID => client::setclientid(c, d, out),
+        op::SETCLIENTID_CONFIRM => client::setclientid_confirm(c, d),
+        op::RENEW => client::renew(c, d),
+        op::OPEN => open::open(c, d, out),
+        op::OPEN_CONFIRM => open::open_confirm(c, d, out),
+        op::OPEN_DOWNGRADE => open::open_downgrade(c, d, out),
+        op::CLOSE => open::close(c, d, out),
+        op::READ => read::read(c, d, out),
+        // The write path is not served yet: the volume is read-only.
+        op::WRITE | op::CREATE | op::REMOVE | op::RENAME | op::LINK | op::SETATTR | op::COMMIT => {
+            c.current()?;
+            Err(Status::RoFs)
+        }
+        // No delegations are granted, so there is nothing to return.
+        op::DELEGRETURN => Err(Status::BadStateId),
+        op::DELEGPURGE
+        | op::OPENATTR
+        | op::LOCK
+        | op::LOCKT
+        | op::LOCKU
+        | op::RELEASE_LOCKOWNER => Err(Status::NotSupp),
+        _ => Err(Status::OpIllegal),
+    }
+}
+
+/// Checks a name component (RFC 7530 §12.7): the name as UTF-8, or the
+/// NFS error that refuses it.
+pub(crate) fn component<'a>(d: &mut Decoder<'a>) -> OpResult<&'a str> {
+    let raw = d.opaque(super::consts::NFS4_OPAQUE_LIMIT)?;
+    if raw.is_empty() {
+        return Err(Status::Inval);
+    }
+    if raw.len() > MAX_NAME {
+        return Err(Status::NameTooLong);
+    }
+    let name = std::str::from_utf8(raw).map_err(|_| Status::Inval)?;
+    if name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(Status::BadName);
+    }
+    Ok(name)
+}

@@ -1,0 +1,38 @@
+//! READ: the bytes come from a pooled descriptor with one pread and go out
+//! as their own iovec, never copied into the reply buffer.
+
+use super::open::stateid;
+use crate::catalog::NodeKind;
+use crate::nfs4::compound::Compound;
+use crate::nfs4::consts::{OpResult, Status};
+use crate::rpc::ReplyBody;
+use crate::storage;
+use crate::xdr::Decoder;
+
+pub(crate) fn read(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
+    let sid = stateid(d)?;
+    let offset = d.u64()?;
+    let count = d.u32()?;
+    let node = c.current()?;
+    if node.kind == NodeKind::Folder {
+        return Err(Status::IsDir);
+    }
+    c.srv.state.lock().check_read(&sid, node.fileid)?;
+    let count = count.min(c.srv.config().nfs.max_read) as usize;
+    let Some(path) = node.content.as_deref() else {
+        let err = std::io::Error::new(std::io::ErrorKind::NotFound, "no aliases_json.path");
+        c.srv.report_missing(&node, &err);
+        return Err(Status::Io);
+    };
+    let file = c.srv.files().get(node.fileid, path).map_err(|e| {
+        c.srv.report_missing(&node, &e);
+        Status::Io
+    })?;
+    let (data, eof) = storage::read_at(&file, offset, count).map_err(|e| {
+        tracing::error!(node = %node.id, offset, count, error = %e, "READ failed");
+        Status::Io
+    })?;
+    out.enc().bool(eof);
+    out.opaque_data(data);
+    Ok(())
+}

@@ -1,0 +1,579 @@
+//! RPC call headers, credentials, reply encoding and program dispatch.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::xdr::{Decoder, Encoder, XdrResult};
+
+const RPC_VERSION: u32 = 2;
+const MSG_CALL: u32 = 0;
+const MSG_REPLY: u32 = 1;
+const MSG_ACCEPTED: u32 = 0;
+const MSG_DENIED: u32 = 1;
+
+const ACCEPT_SUCCESS: u32 = 0;
+const ACCEPT_PROG_UNAVAIL: u32 = 1;
+const ACCEPT_PROG_MISMATCH: u32 = 2;
+const ACCEPT_PROC_UNAVAIL: u32 = 3;
+const ACCEPT_GARBAGE_ARGS: u32 = 4;
+const ACCEPT_SYSTEM_ERR: u32 = 5;
+
+const REJECT_RPC_MISMATCH: u32 = 0;
+const REJECT_AUTH_ERROR: u32 = 1;
+const AUTH_BADCRED: u32 = 1;
+const AUTH_TOOWEAK: u32 = 5;
+
+pub const AUTH_NONE: u32 = 0;
+pub const AUTH_SYS: u32 = 1;
+
+/// Largest credential or verifier body (RFC 5531 §8.2).
+const MAX_AUTH_BYTES: usize = 400;
+
+/// AUTH_SYS parameters (RFC 5531 appendix A).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSys {
+    pub stamp: u32,
+    pub machine: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub gids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    None,
+    Sys(AuthSys),
+}
+
+impl Credentials {
+    /// The caller's uid, `nobody` (65534) for AUTH_NONE.
+    pub fn uid(&self) -> u32 {
+        match self {
+            Credentials::Sys(s) => s.uid,
+            Credentials::None => 65534,
+        }
+    }
+
+    pub fn gid(&self) -> u32 {
+        match self {
+            Credentials::Sys(s) => s.gid,
+            Credentials::None => 65534,
+        }
+    }
+
+    /// Opaque identity of the principal (used to tell clients apart).
+    pub fn principal(&self) -> String {
+        match self {
+            Credentials::Sys(s) => format!("sys:{}@{}", s.uid, s.machine),
+            Credentials::None => "none".to_string(),
+        }
+    }
+}
+
+/// What a program sees of one call.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub xid: u32,
+    pub version: u32,
+    pub procedure: u32,
+    pub credentials: Credentials,
+    pub peer: Option<SocketAddr>,
+}
+
+/// The accept_stat failures a program can return instead of a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    ProcUnavail,
+    GarbageArgs,
+    SystemErr,
+}
+
+/// One piece of a reply as it goes on the wire.
+#[derive(Debug)]
+pub enum ReplyPart {
+    Bytes(Vec<u8>),
+    /// File data, sent as its own iovec so it is never copied into a
+    /// header buffer.
+    Data(Vec<u8>),
+}
+
+impl ReplyPart {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            ReplyPart::Bytes(b) | ReplyPart::Data(b) => b,
+        }
+    }
+}
+
+/// A reply without its record mark, as a list of buffers for one `writev`.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub parts: Vec<ReplyPart>,
+}
+
+impl Reply {
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.as_slice().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole reply in one buffer (tests and tools).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        for p in &self.parts {
+            v.extend_from_slice(p.as_slice());
+        }
+        v
+    }
+}
+
+/// Where a program writes its results: XDR into `enc`, and out-of-line data
+/// buffers (a READ's bytes) after which encoding continues into a fresh
+/// buffer. Offsets given to [`ReplyBody::patch_u32`] count from the start of
+/// the reply, across parts.
+#[derive(Debug)]
+pub struct ReplyBody {
+    parts: Vec<ReplyPart>,
+    /// Bytes held in `parts`.
+    base: usize,
+    enc: Encoder,
+}
+
+impl ReplyBody {
+    fn new(head: Vec<u8>) -> Self {
+        ReplyBody {
+            parts: Vec::new(),
+            base: 0,
+            enc: Encoder::with_buffer(head),
+        }
+    }
+
+    /// A body for tests and tools that encode results outside an RPC.
+    pub fn detached() -> Self {
+        Self::new(Vec::new())
+    }
+
+    pub fn enc(&mut self) -> &mut Encoder {
+        &mut self.enc
+    }
+
+    /// Appends `data` as XDR opaque data (length, bytes, padding) without
+    /// copying the bytes.
+    pub fn opaque_data(&mut self, data: Vec<u8>) {
+        let len = data.len();
+        self.enc.u32(len as u32);
+        if len == 0 {
+            return;
+        }
+        let head = std::mem::take(&mut self.enc.buf);
+        self.base += head.len() + len;
+        self.parts.push(ReplyPart::Bytes(head));
+        self.parts.push(ReplyPart::Data(data));
+        self.enc.buf.extend_from_slice(Encoder::padding_for(len));
+    }
+
+    /// Bytes encoded so far (all parts).
+    pub fn len(&self) -> usize {
+        self.base + self.enc.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reserves a u32 to fill in later; returns its offset.
+    pub fn placeholder(&mut self) -> usize {
+        let at = self.len();
+        self.enc.u32(0);
+        at
+    }
+
+    pub fn patch_u32(&mut self, at: usize, v: u32) {
+        if at >= self.base {
+            self.enc.patch_u32(at - self.base, v);
+            return;
+        }
+        let mut start = 0;
+        for part in &mut self.parts {
+            let ReplyPart::Bytes(b) = part else {
+                start += part.as_slice().len();
+                continue;
+            };
+            if at < start + b.len() {
+                b[at - start..at - start + 4].copy_from_slice(&v.to_be_bytes());
+                return;
+            }
+            start += b.len();
+        }
+    }
+
+    /// Drops what was encoded after offset `at`, which must lie in the
+    /// buffer being encoded (no data part after it). Returns false if not.
+    pub fn truncate(&mut self, at: usize) -> bool {
+        if at < self.base {
+            return false;
+        }
+        self.enc.buf.truncate(at - self.base);
+        true
+    }
+
+    pub(crate) fn finish(mut self) -> Reply {
+        let tail = std::mem::take(&mut self.enc.buf);
+        if !tail.is_empty() {
+            self.parts.push(ReplyPart::Bytes(tail));
+        }
+        Reply { parts: self.parts }
+    }
+}
+
+/// An RPC program served by this server.
+pub trait Program: Send + Sync {
+    fn number(&self) -> u32;
+    /// Lowest and highest version served.
+    fn versions(&self) -> (u32, u32);
+    /// Handles one call; writes the results (after the accept header) into
+    /// `out`.
+    fn call(&self, ctx: &CallContext, args: &[u8], out: &mut ReplyBody) -> Result<(), AcceptError>;
+}
+
+/// What to do with one received record.
+#[derive(Debug)]
+pub enum Outcome {
+    Reply(Reply),
+    /// A REPLY message or other record that needs no answer.
+    Ignore,
+    /// The record cannot be answered (no xid): close the connection.
+    Close(&'static str),
+}
+
+/// Routes calls to programs by number.
+#[derive(Default, Clone)]
+pub struct Dispatcher {
+    programs: HashMap<u32, Arc<dyn Program>>,
+}
+
+struct CallHeader {
+    xid: u32,
+    rpcvers: u32,
+    prog: u32,
+    vers: u32,
+    procedure: u32,
+}
+
+fn decode_auth(d: &mut Decoder<'_>) -> XdrResult<(u32, Vec<u8>)> {
+    let flavor = d.u32()?;
+    let body = d.opaque(MAX_AUTH_BYTES)?;
+    Ok((flavor, body.to_vec()))
+}
+
+fn decode_auth_sys(body: &[u8]) -> XdrResult<AuthSys> {
+    let mut d = Decoder::new(body);
+    let stamp = d.u32()?;
+    let machine = String::from_utf8_lossy(d.opaque(255)?).into_owned();
+    let uid = d.u32()?;
+    let gid = d.u32()?;
+    let n = d.count(16, 4)?;
+    let mut gids = Vec::with_capacity(n);
+    for _ in 0..n {
+        gids.push(d.u32()?);
+    }
+    Ok(AuthSys {
+        stamp,
+        machine,
+        uid,
+        gid,
+        gids,
+    })
+}
+
+fn reply_head(xid: u32) -> Encoder {
+    let mut e = Encoder::with_buffer(Vec::with_capacity(256));
+    e.u32(xid);
+    e.u32(MSG_REPLY);
+    e
+}
+
+fn accepted(xid: u32, stat: u32) -> Encoder {
+    let mut e = reply_head(xid);
+    e.u32(MSG_ACCEPTED);
+    e.u32(AUTH_NONE); // verifier
+    e.u32(0);
+    e.u32(stat);
+    e
+}
+
+fn reply_of(e: Encoder) -> Outcome {
+    Outcome::Reply(Reply {
+        parts: vec![ReplyPart::Bytes(e.buf)],
+    })
+}
+
+impl Dispatcher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&mut self, program: Arc<dyn Program>) {
+        self.programs.insert(program.number(), program);
+    }
+
+    /// Decodes one record, calls the program and encodes the reply.
+    pub fn dispatch(&self, record: &[u8], peer: Option<SocketAddr>) -> Outcome {
+        let mut d = Decoder::new(record);
+        let Ok(xid) = d.u32() else {
+            return Outcome::Close("record too short for an RPC header");
+        };
+        match d.u32() {
+            Ok(MSG_CALL) => {}
+            Ok(MSG_REPLY) => return Outcome::Ignore,
+            _ => return Outcome::Close("record is neither an RPC call nor a reply"),
+        }
+        let header = (|| -> XdrResult<CallHeader> {
+            Ok(CallHeader {
+                xid,
+                rpcvers: d.u32()?,
+                prog: d.u32()?,
+                vers: d.u32()?,
+                procedure: d.u32()?,
+            })
+        })();
+        let Ok(h) = header else {
+            return reply_of(accepted(xid, ACCEPT_GARBAGE_ARGS));
+        };
+        if h.rpcvers != RPC_VERSION {
+            let mut e = reply_head(h.xid);
+            e.u32(MSG_DENIED);
+            e.u32(REJECT_RPC_MISMATCH);
+            e.u32(RPC_VERSION);
+            e.u32(RPC_VERSION);
+            return reply_of(e);
+        }
+        let auth_error = |stat: u32| {
+            let mut e = reply_head(h.xid);
+            e.u32(MSG_DENIED);
+            e.u32(REJECT_AUTH_ERROR);
+            e.u32(stat);
+            reply_of(e)
+        };
+        let (Ok((flavor, body)), Ok(_verifier)) = (decode_auth(&mut d), decode_auth(&mut d)) else {
+            return auth_error(AUTH_BADCRED);
+        };
+        let credentials = match flavor {
+            AUTH_NONE => Credentials::None,
+            AUTH_SYS => match decode_auth_sys(&body) {
+                Ok(s) => Credentials::Sys(s),
+                Err(_) => return auth_error(AUTH_BADCRED),
+            },
+            _ => return auth_error(AUTH_TOOWEAK),
+        };
+        let Some(program) = self.programs.get(&h.prog) else {
+            return reply_of(accepted(h.xid, ACCEPT_PROG_UNAVAIL));
+        };
+        let (low, high) = program.versions();
+        if h.vers < low || h.vers > high {
+            let mut e = accepted(h.xid, ACCEPT_PROG_MISMATCH);
+            e.u32(low);
+            e.u32(high);
+            return reply_of(e);
+        }
+        let ctx = CallContext {
+            xid: h.xid,
+            version: h.vers,
+            procedure: h.procedure,
+            credentials,
+            peer,
+        };
+        let mut body = ReplyBody::new(accepted(h.xid, ACCEPT_SUCCESS).buf);
+        match program.call(&ctx, d.rest(), &mut body) {
+            Ok(()) => Outcome::Reply(body.finish()),
+            Err(err) => {
+                let stat = match err {
+                    AcceptError::ProcUnavail => ACCEPT_PROC_UNAVAIL,
+                    AcceptError::GarbageArgs => ACCEPT_GARBAGE_ARGS,
+                    AcceptError::SystemErr => ACCEPT_SYSTEM_ERR,
+                };
+                reply_of(accepted(h.xid, stat))
+            }
+        }
+    }
+}
+
+/// Builds a call header (used by the project's own client and by tests).
+pub fn encode_call(
+    e: &mut Encoder,
+    xid: u32,
+    prog: u32,
+    vers: u32,
+    procedure: u32,
+    auth: &Credentials,
+) {
+    e.u32(xid);
+    e.u32(MSG_CALL);
+    e.u32(RPC_VERSION);
+    e.u32(prog);
+    e.u32(vers);
+    e.u32(procedure);
+    match auth {
+        Credentials::None => {
+            e.u32(AUTH_NONE);
+            e.u32(0);
+        }
+        Credentials::Sys(s) => {
+            let mut b = Encoder::new();
+            b.u32(s.stamp);
+            b.string(&s.machine);
+            b.u32(s.uid);
+            b.u32(s.gid);
+            b.u32(s.gids.len() as u32);
+            for g in &s.gids {
+                b.u32(*g);
+            }
+            e.u32(AUTH_SYS);
+            e.opaque(&b.buf);
+        }
+    }
+    e.u32(AUTH_NONE);
+    e.u32(0);
+}
+
+/// The status of a decoded reply, for clients and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyStatus {
+    Success,
+    ProgUnavail,
+    ProgMismatch { low: u32, high: u32 },
+    ProcUnavail,
+    GarbageArgs,
+    SystemErr,
+    RpcMismatch { low: u32, high: u32 },
+    AuthError(u32),
+}
+
+/// Decodes a reply header; returns (xid, status, offset of the results).
+pub fn decode_reply(record: &[u8]) -> XdrResult<(u32, ReplyStatus, usize)> {
+    let mut d = Decoder::new(record);
+    let xid = d.u32()?;
+    let _msg_type = d.u32()?;
+    let status = match d.u32()? {
+        MSG_ACCEPTED => {
+            decode_auth(&mut d)?;
+            match d.u32()? {
+                ACCEPT_SUCCESS => ReplyStatus::Success,
+                ACCEPT_PROG_UNAVAIL => ReplyStatus::ProgUnavail,
+                ACCEPT_PROG_MISMATCH => ReplyStatus::ProgMismatch {
+                    low: d.u32()?,
+                    high: d.u32()?,
+                },
+                ACCEPT_PROC_UNAVAIL => ReplyStatus::ProcUnavail,
+                ACCEPT_GARBAGE_ARGS => ReplyStatus::GarbageArgs,
+                _ => ReplyStatus::SystemErr,
+            }
+        }
+        _ => match d.u32()? {
+            REJECT_RPC_MISMATCH => ReplyStatus::RpcMismatch {
+                low: d.u32()?,
+                high: d.u32()?,
+            },
+            _ => ReplyStatus::AuthError(d.u32()?),
+        },
+    };
+    Ok((xid, status, d.position()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo;
+    impl Program for Echo {
+        fn number(&self) -> u32 {
+            99
+        }
+        fn versions(&self) -> (u32, u32) {
+            (1, 2)
+        }
+        fn call(
+            &self,
+            ctx: &CallContext,
+            args: &[u8],
+            out: &mut ReplyBody,
+        ) -> Result<(), AcceptError> {
+            match ctx.procedure {
+                0 => Ok(()),
+                1 => {
+                    out.opaque_data(args.to_vec());
+                    out.enc().u32(ctx.credentials.uid());
+                    Ok(())
+                }
+                2 => Err(AcceptError::GarbageArgs),
+                _ => Err(AcceptError::ProcUnavail),
+            }
+        }
+    }
+
+    fn call(prog: u32, vers: u32, procedure: u32, args: &[u8]) -> Vec<u8> {
+        let mut e = Encoder::new();
+        let auth = Credentials::Sys(AuthSys {
+            stamp: 1,
+            machine: "m".into(),
+            uid: 501,
+            gid: 20,
+            gids: vec![20, 12],
+        });
+        encode_call(&mut e, 7, prog, vers, procedure, &auth);
+        e.buf.extend_from_slice(args);
+        e.buf
+    }
+
+    fn status_of(o: Outcome) -> (ReplyStatus, Vec<u8>) {
+        let Outcome::Reply(r) = o else {
+            panic!("expected a reply, got {o:?}")
+        };
+        let v = r.to_vec();
+        let (xid, st, off) = decode_reply(&v).unwrap();
+        assert_eq!(xid, 7);
+        (st, v[off..].to_vec())
+    }
+
+    #[test]
+    fn accept_and_reject_paths() {
+        let mut disp = Dispatcher::new();
+        disp.register(Arc::new(Echo));
+        let (st, body) = status_of(disp.dispatch(&call(99, 1, 1, &[1, 2, 3, 4, 5]), None));
+        assert_eq!(st, ReplyStatus::Success);
+        assert_eq!(body, [0, 0, 0, 5, 1, 2, 3, 4, 5, 0, 0, 0, 0, 0, 1, 245]);
+        assert_eq!(
+            status_of(disp.dispatch(&call(98, 1, 0, &[]), None)).0,
+            ReplyStatus::ProgUnavail
+        );
+        assert_eq!(
+            status_of(disp.dispatch(&call(99, 3, 0, &[]), None)).0,
+            ReplyStatus::ProgMismatch { low: 1, high: 2 }
+        );
+        assert_eq!(
+            status_of(disp.dispatch(&call(99, 1, 9, &[]), None)).0,
+            ReplyStatus::ProcUnavail
+        );
+        assert_eq!(
+            status_of(disp.dispatch(&call(99, 1, 2, &[]), None)).0,
+            ReplyStatus::GarbageArgs
+        );
+        let mut bad = call(99, 1, 0, &[]);
+        bad[8..12].copy_from_slice(&3u32.to_be_bytes());
+        assert_eq!(
+            status_of(disp.dispatch(&bad, None)).0,
+            ReplyStatus::RpcMismatch { low: 2, high: 2 }
+        );
+        let mut gss = call(99, 1, 0, &[]);
+        gss[24..28].copy_from_slice(&6u32.to_be_bytes());
+        assert_eq!(
+            status_of(disp.dispatch(&gss, None)).0,
+            ReplyStatus::AuthError(AUTH_TOOWEAK)
+        );
+        assert!(matches!(disp.dispatch(&[1, 2], None), Outcome::Close(_)));
+    }
+}

@@ -1,0 +1,13 @@
+//! ONC RPC version 2 (RFC 5531) over TCP: record marking, call headers,
+//! AUTH_NONE / AUTH_SYS credentials and reply encoding.
+//!
+//! This layer knows nothing of NFS: programs register with a [`Dispatcher`]
+//! and get the procedure number, the credentials and the argument bytes.
+
+pub mod message;
+pub mod record;
+
+pub use message::{
+    AcceptError, AuthSys, CallContext, Credentials, Dispatcher, Outcome, Program, Reply, ReplyBody,
+    ReplyPart,
+};

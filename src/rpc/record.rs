@@ -1,0 +1,119 @@
+//! RPC record marking (RFC 5531 §11): each record is one or more fragments,
+//! each preceded by a 4-byte header whose top bit marks the last fragment and
+//! whose low 31 bits give the fragment length.
+
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+pub const LAST_FRAGMENT: u32 = 0x8000_0000;
+
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error("record of at least {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: u64, limit: usize },
+    #[error("connection closed in the middle of a record ({got} of {expected} bytes)")]
+    Truncated { got: usize, expected: usize },
+    #[error("read error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one whole record into `buf` (cleared first). Returns `Ok(false)` on a
+/// clean end of stream between records.
+pub async fn read_record<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> Result<bool, RecordError> {
+    buf.clear();
+    loop {
+        let mut header = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            let n = reader.read(&mut header[got..]).await?;
+            if n == 0 {
+                if got == 0 && buf.is_empty() {
+                    return Ok(false);
+                }
+                return Err(RecordError::Truncated {
+                    got: buf.len() + got,
+                    expected: buf.len() + 4,
+                });
+            }
+            got += n;
+        }
+        let word = u32::from_be_bytes(header);
+        let len = (word & !LAST_FRAGMENT) as usize;
+        let total = buf.len() as u64 + len as u64;
+        if total > limit as u64 {
+            return Err(RecordError::TooLarge { size: total, limit });
+        }
+        let start = buf.len();
+        buf.resize(start + len, 0);
+        let mut filled = start;
+        while filled < buf.len() {
+            let n = reader.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                let expected = buf.len();
+                buf.truncate(filled);
+                return Err(RecordError::Truncated {
+                    got: filled,
+                    expected,
+                });
+            }
+            filled += n;
+        }
+        if word & LAST_FRAGMENT != 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// The record mark for a single-fragment record of `len` bytes.
+pub fn record_mark(len: usize) -> [u8; 4] {
+    (LAST_FRAGMENT | len as u32).to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frag(data: &[u8], last: bool) -> Vec<u8> {
+        let mut v = ((data.len() as u32) | if last { LAST_FRAGMENT } else { 0 })
+            .to_be_bytes()
+            .to_vec();
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[tokio::test]
+    async fn multi_fragment_records_are_joined() {
+        let mut wire = frag(b"abc", false);
+        wire.extend(frag(b"defg", true));
+        wire.extend(frag(b"x", true));
+        let mut r = &wire[..];
+        let mut buf = Vec::new();
+        assert!(read_record(&mut r, &mut buf, 100).await.unwrap());
+        assert_eq!(buf, b"abcdefg");
+        assert!(read_record(&mut r, &mut buf, 100).await.unwrap());
+        assert_eq!(buf, b"x");
+        assert!(!read_record(&mut r, &mut buf, 100).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn oversized_and_truncated_records_fail() {
+        let wire = (LAST_FRAGMENT | 0x7fff_ffff).to_be_bytes();
+        let mut r = &wire[..];
+        let mut buf = Vec::new();
+        assert!(matches!(
+            read_record(&mut r, &mut buf, 1 << 20).await,
+            Err(RecordError::TooLarge { .. })
+        ));
+        let mut wire = frag(b"abcdef", true);
+        wire.truncate(7);
+        let mut r = &wire[..];
+        assert!(matches!(
+            read_record(&mut r, &mut buf, 100).await,
+            Err(RecordError::Truncated { .. })
+        ));
+    }
+}

@@ -1,0 +1,53 @@
+//! Wiring for `markbase-nfs serve`: config → catalog → NFSv4 program →
+//! RPC dispatcher → listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::catalog::{create_demo, Catalog};
+use crate::config::Config;
+use crate::nfs4::Nfs4Server;
+use crate::rpc::Dispatcher;
+use crate::storage::ensure_storage_dir;
+
+/// Opens the export described by `cfg` (creating the demo catalog when it
+/// is missing and `export.create_demo` is set).
+pub fn open_export(cfg: &Config) -> anyhow::Result<Arc<Nfs4Server>> {
+    let storage = cfg.storage_dir();
+    if cfg.export.create_demo && create_demo(&cfg.export.db, &storage)? {
+        tracing::info!(db = %cfg.export.db.display(), "created the demo catalog");
+    }
+    anyhow::ensure!(
+        cfg.export.db.exists(),
+        "catalog {} does not exist (run `markbase-nfs gen` or `import`, or enable export.create_demo)",
+        cfg.export.db.display()
+    );
+    let storage = ensure_storage_dir(&storage)
+        .with_context(|| format!("creating storage folder {}", storage.display()))?;
+    let catalog = Arc::new(Catalog::open(&cfg.export.db, &cfg.cache)?);
+    Ok(Arc::new(Nfs4Server::new(cfg.clone(), catalog, storage)))
+}
+
+pub fn dispatcher_for(nfs: Arc<Nfs4Server>) -> Arc<Dispatcher> {
+    let mut d = Dispatcher::new();
+    d.register(nfs);
+    Arc::new(d)
+}
+
+pub fn listen_addr(cfg: &Config) -> anyhow::Result<SocketAddr> {
+    let text = format!("{}:{}", cfg.server.address, cfg.server.port);
+    text.parse()
+        .or_else(|_| format!("[{}]:{}", cfg.server.address, cfg.server.port).parse())
+        .with_context(|| format!("bad listen address {text}"))
+}
+
+/// The lines an editor pastes to mount the volume.
+pub fn mount_help(addr: &SocketAddr) -> String {
+    let host = addr.ip();
+    let port = addr.port();
+    format!(
+        "Mount it:\n  macOS: sudo mkdir -p /Volumes/MarkBase && sudo mount_nfs -o vers=4,port={port},rwsize=1048576 {host}:/ /Volumes/MarkBase\n  Linux: sudo mkdir -p /mnt/markbase && sudo mount -t nfs4 -o vers=4.0,port={port} {host}:/ /mnt/markbase"
+    )
+}
