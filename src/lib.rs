@@ -5,6 +5,7 @@
 //! operations) → `catalog` (SQLite + caches) and `storage` (content files).
 
 pub mod catalog;
+pub mod client;
 pub mod config;
 pub mod net;
 pub mod nfs4;

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use anyhow::Context;
 use moka::sync::Cache;
 use parking_lot::Mutex;
 use rusqlite::{params, types::Value, Connection, OptionalExtension};
@@ -79,12 +80,24 @@ impl Catalog {
             .weigher(|_k: &NodeId, v: &Arc<Listing>| (v.entries.len() as u32).saturating_add(1))
             .max_capacity(cache.paths.max(1))
             .build();
+        // The root has no row: it shows the catalog's oldest creation and
+        // newest update.
+        let (created, updated): (Option<i64>, Option<i64>) = conn
+            .query_row(
+                "SELECT MIN(created_at), MAX(updated_at) FROM file_nodes",
+                [],
+                |r| Ok((r.get(0).ok(), r.get(1).ok())),
+            )
+            .with_context(|| format!("reading timestamps of {}", db_path.display()))?;
+        let mut root = Node::root();
+        root.created_ns = node::timestamp_to_ns(created.unwrap_or(0));
+        root.modified_ns = node::timestamp_to_ns(updated.unwrap_or(0)).max(root.created_ns);
         Ok(Catalog {
             db_path: db_path.to_path_buf(),
             conn: Mutex::new(conn),
             nodes: Cache::new(cache.nodes.max(1)),
             listings,
-            root: Arc::new(Node::root()),
+            root: Arc::new(root),
             statements: AtomicU64::new(0),
         })
     }

@@ -1,0 +1,347 @@
+//! Shared helpers for the black-box tests: a server run as a child process,
+//! the Linux kernel client in ../shared/nfs-vm, and expectations read
+//! straight from a catalog's SQLite file.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_markbase-nfs");
+
+/// The VM uses both cores; tests that boot it take turns.
+pub static VM_LOCK: Mutex<()> = Mutex::new(());
+
+pub fn vm_lock() -> std::sync::MutexGuard<'static, ()> {
+    VM_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A `markbase-nfs serve` child process.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    args: Vec<String>,
+    dir: PathBuf,
+    pub stdout_head: Vec<String>,
+}
+
+impl Server {
+    /// Starts `markbase-nfs serve --db DB --storage STORAGE` on 127.0.0.1
+    /// (port 0 = any free port) with `dir` as working directory.
+    pub fn start(dir: &Path, db: &Path, storage: &Path, port: u16) -> Server {
+        let args = vec![
+            "serve".to_string(),
+            "--address".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--db".into(),
+            db.display().to_string(),
+            "--storage".into(),
+            storage.display().to_string(),
+        ];
+        Self::spawn(dir, args)
+    }
+
+    pub fn spawn(dir: &Path, args: Vec<String>) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .expect("server log");
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn markbase-nfs");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut head = Vec::new();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.expect("server stdout");
+            if let Some(rest) = line.split(" on ").nth(1) {
+                if line.starts_with("markbase-nfs serving") {
+                    let a = rest.split_whitespace().next().unwrap_or("");
+                    addr = a.parse().ok();
+                }
+            }
+            head.push(line.clone());
+            if line.trim_start().starts_with("Linux:") {
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        let addr = addr.unwrap_or_else(|| {
+            panic!(
+                "server did not print its address; stdout: {head:?}; log:\n{}",
+                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+            )
+        });
+        Server {
+            child: Some(child),
+            addr,
+            args,
+            dir: dir.to_path_buf(),
+            stdout_head: head,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Kills the server with SIGKILL (no chance to clean up).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills and starts again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut args = self.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--port") {
+            args[i + 1] = self.addr.port().to_string();
+        }
+        let fresh = Server::spawn(&self.dir, args);
+        assert_eq!(fresh.addr, self.addr);
+        *self = fresh;
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn nfs_vm_script() -> PathBuf {
+    if let Ok(p) = std::env::var("NFSVM_SH") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/nfs-vm/nfs-vm.sh");
+    assert!(
+        p.exists(),
+        "the kernel-client VM script is missing at {} (set NFSVM_SH)",
+        p.display()
+    );
+    p
+}
+
+/// Runs `script` in the VM against a server on 127.0.0.1:`port`, with the
+/// GNU ls and find copied in (busybox's ls mangles non-ASCII names).
+pub fn run_vm(port: u16, script: &str, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(nfs_vm_script());
+    cmd.args(["--port", &port.to_string(), "--timeout", "900"])
+        .args(["--with", "/usr/bin/ls", "--with", "/usr/bin/find"])
+        .args(extra)
+        .arg("--")
+        .arg(script)
+        .stdin(Stdio::null());
+    let out = cmd.output().expect("running nfs-vm.sh");
+    eprintln!(
+        "nfs-vm exit {:?}; stderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Like [`run_vm`] but calls `on_line` for each guest stdout line as it
+/// arrives (to act on markers the guest prints).
+pub fn run_vm_streaming(
+    port: u16,
+    script: &str,
+    mut on_line: impl FnMut(&str),
+) -> (Option<i32>, Vec<String>) {
+    let mut child = Command::new(nfs_vm_script())
+        .args(["--port", &port.to_string(), "--timeout", "900"])
+        .args(["--with", "/usr/bin/ls", "--with", "/usr/bin/find"])
+        .arg("--")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running nfs-vm.sh");
+    let stdout = child.stdout.take().expect("vm stdout");
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap_or_default();
+        on_line(&line);
+        lines.push(line);
+    }
+    let status = child.wait().expect("vm wait");
+    (status.code(), lines)
+}
+
+/// (type 'd' or 'f', size) of every node, keyed by path relative to the
+/// export root ("./A/B"), computed from the SQLite rows alone.
+pub fn expected_tree(db: &Path) -> BTreeMap<String, (char, u64)> {
+    let conn = rusqlite::Connection::open(db).expect("open catalog");
+    let mut st = conn
+        .prepare("SELECT node_id, parent_id, label, node_type, file_size FROM file_nodes")
+        .unwrap();
+    let rows: Vec<(String, Option<String>, String, String, i64)> = st
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let by_id: HashMap<&str, &(String, Option<String>, String, String, i64)> =
+        rows.iter().map(|r| (r.0.as_str(), r)).collect();
+    let mut out = BTreeMap::new();
+    for r in &rows {
+        let mut parts = vec![r.2.clone()];
+        let mut p = r.1.clone();
+        while let Some(pid) = p {
+            let parent = by_id[pid.as_str()];
+            parts.push(parent.2.clone());
+            p = parent.1.clone();
+        }
+        parts.reverse();
+        let path = format!("./{}", parts.join("/"));
+        let (t, size) = if r.3 == "folder" {
+            ('d', 4096)
+        } else {
+            ('f', r.4 as u64)
+        };
+        out.insert(path, (t, size));
+    }
+    out
+}
+
+/// Parses GNU `ls -lR --time-style=+%s --quoting-style=literal` output into
+/// the same shape as [`expected_tree`].
+pub fn parse_ls_lr(text: &str) -> BTreeMap<String, (char, u64)> {
+    let mut out = BTreeMap::new();
+    let mut dir = String::from(".");
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with("total ") {
+            continue;
+        }
+        if line.ends_with(':') && (line.starts_with("./") || line == ".:") {
+            dir = line.trim_end_matches(':').to_string();
+            continue;
+        }
+        // perms links owner group size time name
+        let mut rest = line;
+        let mut fields = Vec::new();
+        for _ in 0..6 {
+            rest = rest.trim_start_matches(' ');
+            let end = rest.find(' ').unwrap_or(rest.len());
+            fields.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        let name = rest.strip_prefix(' ').unwrap_or(rest);
+        let t = fields[0].chars().next().unwrap_or('?');
+        let t = if t == '-' { 'f' } else { t };
+        let size = fields[4].parse().unwrap_or(u64::MAX);
+        out.insert(format!("{dir}/{name}"), (t, size));
+    }
+    out
+}
+
+/// Text between two marker lines of guest output.
+pub fn section<'a>(text: &'a str, begin: &str, end: &str) -> &'a str {
+    let b = text
+        .find(begin)
+        .unwrap_or_else(|| panic!("no {begin} in guest output"));
+    let after = &text[b + begin.len()..];
+    let after = after.strip_prefix('\n').unwrap_or(after);
+    let e = after
+        .find(end)
+        .unwrap_or_else(|| panic!("no {end} in guest output"));
+    &after[..e]
+}
+
+/// sha256 of a host file, by the system's sha256sum.
+pub fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Compares two trees and describes the first differences.
+pub fn assert_same_tree(got: &BTreeMap<String, (char, u64)>, want: &BTreeMap<String, (char, u64)>) {
+    let mut diffs = Vec::new();
+    for (k, v) in want {
+        match got.get(k) {
+            None => diffs.push(format!("missing {k:?} {v:?}")),
+            Some(g) if g != v => diffs.push(format!("{k:?}: got {g:?}, want {v:?}")),
+            _ => {}
+        }
+    }
+    for k in got.keys() {
+        if !want.contains_key(k) {
+            diffs.push(format!("unexpected {k:?}"));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differences (of {} wanted, {} seen), first: {:#?}",
+        diffs.len(),
+        want.len(),
+        got.len(),
+        &diffs[..diffs.len().min(10)]
+    );
+}
+
+/// Shell-quotes a path for the guest script.
+pub fn sq(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Waits until `f` is true or the time runs out.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Runs the CLI and checks it succeeded.
+pub fn cli(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run markbase-nfs");
+    assert!(
+        out.status.success(),
+        "markbase-nfs {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
