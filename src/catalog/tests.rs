@@ -1,1 +1,170 @@
+use super::*;
+use crate::config::CacheConfig;
+use rusqlite::Connection;
 
+/// A MarkBase-style database made by "another writer": integer ids, an
+/// extra column and an extra table that must survive untouched.
+fn foreign_db(path: &Path) {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE file_nodes (node_id INTEGER PRIMARY KEY, parent_id INTEGER, label TEXT,
+            node_type TEXT, aliases_json TEXT, file_size INTEGER, created_at INTEGER,
+            updated_at INTEGER, color_tag TEXT);
+         CREATE TABLE marks (id INTEGER PRIMARY KEY, note TEXT);
+         INSERT INTO marks VALUES (1, 'keep me');
+         INSERT INTO file_nodes VALUES (10, NULL, 'Shows', 'folder', '{}', 0, 1700000000, 1700000000, 'red');
+         INSERT INTO file_nodes VALUES (11, 10, 'Pilot', 'folder', NULL, 0, 1700000000000, 1700000000000, NULL);
+         INSERT INTO file_nodes VALUES (12, 11, 'cut.mov', 'file', '{\"path\":\"/nonexistent/cut.mov\"}', 123, 1700000000, 1700000005, NULL);
+         INSERT INTO file_nodes VALUES (13, 11, 'cut.mov', 'file', '{}', 5, 1700000000, 1700000000, NULL);
+         INSERT INTO file_nodes VALUES (14, 11, 'a/b', 'file', '{}', 1, 1700000000, 1700000000, NULL);
+         INSERT INTO file_nodes VALUES (15, 11, '..', 'file', '{}', 1, 1700000000, 1700000000, NULL);
+         INSERT INTO file_nodes VALUES (16, '', 'Loose', 'file', '{}', 0, 1700000000, 1700000000, NULL);",
+    )
+    .unwrap();
+}
+
+#[test]
+fn existing_database_is_read_and_left_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("u.sqlite");
+    foreign_db(&db);
+    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    let root = cat.listing(&NodeId::Root).unwrap();
+    let names: Vec<&str> = root.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&"Shows") && names.contains(&"Loose"));
+    let shows = cat.lookup(&NodeId::Root, "Shows").unwrap().unwrap();
+    assert_eq!(shows.id, NodeId::Int(10));
+    assert_eq!(shows.fileid, 10);
+    let pilot = cat.lookup(&shows.id, "Pilot").unwrap().unwrap();
+    // Milliseconds and seconds both come out as the same instant.
+    assert_eq!(pilot.created_ns, shows.created_ns);
+    let pilot_listing = cat.listing(&pilot.id).unwrap();
+    let mut names: Vec<String> = pilot_listing
+        .entries
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    names.sort();
+    // Duplicates get a unique name; '/' and '..' become usable names.
+    assert_eq!(names, vec![".._f", "a:b", "cut.mov", "cut.mov (d)"]);
+    let cut = cat.lookup(&pilot.id, "cut.mov").unwrap().unwrap();
+    assert_eq!(cut.size, 123);
+    assert_eq!(
+        cut.content.as_deref(),
+        Some(Path::new("/nonexistent/cut.mov"))
+    );
+    assert_eq!(cat.parent_of(&cut).unwrap().id, pilot.id);
+    assert_eq!(cat.parent_of(&shows).unwrap().id, NodeId::Root);
+    drop(cat);
+    let c = Connection::open(&db).unwrap();
+    let note: String = c
+        .query_row("SELECT note FROM marks", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(note, "keep me");
+    let tag: String = c
+        .query_row(
+            "SELECT color_tag FROM file_nodes WHERE node_id = 10",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tag, "red");
+}
+
+#[test]
+fn missing_columns_are_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bad.sqlite");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE file_nodes (node_id TEXT, label TEXT)")
+        .unwrap();
+    let err = Catalog::open(&db, &CacheConfig::default()).unwrap_err();
+    assert!(format!("{err:#}").contains("parent_id"), "{err:#}");
+}
+
+#[test]
+fn cached_nodes_and_listings_run_no_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("u.sqlite");
+    foreign_db(&db);
+    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    let shows = cat.lookup(&NodeId::Root, "Shows").unwrap().unwrap();
+    cat.listing(&shows.id).unwrap();
+    let before = cat.statements_run();
+    for _ in 0..100 {
+        cat.lookup(&NodeId::Root, "Shows").unwrap().unwrap();
+        cat.node(&shows.id).unwrap();
+        cat.listing(&shows.id).unwrap();
+    }
+    assert_eq!(cat.statements_run(), before);
+}
+
+#[test]
+fn readdir_cookies_survive_changes_to_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("u.sqlite");
+    let conn = open_or_create(&db).unwrap();
+    for i in 0..50 {
+        schema::insert_node(
+            &conn,
+            &format!("id-{i}"),
+            None,
+            &format!("n{i}"),
+            "file",
+            None,
+            0,
+            1,
+            1,
+        )
+        .unwrap();
+    }
+    let before = Listing::build(
+        Catalog::open(&db, &CacheConfig::default())
+            .unwrap()
+            .listing(&NodeId::Root)
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.node.clone())
+            .collect(),
+    );
+    let cookie = before.entries[20].cookie;
+    let seen: Vec<String> = before.entries[..=20]
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    // Remove one already-seen entry, add new ones.
+    conn.execute("DELETE FROM file_nodes WHERE label = ?1", [&seen[3]])
+        .unwrap();
+    for i in 50..60 {
+        schema::insert_node(
+            &conn,
+            &format!("id-{i}"),
+            None,
+            &format!("n{i}"),
+            "file",
+            None,
+            0,
+            1,
+            1,
+        )
+        .unwrap();
+    }
+    let after = Catalog::open(&db, &CacheConfig::default())
+        .unwrap()
+        .listing(&NodeId::Root)
+        .unwrap();
+    let rest: Vec<String> = after.entries[after.resume_after(cookie)..]
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    // Every old entry not yet seen is still delivered, none twice.
+    for e in &before.entries[21..] {
+        assert!(rest.contains(&e.name), "{} lost after the change", e.name);
+    }
+    for s in &seen {
+        assert!(!rest.contains(s), "{s} delivered twice");
+    }
+}

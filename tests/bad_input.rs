@@ -1,0 +1,287 @@
+//! Malformed and unexpected input on the wire: each gets its RPC or NFS
+//! error, or the connection is closed for record-level damage, while a
+//! second client on its own connection is served normally throughout.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use markbase_nfs::client::{compound, CompoundArgs, RpcClient};
+use markbase_nfs::nfs4::consts::{attr, op, Status, NFS4_PROGRAM};
+use markbase_nfs::rpc::message::ReplyStatus;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    server: Server,
+    witness: RpcClient,
+}
+
+fn start() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("users/demo.sqlite");
+    let server = Server::start(tmp.path(), &db, &tmp.path().join("storage"), 0);
+    let witness = RpcClient::connect(server.addr).unwrap();
+    Fixture {
+        _tmp: tmp,
+        server,
+        witness,
+    }
+}
+
+impl Fixture {
+    /// The second client still gets correct answers.
+    fn witness_is_served(&mut self) {
+        let args = CompoundArgs::new()
+            .putrootfh()
+            .lookup("Projects")
+            .getattr(&[attr::TYPE, attr::FILEID]);
+        let (st, reply) = compound(&mut self.witness, &args, 0).expect("witness call");
+        assert_eq!(st, ReplyStatus::Success);
+        let reply = reply.expect("COMPOUND4res");
+        assert_eq!(reply.status, 0, "witness COMPOUND failed");
+        assert_eq!(reply.results, 3);
+        assert!(self.server.is_running(), "server died");
+    }
+
+    fn fresh(&self) -> RpcClient {
+        RpcClient::connect(self.server.addr).unwrap()
+    }
+}
+
+fn closed_by_server(c: &mut RpcClient) -> bool {
+    c.stream()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    matches!(c.read_record(), Ok(None) | Err(_))
+}
+
+fn record(payload: &[u8]) -> Vec<u8> {
+    let mut v = (0x8000_0000u32 | payload.len() as u32)
+        .to_be_bytes()
+        .to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+#[test]
+fn record_level_damage_closes_only_that_connection() {
+    let mut f = start();
+    f.witness_is_served();
+
+    // A record of pure garbage (not a call, not a reply).
+    let mut c = f.fresh();
+    c.send_raw(&record(&[0xab; 64])).unwrap();
+    assert!(
+        closed_by_server(&mut c),
+        "garbage record: connection not closed"
+    );
+    f.witness_is_served();
+
+    // A record shorter than its header says, then the client goes away.
+    let mut c = f.fresh();
+    let mut bytes = record(&[0u8; 100]);
+    bytes.truncate(40);
+    c.send_raw(&bytes).unwrap();
+    c.stream().shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(
+        closed_by_server(&mut c),
+        "truncated record: connection not closed"
+    );
+    f.witness_is_served();
+
+    // A 2 GiB fragment length: refused at once, nothing allocated.
+    let mut c = f.fresh();
+    c.send_raw(&0xffff_ffffu32.to_be_bytes()).unwrap();
+    assert!(
+        closed_by_server(&mut c),
+        "2 GiB fragment: connection not closed"
+    );
+    f.witness_is_served();
+
+    // A non-final fragment chain that grows past the limit.
+    let mut c = f.fresh();
+    let chunk = vec![0u8; 600 << 10];
+    let mut frag = ((chunk.len() as u32).to_be_bytes()).to_vec();
+    frag.extend_from_slice(&chunk);
+    let _ = c.stream().write_all(&frag);
+    let _ = c.stream().write_all(&frag);
+    assert!(
+        closed_by_server(&mut c),
+        "oversized multi-fragment record: not closed"
+    );
+    f.witness_is_served();
+    assert!(
+        f.server.log().contains("exceeds the limit"),
+        "oversize not logged"
+    );
+}
+
+#[test]
+fn rpc_level_errors_get_their_replies() {
+    let mut f = start();
+    let mut c = f.fresh();
+    // Unknown program (MOUNT is not served yet).
+    assert_eq!(
+        c.call(100_005, 3, 0, &[]).unwrap().0,
+        ReplyStatus::ProgUnavail
+    );
+    // NFS version 3 on the NFSv4 program.
+    assert_eq!(
+        c.call(NFS4_PROGRAM, 3, 0, &[]).unwrap().0,
+        ReplyStatus::ProgMismatch { low: 4, high: 4 }
+    );
+    // Unknown procedure.
+    assert_eq!(
+        c.call(NFS4_PROGRAM, 4, 7, &[]).unwrap().0,
+        ReplyStatus::ProcUnavail
+    );
+    // COMPOUND whose arguments are not even a header.
+    assert_eq!(
+        c.call(NFS4_PROGRAM, 4, 1, &[0, 0, 0]).unwrap().0,
+        ReplyStatus::GarbageArgs
+    );
+    // NULL works on the same connection afterwards.
+    assert_eq!(
+        c.call(NFS4_PROGRAM, 4, 0, &[]).unwrap().0,
+        ReplyStatus::Success
+    );
+    // RPC version 3.
+    let mut raw = vec![0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 3];
+    raw.extend_from_slice(&NFS4_PROGRAM.to_be_bytes());
+    raw.extend_from_slice(&[
+        0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    c.send_raw(&record(&raw)).unwrap();
+    let rec = c.read_record().unwrap().expect("reply");
+    let (xid, st, _) = markbase_nfs::rpc::message::decode_reply(&rec).unwrap();
+    assert_eq!((xid, st), (9, ReplyStatus::RpcMismatch { low: 2, high: 2 }));
+    // An unsupported auth flavor (RPCSEC_GSS).
+    let mut gss = raw.clone();
+    gss[11] = 2;
+    gss[24..28].copy_from_slice(&6u32.to_be_bytes());
+    c.send_raw(&record(&gss)).unwrap();
+    let rec = c.read_record().unwrap().expect("reply");
+    let (_, st, _) = markbase_nfs::rpc::message::decode_reply(&rec).unwrap();
+    assert!(matches!(st, ReplyStatus::AuthError(_)), "{st:?}");
+    f.witness_is_served();
+}
+
+fn compound_status(
+    c: &mut RpcClient,
+    args: &CompoundArgs,
+    minor: u32,
+) -> (u32, u32, Option<(u32, u32)>) {
+    let (st, reply) = compound(c, args, minor).unwrap();
+    assert_eq!(st, ReplyStatus::Success);
+    let r = reply.expect("COMPOUND4res");
+    (r.status, r.results, r.first())
+}
+
+#[test]
+fn nfs_level_errors_get_their_status() {
+    let mut f = start();
+    let mut c = f.fresh();
+    // Unknown operation: OP_ILLEGAL as the result's opnum and status.
+    let args = CompoundArgs::new().putrootfh().op(9999, |_| {});
+    let (status, results, _) = compound_status(&mut c, &args, 0);
+    assert_eq!((status, results), (Status::OpIllegal.code(), 2));
+    let (st, reply) = compound(&mut c, &args, 0).unwrap();
+    assert_eq!(st, ReplyStatus::Success);
+    let body = reply.unwrap().body;
+    assert_eq!(
+        &body[body.len() - 8..],
+        &[0, 0, 0x27, 0x3c, 0, 0, 0x27, 0x3c]
+    );
+    // Operation numbers 0-2 do not exist either.
+    let args = CompoundArgs::new().op(1, |_| {});
+    assert_eq!(
+        compound_status(&mut c, &args, 0).0,
+        Status::OpIllegal.code()
+    );
+    // Minor version 1 is not served.
+    let args = CompoundArgs::new().putrootfh();
+    assert_eq!(
+        compound_status(&mut c, &args, 1),
+        (Status::MinorVersMismatch.code(), 0, None)
+    );
+    // Bogus file handles.
+    let args = CompoundArgs::new()
+        .putfh(b"not a handle")
+        .getattr(&[attr::TYPE]);
+    assert_eq!(
+        compound_status(&mut c, &args, 0).2,
+        Some((op::PUTFH, Status::BadHandle.code()))
+    );
+    let args = CompoundArgs::new().putfh(&[]);
+    assert_eq!(
+        compound_status(&mut c, &args, 0).0,
+        Status::BadHandle.code()
+    );
+    let mut unknown_node = b"MB\x01\x02\x00\x00\x00\x01".to_vec();
+    unknown_node.extend_from_slice(b"no-such-node");
+    let args = CompoundArgs::new().putfh(&unknown_node);
+    assert_eq!(compound_status(&mut c, &args, 0).0, Status::Stale.code());
+    // No current filehandle.
+    let args = CompoundArgs::new().getattr(&[attr::TYPE]);
+    assert_eq!(
+        compound_status(&mut c, &args, 0).0,
+        Status::NoFileHandle.code()
+    );
+    // Arguments cut short inside an operation.
+    let args = CompoundArgs::new()
+        .putrootfh()
+        .op(op::LOOKUP, |e| e.u32(200));
+    assert_eq!(compound_status(&mut c, &args, 0).0, Status::BadXdr.code());
+    // Bad names.
+    for (name, want) in [
+        ("", Status::Inval),
+        ("..", Status::BadName),
+        ("a/b", Status::BadName),
+        (&"x".repeat(300)[..], Status::NameTooLong),
+        ("missing", Status::NoEnt),
+    ] {
+        let args = CompoundArgs::new().putrootfh().lookup(name);
+        assert_eq!(
+            compound_status(&mut c, &args, 0).0,
+            want.code(),
+            "name {name:?}"
+        );
+    }
+    // Too many operations in one COMPOUND.
+    let mut args = CompoundArgs::new();
+    for _ in 0..1000 {
+        args = args.putrootfh();
+    }
+    assert_eq!(compound_status(&mut c, &args, 0).0, Status::Resource.code());
+    // Writes are refused cleanly while the volume is read-only.
+    let args = CompoundArgs::new()
+        .putrootfh()
+        .op(op::REMOVE, |e| e.string("Projects"));
+    assert_eq!(compound_status(&mut c, &args, 0).0, Status::RoFs.code());
+    f.witness_is_served();
+}
+
+#[test]
+fn many_rpcs_in_flight_on_one_connection_all_get_replies() {
+    let f = start();
+    let mut c = f.fresh();
+    let args = CompoundArgs::new().putrootfh().lookup("Projects").getfh();
+    let body = args.encode("pipelined", 0);
+    let mut xids = Vec::new();
+    for _ in 0..200 {
+        xids.push(c.send_call(NFS4_PROGRAM, 4, 1, &body).unwrap());
+    }
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let rec = c.read_record().unwrap().expect("reply");
+        let (xid, st, _) = markbase_nfs::rpc::message::decode_reply(&rec).unwrap();
+        assert_eq!(st, ReplyStatus::Success);
+        seen.push(xid);
+    }
+    seen.sort();
+    assert_eq!(seen, xids);
+    let _: SocketAddr = f.server.addr;
+}

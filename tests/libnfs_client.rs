@@ -1,0 +1,147 @@
+//! Through libnfs (Debian's libnfs-utils), a second independent NFSv4
+//! client: README's `serve` with no arguments, and nodes whose content file
+//! is missing.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn url(port: u16, path: &str) -> String {
+    format!("nfs://127.0.0.1/{path}?version=4&nfsport={port}")
+}
+
+fn nfs_tool(tool: &str, port: u16, path: &str) -> std::process::Output {
+    Command::new(tool)
+        .arg(url(port, path))
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} (Debian package libnfs-utils) not runnable: {e}"))
+}
+
+/// README: `markbase-nfs serve` with no other arguments, in a fresh folder,
+/// creates the demo catalog, prints the mount lines and serves the tree.
+#[test]
+fn serve_with_no_arguments_serves_the_demo_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::spawn(tmp.path(), vec!["serve".into()]);
+    assert_eq!(server.addr.to_string(), "127.0.0.1:11112");
+    let head = server.stdout_head.join("\n");
+    assert!(
+        head.contains("mount_nfs -o vers=4,port=11112,rwsize=1048576 127.0.0.1:/"),
+        "{head}"
+    );
+    assert!(
+        head.contains("mount -t nfs4 -o vers=4.0,port=11112 127.0.0.1:/"),
+        "{head}"
+    );
+    let db = tmp.path().join("data/users/demo.sqlite");
+    assert!(db.exists(), "demo catalog not created");
+    let want = expected_tree(&db);
+    assert!(want.len() >= 8, "demo tree too small: {want:?}");
+
+    let ls = nfs_tool("nfs-ls", 11112, "Projects");
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        ls.contains("README.txt") && ls.contains("Demo Film"),
+        "{ls}"
+    );
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let files: Vec<(String, String)> = conn
+        .prepare("SELECT label, json_extract(aliases_json, '$.path') FROM file_nodes WHERE node_type = 'file'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (label, host) in files {
+        let guest = want
+            .keys()
+            .find(|p| p.ends_with(&format!("/{label}")))
+            .unwrap()
+            .trim_start_matches("./")
+            .to_string();
+        let cat = nfs_tool("nfs-cat", 11112, &guest);
+        assert!(
+            cat.status.success(),
+            "nfs-cat {guest}: {}",
+            String::from_utf8_lossy(&cat.stderr)
+        );
+        assert_eq!(
+            cat.stdout,
+            std::fs::read(&host).unwrap(),
+            "content of {guest}"
+        );
+    }
+}
+
+/// A node whose content file is gone stays listable, READ answers an I/O
+/// error, and the server logs it once.
+#[test]
+fn missing_content_is_listable_and_reads_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("m.sqlite");
+    let storage = tmp.path().join("m.storage");
+    cli(&[
+        "gen",
+        "--db",
+        db.to_str().unwrap(),
+        "--storage",
+        storage.to_str().unwrap(),
+        "--nodes",
+        "60",
+        "--media",
+        "1000",
+        "--missing",
+        "2",
+    ]);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: Vec<(String, String, i64)> = conn
+        .prepare("SELECT label, json_extract(aliases_json, '$.path'), file_size FROM file_nodes WHERE node_type = 'file'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let (missing_label, missing_path, _) = rows
+        .iter()
+        .find(|(_, p, _)| !std::path::Path::new(p).exists())
+        .expect("gen --missing left a content file absent")
+        .clone();
+    let (ok_label, ok_path, _) = rows
+        .iter()
+        .find(|(_, p, s)| std::path::Path::new(p).exists() && *s > 0)
+        .unwrap()
+        .clone();
+    let tree = expected_tree(&db);
+    let path_of = |label: &str| {
+        tree.keys()
+            .find(|p| p.ends_with(&format!("/{label}")))
+            .unwrap()
+            .trim_start_matches("./")
+            .to_string()
+    };
+    let server = Server::start(tmp.path(), &db, &storage, 0);
+    let port = server.port();
+    let missing = path_of(&missing_label);
+    let parent = missing.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    let ls = nfs_tool("nfs-ls", port, parent);
+    assert!(ls.status.success());
+    assert!(String::from_utf8_lossy(&ls.stdout).contains(&missing_label));
+    for _ in 0..2 {
+        let cat = nfs_tool("nfs-cat", port, &missing);
+        assert!(!cat.status.success(), "reading a missing file succeeded");
+    }
+    let ok = nfs_tool("nfs-cat", port, &path_of(&ok_label));
+    assert!(ok.status.success());
+    assert_eq!(ok.stdout, std::fs::read(&ok_path).unwrap());
+    let log = server.log();
+    let reports = log.matches(missing_path.as_str()).count();
+    assert_eq!(reports, 1, "missing file should be logged once:\n{log}");
+}
