@@ -26,4 +26,4 @@ NFSVM=${NFSVM_SH:-../shared/nfs-vm/nfs-vm.sh}
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-cargo test --release
+cargo test --release --lib --tests
