@@ -15,6 +15,26 @@ pub struct Config {
     pub nfs: NfsConfig,
     pub cache: CacheConfig,
     pub storage: StorageConfig,
+    pub catalog: CatalogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// How long dirty nodes (sizes, mtimes after WRITEs) may wait before
+    /// the background writer persists them, in milliseconds.
+    pub writer_interval_ms: u64,
+    /// Most dirty nodes or namespace changes in one transaction.
+    pub writer_max_batch: usize,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            writer_interval_ms: 200,
+            writer_max_batch: 4096,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -176,11 +176,12 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
             cfg.export.db.display()
         );
         println!("{}", serve::mount_help(&addr));
-        let dispatcher = serve::dispatcher_for(nfs);
+        let dispatcher = serve::dispatcher_for(nfs.clone());
         let server = tokio::spawn(net::serve(listener, dispatcher, cfg.network.clone()));
         shutdown_signal().await;
         server.abort();
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: flushing the catalog");
+        nfs.catalog().shutdown();
         Ok(())
     })
 }

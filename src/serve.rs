@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::catalog::{create_demo, Catalog};
+use std::time::Duration;
+
+use crate::catalog::{create_demo, reconcile, Catalog, WriterConfig};
 use crate::config::Config;
 use crate::nfs4::Nfs4Server;
 use crate::rpc::Dispatcher;
@@ -26,7 +28,28 @@ pub fn open_export(cfg: &Config) -> anyhow::Result<Arc<Nfs4Server>> {
     );
     let storage = ensure_storage_dir(&storage)
         .with_context(|| format!("creating storage folder {}", storage.display()))?;
-    let catalog = Arc::new(Catalog::open(&cfg.export.db, &cfg.cache)?);
+    let catalog = Arc::new(Catalog::open_with(
+        &cfg.export.db,
+        &cfg.cache,
+        WriterConfig {
+            interval: Duration::from_millis(cfg.catalog.writer_interval_ms),
+            max_batch: cfg.catalog.writer_max_batch,
+        },
+    )?);
+    let report = reconcile(&catalog, &storage).with_context(|| {
+        format!(
+            "reconciling {} with {}",
+            cfg.export.db.display(),
+            storage.display()
+        )
+    })?;
+    tracing::info!(
+        files = report.files_checked,
+        sizes_fixed = report.sizes_fixed.len(),
+        missing = report.missing.len(),
+        orphans = report.orphans.len(),
+        "catalog reconciled with the disk"
+    );
     Ok(Arc::new(Nfs4Server::new(cfg.clone(), catalog, storage)))
 }
 

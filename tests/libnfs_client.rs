@@ -142,6 +142,13 @@ fn missing_content_is_listable_and_reads_fail_cleanly() {
     assert!(ok.status.success());
     assert_eq!(ok.stdout, std::fs::read(&ok_path).unwrap());
     let log = server.log();
-    let reports = log.matches(missing_path.as_str()).count();
-    assert_eq!(reports, 1, "missing file should be logged once:\n{log}");
+    let reports = log
+        .lines()
+        .filter(|l| l.contains(missing_path.as_str()) && l.contains("READ answers NFS4ERR_IO"))
+        .count();
+    assert_eq!(reports, 1, "a failing READ should be logged once:\n{log}");
+    // Start-up reconciliation reported it too.
+    assert!(log
+        .lines()
+        .any(|l| l.contains(missing_path.as_str()) && l.contains("content file missing")));
 }

@@ -1,32 +1,46 @@
 //! The MarkBase catalog: the `file_nodes` table of a user's SQLite database,
-//! seen through memory-first caches.
+//! held memory-first.
 //!
-//! Nodes and directory listings are loaded from SQLite on first use and kept
-//! in moka caches; a LOOKUP of `(folder, name)` is answered from the folder's
-//! cached listing, which is also what READDIR pages through, so the two can
-//! never disagree about a name. This layer knows SQL and nothing of NFS.
+//! Nodes and folder listings are loaded from SQLite on first use and kept in
+//! moka caches; a LOOKUP of `(folder, name)` is answered from the folder's
+//! cached listing, which is also what READDIR pages through, so the two never
+//! disagree about a name. Changes are applied in memory and persisted by the
+//! background writer ([`writer`]): data changes in coalesced batches,
+//! namespace changes with group commit. This layer knows SQL and nothing of
+//! NFS.
 
 mod gen;
 mod import;
 mod node;
+mod pins;
+mod reconcile;
 mod schema;
+mod writer;
 
 pub use gen::{generate, GenOptions, GenSummary};
 pub use import::{import_tree, ImportSummary};
-pub use node::{Listing, ListingEntry, Node, NodeId, NodeKind};
+pub use node::{Listing, ListingEntry, Node, NodeId, NodeKind, NodeMeta};
+pub use pins::SharedListing;
+pub use reconcile::{reconcile, ReconcileReport};
 pub use schema::{create_demo, open_or_create};
+pub use writer::WriterStats;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use moka::sync::Cache;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rusqlite::{params, types::Value, Connection, OptionalExtension};
 use thiserror::Error;
 
 use crate::config::CacheConfig;
+use node::now_ns;
+use pins::Pins;
+use schema::CatalogShape;
+use writer::{Change, Writer};
 
 #[derive(Debug, Error)]
 pub enum CatalogError {
@@ -34,12 +48,26 @@ pub enum CatalogError {
     NotFound(NodeId),
     #[error("node {0} is not a folder")]
     NotFolder(NodeId),
+    #[error("{name:?} already exists in folder {dir}")]
+    Exists {
+        dir: NodeId,
+        name: String,
+        existing: Arc<Node>,
+    },
+    #[error("folder {0} is not empty")]
+    NotEmpty(NodeId),
+    #[error("cannot move folder {0} into itself")]
+    IntoItself(NodeId),
+    #[error("a folder cannot replace a file or a file a folder ({0})")]
+    TypeMismatch(NodeId),
     #[error("catalog query failed ({what}): {source}")]
     Sql {
         what: String,
         #[source]
         source: rusqlite::Error,
     },
+    #[error("catalog commit failed: {0}")]
+    Commit(String),
 }
 
 pub type CatalogResult<T> = Result<T, CatalogError>;
@@ -49,18 +77,85 @@ fn sql_err(what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> CatalogEr
     move |source| CatalogError::Sql { what, source }
 }
 
-const NODE_COLUMNS: &str =
-    "node_id, parent_id, label, node_type, aliases_json, file_size, created_at, updated_at";
+const NODE_COLUMNS: &str = "f.node_id, f.parent_id, f.label, f.node_type, f.aliases_json, f.file_size,
+    f.created_at, f.updated_at, a.change, a.mode, a.owner, a.owner_group, a.modified_ns, a.create_verifier";
+const NODE_FROM: &str = "FROM file_nodes f LEFT JOIN markbase_nfs_attrs a ON a.node_id = f.node_id";
+
+/// A folder's change attribute before and after an operation (change_info4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirChange {
+    pub before: u64,
+    pub after: u64,
+}
+
+/// A namespace change whose commit the caller must wait for before it
+/// replies (group commit).
+#[must_use = "reply only after the change is committed"]
+pub struct Pending(writer::Commit);
+
+impl Pending {
+    /// Blocks until the batch holding the change has committed.
+    pub fn wait(self) -> CatalogResult<()> {
+        match self.0.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(CatalogError::Commit(e)),
+            Err(_) => Err(CatalogError::Commit("catalog writer has stopped".into())),
+        }
+    }
+}
+
+/// A node to create.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub id: NodeId,
+    pub kind: NodeKind,
+    pub name: String,
+    pub content: Option<PathBuf>,
+    pub mode: Option<u32>,
+    pub create_verifier: Option<[u8; 8]>,
+}
+
+/// What a rename did.
+#[derive(Debug)]
+pub struct Renamed {
+    pub source: DirChange,
+    pub target: DirChange,
+    /// The node the rename replaced, if any (its content may need removing).
+    pub replaced: Option<Arc<Node>>,
+}
+
+/// Background writer settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub interval: Duration,
+    pub max_batch: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            interval: Duration::from_millis(200),
+            max_batch: 4096,
+        }
+    }
+}
 
 /// A catalog opened for serving.
 pub struct Catalog {
     db_path: PathBuf,
     conn: Mutex<Connection>,
     nodes: Cache<NodeId, Arc<Node>>,
-    listings: Cache<NodeId, Arc<Listing>>,
+    listings: Cache<NodeId, SharedListing>,
+    pins: Arc<Pins>,
+    writer: Writer,
+    /// Serialises namespace changes and listing loads, so a listing read
+    /// from SQLite never misses a change applied in memory.
+    ns_lock: Mutex<()>,
     root: Arc<Node>,
-    /// SQL statements run since open (tests use it to prove a path is
-    /// served from memory).
+    shape: CatalogShape,
+    next_int_id: AtomicI64,
+    id_counter: AtomicU64,
+    /// SQL statements run on request threads (the WRITE path must run none).
     statements: AtomicU64,
 }
 
@@ -75,29 +170,65 @@ impl std::fmt::Debug for Catalog {
 impl Catalog {
     /// Opens (creating the schema if needed) the catalog at `db_path`.
     pub fn open(db_path: &Path, cache: &CacheConfig) -> anyhow::Result<Catalog> {
+        Self::open_with(db_path, cache, WriterConfig::default())
+    }
+
+    pub fn open_with(
+        db_path: &Path,
+        cache: &CacheConfig,
+        writer: WriterConfig,
+    ) -> anyhow::Result<Catalog> {
         let conn = open_or_create(db_path)?;
+        let shape =
+            schema::shape_of(&conn).with_context(|| format!("inspecting {}", db_path.display()))?;
+        // The root has no row: it shows the catalog's oldest creation and
+        // newest change.
+        let (created, updated, change, max_int): (Option<i64>, Option<i64>, Option<i64>, Option<i64>) =
+            conn.query_row(
+                "SELECT (SELECT MIN(created_at) FROM file_nodes), (SELECT MAX(updated_at) FROM file_nodes),
+                        (SELECT MAX(change) FROM markbase_nfs_attrs),
+                        (SELECT MAX(node_id) FROM file_nodes WHERE typeof(node_id) = 'integer')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .with_context(|| format!("reading {}", db_path.display()))?;
+        let modified = node::timestamp_to_ns(updated.unwrap_or(0));
+        let root = Arc::new(Node::new(
+            NodeId::Root,
+            NodeKind::Folder,
+            node::timestamp_to_ns(created.unwrap_or(0)),
+            NodeMeta {
+                size: 4096,
+                modified_ns: modified,
+                accessed_ns: modified,
+                change: (modified.max(0) as u64).max(change.unwrap_or(0).max(0) as u64),
+                ..NodeMeta::default()
+            },
+        ));
+        let pins = Arc::new(Pins::default());
+        let writer = Writer::start(
+            db_path,
+            shape,
+            pins.clone(),
+            writer.interval,
+            writer.max_batch,
+        )?;
         let listings = Cache::builder()
-            .weigher(|_k: &NodeId, v: &Arc<Listing>| (v.entries.len() as u32).saturating_add(1))
+            .weigher(|_k: &NodeId, v: &SharedListing| (v.read().len() as u32).saturating_add(1))
             .max_capacity(cache.paths.max(1))
             .build();
-        // The root has no row: it shows the catalog's oldest creation and
-        // newest update.
-        let (created, updated): (Option<i64>, Option<i64>) = conn
-            .query_row(
-                "SELECT MIN(created_at), MAX(updated_at) FROM file_nodes",
-                [],
-                |r| Ok((r.get(0).ok(), r.get(1).ok())),
-            )
-            .with_context(|| format!("reading timestamps of {}", db_path.display()))?;
-        let mut root = Node::root();
-        root.created_ns = node::timestamp_to_ns(created.unwrap_or(0));
-        root.modified_ns = node::timestamp_to_ns(updated.unwrap_or(0)).max(root.created_ns);
         Ok(Catalog {
             db_path: db_path.to_path_buf(),
             conn: Mutex::new(conn),
             nodes: Cache::new(cache.nodes.max(1)),
             listings,
-            root: Arc::new(root),
+            pins,
+            writer,
+            ns_lock: Mutex::new(()),
+            root,
+            shape,
+            next_int_id: AtomicI64::new(max_int.unwrap_or(0) + 1),
+            id_counter: AtomicU64::new(0),
             statements: AtomicU64::new(0),
         })
     }
@@ -110,8 +241,18 @@ impl Catalog {
         self.root.clone()
     }
 
+    /// SQL statements run on request threads since open.
     pub fn statements_run(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
+    }
+
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.writer.stats
+    }
+
+    /// (pinned nodes, pinned listings): what waits for the writer.
+    pub fn pinned(&self) -> (usize, usize) {
+        self.pins.counts()
     }
 
     /// The node named by `id`.
@@ -119,25 +260,52 @@ impl Catalog {
         if id.is_root() {
             return Ok(self.root.clone());
         }
-        if let Some(n) = self.nodes.get(id) {
-            return Ok(n);
+        let node = match self.pins.node(id) {
+            Some(n) => n,
+            None => self
+                .nodes
+                .try_get_with(id.clone(), || self.load_node(id))
+                .map_err(|e| match &*e {
+                    CatalogError::NotFound(id) => CatalogError::NotFound(id.clone()),
+                    other => CatalogError::Commit(other.to_string()),
+                })?,
+        };
+        if node.meta().deleted {
+            return Err(CatalogError::NotFound(id.clone()));
         }
+        Ok(node)
+    }
+
+    fn load_node(&self, id: &NodeId) -> CatalogResult<Arc<Node>> {
         let conn = self.conn.lock();
         self.statements.fetch_add(1, Ordering::Relaxed);
-        let sql = format!("SELECT {NODE_COLUMNS} FROM file_nodes WHERE node_id = ?1");
+        let sql = format!("SELECT {NODE_COLUMNS} {NODE_FROM} WHERE f.node_id = ?1");
         let node = conn
             .prepare_cached(&sql)
             .and_then(|mut st| st.query_row([id.to_sql()], Node::from_row).optional())
             .map_err(sql_err(format!("load node {id}")))?;
-        drop(conn);
-        let node = Arc::new(node.ok_or_else(|| CatalogError::NotFound(id.clone()))?);
-        self.nodes.insert(id.clone(), node.clone());
-        Ok(node)
+        Ok(Arc::new(
+            node.ok_or_else(|| CatalogError::NotFound(id.clone()))?,
+        ))
     }
 
-    /// The children of folder `dir`, sorted by cookie, with NFS-safe unique
-    /// names.
-    pub fn listing(&self, dir: &NodeId) -> CatalogResult<Arc<Listing>> {
+    /// The children of folder `dir`.
+    pub fn listing(&self, dir: &NodeId) -> CatalogResult<SharedListing> {
+        if let Some(l) = self.pins.listing(dir) {
+            return Ok(l);
+        }
+        if let Some(l) = self.listings.get(dir) {
+            return Ok(l);
+        }
+        let _ns = self.ns_lock.lock();
+        self.listing_locked(dir)
+    }
+
+    /// `listing` for callers holding `ns_lock`.
+    fn listing_locked(&self, dir: &NodeId) -> CatalogResult<SharedListing> {
+        if let Some(l) = self.pins.listing(dir) {
+            return Ok(l);
+        }
         if let Some(l) = self.listings.get(dir) {
             return Ok(l);
         }
@@ -147,16 +315,16 @@ impl Catalog {
         }
         let conn = self.conn.lock();
         self.statements.fetch_add(1, Ordering::Relaxed);
-        let children: Vec<Node> = if dir.is_root() {
+        let rows: Vec<Node> = if dir.is_root() {
             let sql = format!(
-                "SELECT {NODE_COLUMNS} FROM file_nodes WHERE parent_id IS NULL OR parent_id = ''"
+                "SELECT {NODE_COLUMNS} {NODE_FROM} WHERE f.parent_id IS NULL OR f.parent_id = ''"
             );
             conn.prepare_cached(&sql).and_then(|mut st| {
                 st.query_map([], Node::from_row)?
                     .collect::<Result<Vec<_>, _>>()
             })
         } else {
-            let sql = format!("SELECT {NODE_COLUMNS} FROM file_nodes WHERE parent_id = ?1");
+            let sql = format!("SELECT {NODE_COLUMNS} {NODE_FROM} WHERE f.parent_id = ?1");
             conn.prepare_cached(&sql).and_then(|mut st| {
                 st.query_map(params![dir.to_sql()], Node::from_row)?
                     .collect::<Result<Vec<_>, _>>()
@@ -164,33 +332,43 @@ impl Catalog {
         }
         .map_err(sql_err(format!("list children of {dir}")))?;
         drop(conn);
-        let children: Vec<Arc<Node>> = children
+        // Keep one instance per node: a node already in memory (maybe with
+        // changes not yet persisted) wins over its row.
+        let children: Vec<Arc<Node>> = rows
             .into_iter()
-            .map(|n| {
-                let n = Arc::new(n);
-                self.nodes.insert(n.id.clone(), n.clone());
-                n
+            .map(|n| match self.pins.node(&n.id) {
+                Some(p) => p,
+                None => {
+                    let id = n.id.clone();
+                    self.nodes.get_with(id, || Arc::new(n))
+                }
             })
             .collect();
-        let listing = Arc::new(Listing::build(children));
+        let listing = Arc::new(RwLock::new(Listing::build(&children)));
         self.listings.insert(dir.clone(), listing.clone());
         Ok(listing)
     }
 
     /// The child of `dir` shown as `name`.
     pub fn lookup(&self, dir: &NodeId, name: &str) -> CatalogResult<Option<Arc<Node>>> {
-        Ok(self.listing(dir)?.get(name).map(|e| e.node.clone()))
+        let listing = self.listing(dir)?;
+        let id = listing.read().get(name).map(|e| e.id.clone());
+        match id {
+            Some(id) => self.node(&id).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The parent folder of `node` (the root is its own parent).
     pub fn parent_of(&self, node: &Node) -> CatalogResult<Arc<Node>> {
-        match &node.parent {
+        let parent = node.meta().parent.clone();
+        match parent {
             None => Ok(self.root.clone()),
-            Some(p) => self.node(p),
+            Some(p) => self.node(&p),
         }
     }
 
-    /// Number of nodes in the catalog.
+    /// Number of nodes in the catalog, as committed.
     pub fn count(&self) -> CatalogResult<u64> {
         let conn = self.conn.lock();
         self.statements.fetch_add(1, Ordering::Relaxed);
@@ -200,10 +378,306 @@ impl Catalog {
         .map(|n| n as u64)
         .map_err(sql_err("count nodes"))
     }
+
+    /// A fresh node id in the catalog's style (integer or UUID-like text).
+    pub fn allocate_id(&self) -> NodeId {
+        if self.shape.integer_ids {
+            return NodeId::Int(self.next_int_id.fetch_add(1, Ordering::Relaxed));
+        }
+        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
+        let mut x = (now_ns() as u64) ^ ((std::process::id() as u64) << 40) ^ n.rotate_left(17);
+        let mut next = || {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let (a, b) = (next(), next());
+        NodeId::text(&format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            0x8000 | (b >> 48) & 0x3fff,
+            b & 0xffff_ffff_ffff
+        ))
+    }
+
+    /// Marks the folder changed (its change attribute moves on); returns
+    /// (before, after) and the change to persist, if it has a row.
+    fn touch_dir(&self, dir: &Arc<Node>, now: i64) -> (DirChange, Option<Change>) {
+        let before = dir.change();
+        dir.update(|m| {
+            m.modified_ns = now;
+        });
+        let after = dir.change();
+        if dir.id.is_root() {
+            return (DirChange { before, after }, None);
+        }
+        self.pins.pin_node(dir);
+        (
+            DirChange { before, after },
+            Some(Change::Upsert(dir.clone())),
+        )
+    }
+
+    /// Creates `new` in folder `dir`. If the name is taken, fails with
+    /// `Exists` carrying the node that has it.
+    pub fn create(
+        &self,
+        dir: &NodeId,
+        new: NewNode,
+    ) -> CatalogResult<(Arc<Node>, DirChange, Pending)> {
+        let _ns = self.ns_lock.lock();
+        let parent = self.node(dir)?;
+        let listing = self.listing_locked(dir)?;
+        if let Some(e) = listing.read().get(&new.name) {
+            let existing = self.node(&e.id)?;
+            return Err(CatalogError::Exists {
+                dir: dir.clone(),
+                name: new.name,
+                existing,
+            });
+        }
+        let now = now_ns();
+        let node = Arc::new(Node::new(
+            new.id.clone(),
+            new.kind,
+            now,
+            NodeMeta {
+                parent: (!dir.is_root()).then(|| dir.clone()),
+                label: new.name.clone(),
+                content: new.content,
+                size: if new.kind == NodeKind::Folder {
+                    4096
+                } else {
+                    0
+                },
+                modified_ns: now,
+                accessed_ns: now,
+                change: now.max(0) as u64,
+                mode: new.mode,
+                create_verifier: new.create_verifier,
+                ..NodeMeta::default()
+            },
+        ));
+        self.pins.pin_node(&node);
+        self.nodes.insert(node.id.clone(), node.clone());
+        if node.kind == NodeKind::Folder {
+            let empty = Arc::new(RwLock::new(Listing::default()));
+            self.listings.insert(node.id.clone(), empty);
+        }
+        listing.write().insert(new.name, &node);
+        self.pins.pin_listing(dir, &listing);
+        let (cinfo, dir_change) = self.touch_dir(&parent, now);
+        let mut changes = vec![Change::Upsert(node.clone())];
+        changes.extend(dir_change);
+        let pending = Pending(self.writer.submit(changes, vec![dir.clone()]));
+        Ok((node, cinfo, pending))
+    }
+
+    /// Removes `name` from `dir` (a folder must be empty). The content file
+    /// is the caller's to remove once nothing uses it.
+    pub fn remove(
+        &self,
+        dir: &NodeId,
+        name: &str,
+    ) -> CatalogResult<(Arc<Node>, DirChange, Pending)> {
+        let _ns = self.ns_lock.lock();
+        let parent = self.node(dir)?;
+        let listing = self.listing_locked(dir)?;
+        let id = listing
+            .read()
+            .get(name)
+            .map(|e| e.id.clone())
+            .ok_or_else(|| CatalogError::NotFound(dir.clone()))?;
+        let node = self.node(&id)?;
+        if node.kind == NodeKind::Folder && !self.listing_locked(&id)?.read().is_empty() {
+            return Err(CatalogError::NotEmpty(id));
+        }
+        listing.write().remove(name);
+        self.pins.pin_listing(dir, &listing);
+        self.forget(&node);
+        let now = now_ns();
+        let (cinfo, dir_change) = self.touch_dir(&parent, now);
+        let mut changes = vec![Change::Delete(id)];
+        changes.extend(dir_change);
+        let pending = Pending(self.writer.submit(changes, vec![dir.clone()]));
+        Ok((node, cinfo, pending))
+    }
+
+    /// Drops a removed node from memory; its handle becomes stale.
+    fn forget(&self, node: &Arc<Node>) {
+        node.update(|m| m.deleted = true);
+        self.pins.forget_node(&node.id);
+        self.nodes.invalidate(&node.id);
+        self.listings.invalidate(&node.id);
+    }
+
+    /// Renames `from_dir/old` to `to_dir/new`, replacing an existing target
+    /// of the same type (a folder only if empty), per RFC 7530 §16.26.
+    pub fn rename(
+        &self,
+        from_dir: &NodeId,
+        old: &str,
+        to_dir: &NodeId,
+        new: &str,
+    ) -> CatalogResult<(Renamed, Pending)> {
+        let _ns = self.ns_lock.lock();
+        let src_parent = self.node(from_dir)?;
+        let dst_parent = self.node(to_dir)?;
+        let src_listing = self.listing_locked(from_dir)?;
+        let dst_listing = self.listing_locked(to_dir)?;
+        let id = src_listing
+            .read()
+            .get(old)
+            .map(|e| e.id.clone())
+            .ok_or_else(|| CatalogError::NotFound(from_dir.clone()))?;
+        let node = self.node(&id)?;
+        let target_id = dst_listing.read().get(new).map(|e| e.id.clone());
+        if target_id.as_ref() == Some(&id) {
+            // Same object under the same name: nothing to do.
+            let c = src_parent.change();
+            let d = dst_parent.change();
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let _ = tx.send(Ok(()));
+            return Ok((
+                Renamed {
+                    source: DirChange {
+                        before: c,
+                        after: c,
+                    },
+                    target: DirChange {
+                        before: d,
+                        after: d,
+                    },
+                    replaced: None,
+                },
+                Pending(rx),
+            ));
+        }
+        if node.kind == NodeKind::Folder {
+            // Not into itself or below itself.
+            let mut cur = Some(dst_parent.clone());
+            while let Some(c) = cur {
+                if c.id == id {
+                    return Err(CatalogError::IntoItself(id));
+                }
+                cur = if c.id.is_root() {
+                    None
+                } else {
+                    Some(self.parent_of(&c)?)
+                };
+            }
+        }
+        let mut changes = Vec::new();
+        let replaced = match target_id {
+            Some(tid) => {
+                let target = self.node(&tid)?;
+                if target.kind != node.kind {
+                    return Err(CatalogError::TypeMismatch(tid));
+                }
+                if target.kind == NodeKind::Folder && !self.listing_locked(&tid)?.read().is_empty()
+                {
+                    return Err(CatalogError::NotEmpty(tid));
+                }
+                dst_listing.write().remove(new);
+                self.forget(&target);
+                changes.push(Change::Delete(tid));
+                Some(target)
+            }
+            None => None,
+        };
+        src_listing.write().remove(old);
+        dst_listing.write().insert(new.to_string(), &node);
+        self.pins.pin_listing(from_dir, &src_listing);
+        self.pins.pin_listing(to_dir, &dst_listing);
+        node.update(|m| {
+            m.parent = (!to_dir.is_root()).then(|| to_dir.clone());
+            m.label = new.to_string();
+        });
+        self.pins.pin_node(&node);
+        changes.push(Change::Upsert(node));
+        let now = now_ns();
+        let (source, c1) = self.touch_dir(&src_parent, now);
+        changes.extend(c1);
+        let target = if from_dir == to_dir {
+            source
+        } else {
+            let (t, c2) = self.touch_dir(&dst_parent, now);
+            changes.extend(c2);
+            t
+        };
+        let pending = Pending(
+            self.writer
+                .submit(changes, vec![from_dir.clone(), to_dir.clone()]),
+        );
+        Ok((
+            Renamed {
+                source,
+                target,
+                replaced,
+            },
+            pending,
+        ))
+    }
+
+    /// Applies an attribute change (SETATTR) and queues it for group commit.
+    pub fn set_attrs(&self, node: &Arc<Node>, f: impl FnOnce(&mut NodeMeta)) -> Pending {
+        node.update(f);
+        if node.id.is_root() {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let _ = tx.send(Ok(()));
+            return Pending(rx);
+        }
+        self.pins.pin_node(node);
+        Pending(
+            self.writer
+                .submit(vec![Change::Upsert(node.clone())], vec![]),
+        )
+    }
+
+    /// Records bytes written up to `end` (size, mtime, change) in memory and
+    /// marks the node dirty for the background writer. Runs no SQL.
+    pub fn data_written(&self, node: &Arc<Node>, end: u64) {
+        let now = now_ns();
+        node.update(|m| {
+            if end > m.size {
+                m.size = end;
+            }
+            m.modified_ns = now;
+        });
+        self.pins.pin_node(node);
+        self.writer.dirty(node.clone());
+    }
+
+    /// Sets a file's size to exactly `size` (start-up reconciliation).
+    fn data_written_exact(&self, node: &Arc<Node>, size: u64) {
+        node.update(|m| m.size = size);
+        self.pins.pin_node(node);
+        self.writer.dirty(node.clone());
+    }
+
+    /// Persists everything queued so far.
+    pub fn flush(&self) -> CatalogResult<()> {
+        self.writer.flush().map_err(CatalogError::Commit)
+    }
+
+    /// Flushes and stops the background writer.
+    pub fn shutdown(&self) {
+        self.writer.stop();
+    }
+}
+
+impl Drop for Catalog {
+    fn drop(&mut self) {
+        self.writer.stop();
+    }
 }
 
 impl NodeId {
-    fn to_sql(&self) -> Value {
+    pub(crate) fn to_sql(&self) -> Value {
         match self {
             NodeId::Root => Value::Null,
             NodeId::Int(i) => Value::Integer(*i),

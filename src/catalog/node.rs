@@ -1,9 +1,13 @@
 //! Nodes as the server holds them in memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{RwLock, RwLockReadGuard};
 
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::Row;
@@ -94,35 +98,51 @@ impl NodeKind {
     }
 }
 
-/// One catalog row, decoded.
-#[derive(Debug, Clone)]
-pub struct Node {
-    pub id: NodeId,
-    pub fileid: u64,
-    /// `None` for top-level nodes (children of the export root).
-    pub parent: Option<NodeId>,
-    pub label: String,
-    pub kind: NodeKind,
-    /// Where the file's bytes live (`aliases_json.path`).
-    pub content: Option<PathBuf>,
-    pub size: u64,
-    /// Nanoseconds since the epoch.
-    pub created_ns: i64,
-    pub modified_ns: i64,
-}
-
 /// Catalog timestamps are integers whose unit varies between writers:
 /// seconds, milliseconds or microseconds. Pick by magnitude.
 pub fn timestamp_to_ns(v: i64) -> i64 {
-    let a = v.unsigned_abs();
-    if a >= 100_000_000_000_000_000 {
-        v
-    } else if a >= 100_000_000_000_000 {
-        v.saturating_mul(1_000)
-    } else if a >= 100_000_000_000 {
-        v.saturating_mul(1_000_000)
-    } else {
-        v.saturating_mul(1_000_000_000)
+    TimeUnit::of(v).to_ns(v)
+}
+
+/// The unit of a catalog's integer timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    Seconds,
+    Millis,
+    Micros,
+    Nanos,
+}
+
+impl TimeUnit {
+    pub fn of(v: i64) -> TimeUnit {
+        let a = v.unsigned_abs();
+        if a >= 100_000_000_000_000_000 {
+            TimeUnit::Nanos
+        } else if a >= 100_000_000_000_000 {
+            TimeUnit::Micros
+        } else if a >= 100_000_000_000 {
+            TimeUnit::Millis
+        } else {
+            TimeUnit::Seconds
+        }
+    }
+
+    pub fn to_ns(self, v: i64) -> i64 {
+        match self {
+            TimeUnit::Seconds => v.saturating_mul(1_000_000_000),
+            TimeUnit::Millis => v.saturating_mul(1_000_000),
+            TimeUnit::Micros => v.saturating_mul(1_000),
+            TimeUnit::Nanos => v,
+        }
+    }
+
+    pub fn ns_to_unit(self, ns: i64) -> i64 {
+        match self {
+            TimeUnit::Seconds => ns.div_euclid(1_000_000_000),
+            TimeUnit::Millis => ns.div_euclid(1_000_000),
+            TimeUnit::Micros => ns.div_euclid(1_000),
+            TimeUnit::Nanos => ns,
+        }
     }
 }
 
@@ -146,19 +166,75 @@ pub fn content_path_of(aliases_json: &str) -> Option<PathBuf> {
     (!p.is_empty()).then(|| PathBuf::from(p))
 }
 
+/// What changes about a node (renames, writes, SETATTR); behind a lock so
+/// every holder of the `Arc<Node>` sees one truth.
+#[derive(Debug, Clone, Default)]
+pub struct NodeMeta {
+    /// `None` for top-level nodes (children of the export root).
+    pub parent: Option<NodeId>,
+    pub label: String,
+    /// Where the file's bytes live (`aliases_json.path`); never moves.
+    pub content: Option<PathBuf>,
+    pub size: u64,
+    /// Nanoseconds since the epoch.
+    pub modified_ns: i64,
+    pub accessed_ns: i64,
+    /// The NFS change attribute: strictly increasing across changes and
+    /// restarts (kept in our side table, since a seconds mtime goes stale).
+    pub change: u64,
+    /// Set through SETATTR; `None` = the export's default.
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub owner_group: Option<String>,
+    /// The verifier of an EXCLUSIVE4 create, so a retransmission succeeds.
+    pub create_verifier: Option<[u8; 8]>,
+    /// Removed from the namespace (its handle is now stale).
+    pub deleted: bool,
+}
+
+/// One node as the server holds it in memory.
+#[derive(Debug)]
+pub struct Node {
+    pub id: NodeId,
+    pub fileid: u64,
+    pub kind: NodeKind,
+    /// Nanoseconds since the epoch.
+    pub created_ns: i64,
+    meta: RwLock<NodeMeta>,
+    /// Bumped at every change; the background writer compares it to know
+    /// whether what it persisted is still the latest.
+    version: AtomicU64,
+}
+
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
 impl Node {
-    pub fn root() -> Node {
+    pub fn new(id: NodeId, kind: NodeKind, created_ns: i64, meta: NodeMeta) -> Node {
         Node {
-            id: NodeId::Root,
-            fileid: ROOT_FILEID,
-            parent: None,
-            label: String::new(),
-            kind: NodeKind::Folder,
-            content: None,
-            size: 4096,
-            created_ns: 0,
-            modified_ns: 0,
+            fileid: id.fileid(),
+            id,
+            kind,
+            created_ns,
+            meta: RwLock::new(meta),
+            version: AtomicU64::new(0),
         }
+    }
+
+    pub fn root() -> Node {
+        Node::new(
+            NodeId::Root,
+            NodeKind::Folder,
+            0,
+            NodeMeta {
+                size: 4096,
+                ..NodeMeta::default()
+            },
+        )
     }
 
     /// Decodes a row selected with `catalog::NODE_COLUMNS`.
@@ -188,24 +264,67 @@ impl Node {
             NodeKind::Folder => 4096,
         };
         let created_ns = timestamp_to_ns(int_of(row.get_ref(6)?));
-        let modified_ns = timestamp_to_ns(int_of(row.get_ref(7)?)).max(created_ns);
-        Ok(Node {
-            fileid: id.fileid(),
-            label: label.unwrap_or_default(),
+        let updated_ns = timestamp_to_ns(int_of(row.get_ref(7)?)).max(created_ns);
+        // Our side table (LEFT JOINed: NULL when we never wrote the node).
+        let side_change: Option<i64> = row.get(8)?;
+        let mode: Option<i64> = row.get(9)?;
+        let owner: Option<String> = row.get(10)?;
+        let owner_group: Option<String> = row.get(11)?;
+        let side_modified: Option<i64> = row.get(12)?;
+        let create_verifier: Option<Vec<u8>> = row.get(13)?;
+        // Another writer may have touched the row since we did: whichever
+        // is newer wins, and change never goes backwards.
+        let modified_ns = match side_modified {
+            Some(m) if m >= updated_ns => m,
+            _ => updated_ns,
+        };
+        let change = (side_change.unwrap_or(0).max(0) as u64).max(modified_ns.max(0) as u64);
+        Ok(Node::new(
             id,
-            parent,
             kind,
-            content,
-            size,
             created_ns,
-            modified_ns,
-        })
+            NodeMeta {
+                parent,
+                label: label.unwrap_or_default(),
+                content,
+                size,
+                modified_ns,
+                accessed_ns: modified_ns,
+                change,
+                mode: mode.map(|m| m as u32),
+                owner,
+                owner_group,
+                create_verifier: create_verifier.and_then(|v| v.try_into().ok()),
+                deleted: false,
+            },
+        ))
     }
 
-    /// The NFS change attribute: monotonic in the node's modification time
-    /// at nanosecond resolution (a seconds mtime would go stale).
+    /// A consistent view of the changing fields.
+    pub fn meta(&self) -> RwLockReadGuard<'_, NodeMeta> {
+        self.meta.read()
+    }
+
+    /// Applies a change and advances `change` (monotonic, at least the
+    /// current time in ns) and the version.
+    pub fn update<R>(&self, f: impl FnOnce(&mut NodeMeta) -> R) -> R {
+        let mut m = self.meta.write();
+        let r = f(&mut m);
+        m.change = (m.change + 1).max(now_ns().max(0) as u64);
+        self.version.fetch_add(1, Ordering::Release);
+        r
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     pub fn change(&self) -> u64 {
-        self.modified_ns.max(0) as u64
+        self.meta.read().change
+    }
+
+    pub fn size(&self) -> u64 {
+        self.meta.read().size
     }
 }
 
@@ -214,18 +333,17 @@ impl Node {
 pub struct ListingEntry {
     /// The name shown to clients (unique in the folder, no `/` or NUL).
     pub name: String,
-    /// READDIR cookie: derived from the node, so it stays valid while other
-    /// entries come and go.
-    pub cookie: u64,
-    pub node: Arc<Node>,
+    pub id: NodeId,
+    pub kind: NodeKind,
 }
 
-/// A folder's children, sorted by cookie.
+/// A folder's children keyed by READDIR cookie. Cookies derive from the
+/// child's fileid, so they stay valid while other entries come and go.
 #[derive(Debug, Default)]
 pub struct Listing {
-    pub entries: Vec<ListingEntry>,
-    by_name: HashMap<String, usize>,
-    pub subfolders: u32,
+    by_cookie: BTreeMap<u64, ListingEntry>,
+    by_name: HashMap<String, u64>,
+    subfolders: u32,
 }
 
 /// Cookies 0, 1 and 2 are reserved by NFSv4 (0 = start of directory).
@@ -250,50 +368,74 @@ pub fn component_for_label(label: &str, fileid: u64) -> String {
 
 impl Listing {
     /// Builds the listing; where two children would show the same name, the
-    /// one with the lower fileid keeps it and the others get ` (id)` added.
-    pub fn build(children: Vec<Arc<Node>>) -> Listing {
-        let mut nodes = children;
+    /// one with the lower fileid keeps it and the others get ` (fileid)`.
+    pub fn build(children: &[Arc<Node>]) -> Listing {
+        let mut nodes: Vec<&Arc<Node>> = children.iter().collect();
         nodes.sort_by_key(|n| n.fileid);
-        let mut by_name = HashMap::with_capacity(nodes.len());
-        let mut entries = Vec::with_capacity(nodes.len());
-        let mut subfolders = 0;
+        let mut l = Listing::default();
         for node in nodes {
-            let mut name = component_for_label(&node.label, node.fileid);
-            if by_name.contains_key(&name) {
+            let label = node.meta().label.clone();
+            let mut name = component_for_label(&label, node.fileid);
+            if l.by_name.contains_key(&name) {
                 name = format!("{name} ({:x})", node.fileid);
             }
-            if node.kind == NodeKind::Folder {
-                subfolders += 1;
-            }
-            by_name.insert(name.clone(), entries.len());
-            entries.push(ListingEntry {
+            l.insert(name, node);
+        }
+        l
+    }
+
+    pub fn insert(&mut self, name: String, node: &Node) {
+        let cookie = cookie_of(node.fileid);
+        if node.kind == NodeKind::Folder {
+            self.subfolders += 1;
+        }
+        self.by_name.insert(name.clone(), cookie);
+        self.by_cookie.insert(
+            cookie,
+            ListingEntry {
                 name,
-                cookie: cookie_of(node.fileid),
-                node,
-            });
+                id: node.id.clone(),
+                kind: node.kind,
+            },
+        );
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<ListingEntry> {
+        let cookie = self.by_name.remove(name)?;
+        let e = self.by_cookie.remove(&cookie)?;
+        if e.kind == NodeKind::Folder {
+            self.subfolders -= 1;
         }
-        // Cookies are monotonic in fileid except at the wrap-around; keep
-        // the list sorted by cookie so resuming is a binary search.
-        entries.sort_by_key(|e| e.cookie);
-        for (i, e) in entries.iter().enumerate() {
-            by_name.insert(e.name.clone(), i);
-        }
-        Listing {
-            entries,
-            by_name,
-            subfolders,
-        }
+        Some(e)
     }
 
     pub fn get(&self, name: &str) -> Option<&ListingEntry> {
-        self.by_name.get(name).map(|i| &self.entries[*i])
+        self.by_name.get(name).and_then(|c| self.by_cookie.get(c))
     }
 
-    /// Index of the first entry after `cookie` (0 = from the start).
-    pub fn resume_after(&self, cookie: u64) -> usize {
-        if cookie == 0 {
-            return 0;
-        }
-        self.entries.partition_point(|e| e.cookie <= cookie)
+    pub fn len(&self) -> usize {
+        self.by_cookie.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_cookie.is_empty()
+    }
+
+    pub fn subfolders(&self) -> u32 {
+        self.subfolders
+    }
+
+    /// Entries after `cookie` (0 = from the start), with their cookies.
+    pub fn after(&self, cookie: u64) -> impl Iterator<Item = (u64, &ListingEntry)> {
+        self.by_cookie
+            .range((
+                std::ops::Bound::Excluded(cookie),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(c, e)| (*c, e))
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &ListingEntry> {
+        self.by_cookie.values()
     }
 }

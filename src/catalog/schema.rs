@@ -35,6 +35,45 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS file_nodes (
 const CREATE_PARENT_INDEX: &str =
     "CREATE INDEX IF NOT EXISTS file_nodes_parent_id ON file_nodes(parent_id)";
 
+/// Our own per-node attributes that `file_nodes` has no column for (the
+/// monotonic change counter, mode, owner, ns mtime, exclusive-create
+/// verifier). A table of ours, so MarkBase's own table is never altered.
+/// `node_id` has no declared type so it matches text and integer ids alike.
+const CREATE_SIDE_TABLE: &str = "CREATE TABLE IF NOT EXISTS markbase_nfs_attrs (
+    node_id         PRIMARY KEY,
+    change          INTEGER NOT NULL,
+    mode            INTEGER,
+    owner           TEXT,
+    owner_group     TEXT,
+    modified_ns     INTEGER,
+    create_verifier BLOB
+)";
+
+/// What kind of ids and timestamps an existing catalog uses, so rows we add
+/// look like the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogShape {
+    /// `node_id` is declared INTEGER: new nodes get max + 1.
+    pub integer_ids: bool,
+    pub time_unit: super::node::TimeUnit,
+}
+
+pub fn shape_of(conn: &Connection) -> rusqlite::Result<CatalogShape> {
+    let decl: String = conn
+        .query_row(
+            "SELECT type FROM pragma_table_info('file_nodes') WHERE name = 'node_id'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_default();
+    let newest: Option<i64> =
+        conn.query_row("SELECT MAX(updated_at) FROM file_nodes", [], |r| r.get(0))?;
+    Ok(CatalogShape {
+        integer_ids: decl.to_ascii_uppercase().contains("INT"),
+        time_unit: newest.map_or(super::node::TimeUnit::Seconds, super::node::TimeUnit::of),
+    })
+}
+
 /// Opens the catalog at `path`, creating the file and schema if absent.
 pub fn open_or_create(path: &Path) -> anyhow::Result<Connection> {
     if let Some(dir) = path.parent() {
@@ -77,6 +116,8 @@ pub fn open_or_create(path: &Path) -> anyhow::Result<Connection> {
     }
     conn.execute(CREATE_PARENT_INDEX, [])
         .with_context(|| format!("creating the parent_id index in {}", path.display()))?;
+    conn.execute(CREATE_SIDE_TABLE, [])
+        .with_context(|| format!("creating markbase_nfs_attrs in {}", path.display()))?;
     Ok(conn)
 }
 

@@ -30,7 +30,8 @@ fn existing_database_is_read_and_left_intact() {
     foreign_db(&db);
     let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
     let root = cat.listing(&NodeId::Root).unwrap();
-    let names: Vec<&str> = root.entries.iter().map(|e| e.name.as_str()).collect();
+    let root = root.read();
+    let names: Vec<&str> = root.entries().map(|e| e.name.as_str()).collect();
     assert_eq!(names.len(), 2);
     assert!(names.contains(&"Shows") && names.contains(&"Loose"));
     let shows = cat.lookup(&NodeId::Root, "Shows").unwrap().unwrap();
@@ -41,17 +42,17 @@ fn existing_database_is_read_and_left_intact() {
     assert_eq!(pilot.created_ns, shows.created_ns);
     let pilot_listing = cat.listing(&pilot.id).unwrap();
     let mut names: Vec<String> = pilot_listing
-        .entries
-        .iter()
+        .read()
+        .entries()
         .map(|e| e.name.clone())
         .collect();
     names.sort();
     // Duplicates get a unique name; '/' and '..' become usable names.
     assert_eq!(names, vec![".._f", "a:b", "cut.mov", "cut.mov (d)"]);
     let cut = cat.lookup(&pilot.id, "cut.mov").unwrap().unwrap();
-    assert_eq!(cut.size, 123);
+    assert_eq!(cut.size(), 123);
     assert_eq!(
-        cut.content.as_deref(),
+        cut.meta().content.as_deref(),
         Some(Path::new("/nonexistent/cut.mov"))
     );
     assert_eq!(cat.parent_of(&cut).unwrap().id, pilot.id);
@@ -120,21 +121,16 @@ fn readdir_cookies_survive_changes_to_the_folder() {
         )
         .unwrap();
     }
-    let before = Listing::build(
-        Catalog::open(&db, &CacheConfig::default())
-            .unwrap()
-            .listing(&NodeId::Root)
-            .unwrap()
-            .entries
-            .iter()
-            .map(|e| e.node.clone())
-            .collect(),
-    );
-    let cookie = before.entries[20].cookie;
-    let seen: Vec<String> = before.entries[..=20]
-        .iter()
-        .map(|e| e.name.clone())
+    let before: Vec<(u64, String)> = Catalog::open(&db, &CacheConfig::default())
+        .unwrap()
+        .listing(&NodeId::Root)
+        .unwrap()
+        .read()
+        .after(0)
+        .map(|(c, e)| (c, e.name.clone()))
         .collect();
+    let cookie = before[20].0;
+    let seen: Vec<String> = before[..=20].iter().map(|e| e.1.clone()).collect();
     // Remove one already-seen entry, add new ones.
     conn.execute("DELETE FROM file_nodes WHERE label = ?1", [&seen[3]])
         .unwrap();
@@ -152,17 +148,17 @@ fn readdir_cookies_survive_changes_to_the_folder() {
         )
         .unwrap();
     }
-    let after = Catalog::open(&db, &CacheConfig::default())
+    let rest: Vec<String> = Catalog::open(&db, &CacheConfig::default())
         .unwrap()
         .listing(&NodeId::Root)
-        .unwrap();
-    let rest: Vec<String> = after.entries[after.resume_after(cookie)..]
-        .iter()
-        .map(|e| e.name.clone())
+        .unwrap()
+        .read()
+        .after(cookie)
+        .map(|(_, e)| e.name.clone())
         .collect();
     // Every old entry not yet seen is still delivered, none twice.
-    for e in &before.entries[21..] {
-        assert!(rest.contains(&e.name), "{} lost after the change", e.name);
+    for (_, name) in &before[21..] {
+        assert!(rest.contains(name), "{name} lost after the change");
     }
     for s in &seen {
         assert!(!rest.contains(s), "{s} delivered twice");

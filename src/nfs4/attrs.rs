@@ -129,6 +129,7 @@ pub fn encode_values(
 ) -> Result<(), Status> {
     let cfg = srv.config();
     let is_dir = node.kind == NodeKind::Folder;
+    let meta = node.meta();
     let needs_volume = [
         attr::FILES_AVAIL,
         attr::FILES_FREE,
@@ -149,8 +150,8 @@ pub fn encode_values(
             attr::SUPPORTED_ATTRS => supported().encode(e),
             attr::TYPE => e.u32(if is_dir { NF4DIR } else { NF4REG }),
             attr::FH_EXPIRE_TYPE => e.u32(0), // FH4_PERSISTENT
-            attr::CHANGE => e.u64(node.change()),
-            attr::SIZE => e.u64(node.size),
+            attr::CHANGE => e.u64(meta.change),
+            attr::SIZE => e.u64(meta.size),
             attr::LINK_SUPPORT => e.bool(false),
             attr::SYMLINK_SUPPORT => e.bool(false),
             attr::NAMED_ATTR => e.bool(false),
@@ -177,19 +178,23 @@ pub fn encode_values(
             attr::MAXNAME => e.u32(super::consts::MAX_NAME as u32),
             attr::MAXREAD => e.u64(cfg.nfs.max_read as u64),
             attr::MAXWRITE => e.u64(cfg.nfs.max_write as u64),
-            attr::MODE => e.u32(if is_dir {
+            attr::MODE => e.u32(meta.mode.unwrap_or(if is_dir {
                 cfg.export.dir_mode
             } else {
                 cfg.export.file_mode
-            }),
+            })),
             attr::NO_TRUNC => e.bool(true),
             attr::NUMLINKS => e.u32(if is_dir {
                 2 + srv.subfolder_count(node)
             } else {
                 1
             }),
-            attr::OWNER => e.string(&cfg.export.owner),
-            attr::OWNER_GROUP => e.string(&cfg.export.owner_group),
+            attr::OWNER => e.string(meta.owner.as_deref().unwrap_or(&cfg.export.owner)),
+            attr::OWNER_GROUP => e.string(
+                meta.owner_group
+                    .as_deref()
+                    .unwrap_or(&cfg.export.owner_group),
+            ),
             attr::RAWDEV => {
                 e.u32(0);
                 e.u32(0);
@@ -197,10 +202,9 @@ pub fn encode_values(
             attr::SPACE_AVAIL => e.u64(vol.bytes_avail),
             attr::SPACE_FREE => e.u64(vol.bytes_free),
             attr::SPACE_TOTAL => e.u64(vol.bytes_total),
-            attr::SPACE_USED => e.u64(node.size.div_ceil(4096) * 4096),
-            attr::TIME_ACCESS | attr::TIME_METADATA | attr::TIME_MODIFY => {
-                time(e, node.modified_ns)
-            }
+            attr::SPACE_USED => e.u64(meta.size.div_ceil(4096) * 4096),
+            attr::TIME_ACCESS => time(e, meta.accessed_ns),
+            attr::TIME_METADATA | attr::TIME_MODIFY => time(e, meta.modified_ns),
             attr::TIME_CREATE => time(e, node.created_ns),
             attr::TIME_DELTA => time(e, 1),
             attr::MOUNTED_ON_FILEID => e.u64(node.fileid),

@@ -90,7 +90,7 @@ impl Nfs4Server {
     pub(crate) fn subfolder_count(&self, dir: &Node) -> u32 {
         self.catalog
             .listing(&dir.id)
-            .map(|l| l.subfolders)
+            .map(|l| l.read().subfolders())
             .unwrap_or(0)
     }
 
@@ -110,10 +110,11 @@ impl Nfs4Server {
     /// Logs a missing content file once per node.
     pub(crate) fn report_missing(&self, node: &Node, err: &std::io::Error) {
         if self.missing_logged.lock().insert(node.fileid) {
+            let meta = node.meta();
             tracing::warn!(
                 node = %node.id,
-                label = %node.label,
-                path = ?node.content,
+                label = %meta.label,
+                path = ?meta.content,
                 error = %err,
                 "content file of a catalog node cannot be opened; READ answers NFS4ERR_IO"
             );
@@ -126,7 +127,11 @@ pub(crate) fn catalog_status(e: &CatalogError) -> Status {
     match e {
         CatalogError::NotFound(_) => Status::Stale,
         CatalogError::NotFolder(_) => Status::NotDir,
-        CatalogError::Sql { .. } => {
+        CatalogError::Exists { .. } => Status::Exist,
+        CatalogError::NotEmpty(_) => Status::NotEmpty,
+        CatalogError::IntoItself(_) => Status::Inval,
+        CatalogError::TypeMismatch(_) => Status::Exist,
+        CatalogError::Sql { .. } | CatalogError::Commit(_) => {
             tracing::error!(error = %e, "catalog error");
             Status::ServerFault
         }

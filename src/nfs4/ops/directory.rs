@@ -34,30 +34,34 @@ pub(crate) fn readdir(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
         .catalog()
         .listing(&dir.id)
         .map_err(|e| catalog_status(&e))?;
-    let start = listing.resume_after(cookie);
     out.enc().fixed(&[0u8; 8]);
     let budget_end = out.len() - 8 + maxcount.saturating_sub(READDIR_FIXED - 8);
+    let listing = listing.read();
     let mut written = 0;
-    let mut next = start;
-    for entry in &listing.entries[start..] {
+    let mut eof = true;
+    for (entry_cookie, entry) in listing.after(cookie) {
+        // An entry removed since the listing was read is skipped.
+        let Ok(node) = c.srv.node(&entry.id) else {
+            continue;
+        };
         let mark = out.len();
         let e = out.enc();
         e.bool(true);
-        e.u64(entry.cookie);
+        e.u64(entry_cookie);
         e.string(&entry.name);
-        attrs::encode_fattr(c.srv, &entry.node, &requested, e)?;
+        attrs::encode_fattr(c.srv, &node, &requested, e)?;
         if out.len() > budget_end {
             out.truncate(mark);
+            eof = false;
             break;
         }
         written += 1;
-        next += 1;
     }
-    if written == 0 && next < listing.entries.len() {
+    if written == 0 && !eof {
         return Err(Status::TooSmall);
     }
     out.enc().bool(false);
-    out.enc().bool(next == listing.entries.len());
+    out.enc().bool(eof);
     Ok(())
 }
 

@@ -19,7 +19,8 @@ pub(crate) fn read(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
     }
     c.srv.state.lock().check_read(&sid, node.fileid)?;
     let count = count.min(c.srv.config().nfs.max_read) as usize;
-    let Some(path) = node.content.as_deref() else {
+    let content = node.meta().content.clone();
+    let Some(path) = content.as_deref() else {
         let err = std::io::Error::new(std::io::ErrorKind::NotFound, "no aliases_json.path");
         c.srv.report_missing(&node, &err);
         return Err(Status::Io);
