@@ -64,6 +64,9 @@ pub struct ExportConfig {
     pub dir_mode: u32,
     /// Create `db` with a small demo tree when it does not exist.
     pub create_demo: bool,
+    /// Whose identity counts for ownership changes: "none" (callers as they
+    /// are), "root" (uid 0 acts as nobody), "all" (everyone acts as nobody).
+    pub squash: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -126,6 +129,7 @@ impl Default for ExportConfig {
             file_mode: 0o644,
             dir_mode: 0o755,
             create_demo: true,
+            squash: "none".into(),
         }
     }
 }

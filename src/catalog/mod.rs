@@ -37,7 +37,7 @@ use rusqlite::{params, types::Value, Connection, OptionalExtension};
 use thiserror::Error;
 
 use crate::config::CacheConfig;
-use node::now_ns;
+pub use node::now_ns;
 use pins::Pins;
 use schema::CatalogShape;
 use writer::{Change, Writer};

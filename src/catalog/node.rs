@@ -206,7 +206,7 @@ pub struct Node {
     version: AtomicU64,
 }
 
-pub(crate) fn now_ns() -> i64 {
+pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)

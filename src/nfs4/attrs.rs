@@ -267,3 +267,104 @@ mod tests {
         assert!(supported().contains(attr::MOUNTED_ON_FILEID));
     }
 }
+
+/// A time to set (settime4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSet {
+    Server,
+    /// Nanoseconds since the epoch.
+    Client(i64),
+}
+
+/// Attributes a client asks to set (SETATTR, or createattrs of OPEN and
+/// CREATE), with the bitmap of those present.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetAttrs {
+    pub size: Option<u64>,
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub owner_group: Option<String>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+    pub bitmap: Bitmap,
+}
+
+const TIME_ACCESS_SET: u32 = 48;
+const TIME_MODIFY_SET: u32 = 54;
+
+/// The attributes this server can set.
+pub fn settable() -> Bitmap {
+    Bitmap::of(&[
+        attr::SIZE,
+        attr::MODE,
+        attr::OWNER,
+        attr::OWNER_GROUP,
+        TIME_ACCESS_SET,
+        TIME_MODIFY_SET,
+    ])
+}
+
+fn settime(d: &mut Decoder<'_>) -> Result<TimeSet, Status> {
+    match d.u32()? {
+        0 => Ok(TimeSet::Server),
+        1 => {
+            let secs = d.i64()?;
+            let nsecs = d.u32()?;
+            if nsecs >= 1_000_000_000 {
+                return Err(Status::Inval);
+            }
+            Ok(TimeSet::Client(
+                secs.saturating_mul(1_000_000_000)
+                    .saturating_add(nsecs as i64),
+            ))
+        }
+        _ => Err(Status::Inval),
+    }
+}
+
+fn owner_string(d: &mut Decoder<'_>) -> Result<String, Status> {
+    let raw = d.opaque(super::consts::NFS4_OPAQUE_LIMIT)?;
+    let s = std::str::from_utf8(raw).map_err(|_| Status::BadOwner)?;
+    if s.is_empty() {
+        return Err(Status::BadOwner);
+    }
+    Ok(s.to_string())
+}
+
+/// Decodes a fattr4 of attributes to set. Read-only attributes in it are
+/// NFS4ERR_INVAL, unknown ones NFS4ERR_ATTRNOTSUPP (RFC 7530 §16.32.5).
+pub fn decode_settable(d: &mut Decoder<'_>) -> Result<SetAttrs, Status> {
+    let bitmap = Bitmap::decode(d)?;
+    let values = d.opaque(usize::MAX)?;
+    let writable = settable();
+    let mut readable_or_writable = supported();
+    for a in writable.iter() {
+        readable_or_writable.set(a);
+    }
+    if !bitmap.is_subset_of(&readable_or_writable) {
+        return Err(Status::AttrNotSupp);
+    }
+    if !bitmap.is_subset_of(&writable) {
+        return Err(Status::Inval);
+    }
+    let mut v = Decoder::new(values);
+    let mut out = SetAttrs {
+        bitmap,
+        ..SetAttrs::default()
+    };
+    for a in bitmap.iter() {
+        match a {
+            attr::SIZE => out.size = Some(v.u64()?),
+            attr::MODE => out.mode = Some(v.u32()? & 0o7777),
+            attr::OWNER => out.owner = Some(owner_string(&mut v)?),
+            attr::OWNER_GROUP => out.owner_group = Some(owner_string(&mut v)?),
+            TIME_ACCESS_SET => out.atime = Some(settime(&mut v)?),
+            TIME_MODIFY_SET => out.mtime = Some(settime(&mut v)?),
+            _ => return Err(Status::AttrNotSupp),
+        }
+    }
+    if v.remaining() != 0 {
+        return Err(Status::BadXdr);
+    }
+    Ok(out)
+}

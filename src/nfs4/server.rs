@@ -1,6 +1,6 @@
 //! The NFSv4 program: the export it serves and the state it keeps.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,6 +25,11 @@ pub struct Nfs4Server {
     /// Content files already reported missing (logged once each).
     missing_logged: Mutex<HashSet<u64>>,
     volume: Mutex<Option<(Instant, VolumeStats)>>,
+    /// Changes at every start, so clients resend what they never committed.
+    write_verifier: [u8; 8],
+    /// Content of removed files still open somewhere: unlinked at the last
+    /// CLOSE.
+    unlink_on_close: Mutex<HashMap<u64, PathBuf>>,
 }
 
 impl std::fmt::Debug for Nfs4Server {
@@ -46,9 +51,21 @@ fn boot_instance() -> u32 {
 impl Nfs4Server {
     pub fn new(config: Config, catalog: Arc<Catalog>, storage_dir: PathBuf) -> Nfs4Server {
         let lease = Duration::from_secs(config.nfs.lease_time as u64);
+        let boot = boot_instance();
+        let mut write_verifier = [0u8; 8];
+        write_verifier[..4].copy_from_slice(&boot.to_be_bytes());
+        write_verifier[4..].copy_from_slice(
+            &(SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .subsec_nanos())
+            .to_be_bytes(),
+        );
         Nfs4Server {
+            write_verifier,
+            unlink_on_close: Mutex::new(HashMap::new()),
             files: FilePool::new(config.storage.open_files),
-            state: Mutex::new(State::new(boot_instance(), lease)),
+            state: Mutex::new(State::new(boot, lease)),
             config,
             catalog,
             storage_dir,
@@ -71,6 +88,55 @@ impl Nfs4Server {
 
     pub fn state_counts(&self) -> super::state::StateCounts {
         self.state.lock().counts()
+    }
+
+    pub fn write_verifier(&self) -> [u8; 8] {
+        self.write_verifier
+    }
+
+    pub fn storage_dir(&self) -> &std::path::Path {
+        &self.storage_dir
+    }
+
+    /// Where a new file's content goes: spread over 256 subfolders.
+    pub(crate) fn content_path_for(&self, id: &NodeId) -> PathBuf {
+        let name = match id {
+            NodeId::Int(i) => format!("{i}"),
+            NodeId::Text(s) => s.to_string(),
+            NodeId::Root => "root".to_string(),
+        };
+        let sub = format!("{:02x}", id.fileid() & 0xff);
+        self.storage_dir.join(sub).join(name)
+    }
+
+    /// Removes a deleted node's content file, now or (if the file is still
+    /// open) at its last CLOSE.
+    pub(crate) fn discard_content(&self, node: &Node) {
+        let Some(path) = node.meta().content.clone() else {
+            return;
+        };
+        // Content of imported files lives outside our storage folder: a
+        // catalog removal must not delete a user's original.
+        if !path.starts_with(&self.storage_dir) {
+            return;
+        }
+        self.files.forget(node.fileid);
+        if self.state.lock().is_open(node.fileid) {
+            self.unlink_on_close.lock().insert(node.fileid, path);
+            return;
+        }
+        remove_content_file(&path);
+    }
+
+    /// Called after a CLOSE: removes content whose node is gone.
+    pub(crate) fn closed(&self, fileid: u64) {
+        if self.state.lock().is_open(fileid) {
+            return;
+        }
+        if let Some(path) = self.unlink_on_close.lock().remove(&fileid) {
+            self.files.forget(fileid);
+            remove_content_file(&path);
+        }
     }
 
     pub(crate) fn handle_of(&self, node: &Node) -> Result<Vec<u8>, Status> {
@@ -118,6 +184,14 @@ impl Nfs4Server {
                 error = %err,
                 "content file of a catalog node cannot be opened; READ answers NFS4ERR_IO"
             );
+        }
+    }
+}
+
+fn remove_content_file(path: &std::path::Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove content file");
         }
     }
 }

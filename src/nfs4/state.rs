@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::consts::{Status, OPEN4_SHARE_ACCESS_BOTH, OPEN4_SHARE_ACCESS_READ};
+use super::consts::{
+    Status, OPEN4_SHARE_ACCESS_BOTH, OPEN4_SHARE_ACCESS_READ, OPEN4_SHARE_ACCESS_WRITE,
+};
 
 /// stateid4
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -417,6 +419,56 @@ impl State {
         Ok(next)
     }
 
+    /// Drops an open without a seqid step (an OPEN that failed after the
+    /// open was recorded, e.g. its truncation failed).
+    pub fn close_unchecked(&mut self, stateid: &StateId) -> Result<(), Status> {
+        let o = self
+            .opens
+            .remove(&stateid.other)
+            .ok_or(Status::BadStateId)?;
+        if !self.opens.values().any(|x| x.owner == o.owner) {
+            if let Some(owner) = self.owners.get(&o.owner) {
+                if !owner.confirmed {
+                    self.owners.remove(&o.owner);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// May `stateid` write `fileid`? The anonymous stateid may (subject to
+    /// share reservations); READ-bypass may not.
+    pub fn check_write(&self, stateid: &StateId, fileid: u64) -> Result<(), Status> {
+        if *stateid == StateId::ANONYMOUS {
+            let denied = self
+                .opens
+                .values()
+                .any(|o| o.fileid == fileid && o.deny & OPEN4_SHARE_ACCESS_WRITE != 0);
+            return if denied { Err(Status::Locked) } else { Ok(()) };
+        }
+        if *stateid == StateId::READ_BYPASS {
+            return Err(Status::BadStateId);
+        }
+        let o = self.open_state(stateid)?;
+        if o.fileid != fileid {
+            return Err(Status::BadStateId);
+        }
+        if o.access & OPEN4_SHARE_ACCESS_WRITE == 0 {
+            return Err(Status::OpenMode);
+        }
+        Ok(())
+    }
+
+    /// Is `fileid` open by anyone?
+    pub fn is_open(&self, fileid: u64) -> bool {
+        self.opens.values().any(|o| o.fileid == fileid)
+    }
+
+    /// The file an open stateid refers to.
+    pub fn file_of(&self, stateid: &StateId) -> Option<u64> {
+        self.opens.get(&stateid.other).map(|o| o.fileid)
+    }
+
     /// May `stateid` read `fileid`?
     pub fn check_read(&self, stateid: &StateId, fileid: u64) -> Result<(), Status> {
         if stateid.is_special() {
@@ -522,6 +574,11 @@ mod tests {
         assert_eq!(st.check_read(&stale, 42), Err(Status::StaleStateId));
         st.check_read(&StateId::ANONYMOUS, 42).unwrap();
         st.check_read(&StateId::READ_BYPASS, 42).unwrap();
+        st.check_write(&StateId::ANONYMOUS, 42).unwrap();
+        assert_eq!(
+            st.check_write(&StateId::READ_BYPASS, 42),
+            Err(Status::BadStateId)
+        );
     }
 
     #[test]
@@ -537,8 +594,12 @@ mod tests {
             Err(Status::ShareDenied)
         );
         st.forget_idle_owner(cid, b"b");
-        // reading is fine
-        open(&mut st, cid, b"b", 2, 42, 1, 0).unwrap();
+        // reading is fine, writing through the read open is not
+        let (b, _) = open(&mut st, cid, b"b", 2, 42, 1, 0).unwrap();
         assert_eq!(st.counts().opens, 2);
+        assert_eq!(st.check_write(&b, 42), Err(Status::OpenMode));
+        // anonymous writes respect the deny
+        assert_eq!(st.check_write(&StateId::ANONYMOUS, 42), Err(Status::Locked));
+        assert!(st.is_open(42) && !st.is_open(43));
     }
 }

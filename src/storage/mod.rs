@@ -10,11 +10,25 @@ use std::sync::Arc;
 
 use moka::sync::Cache;
 
+/// An open content file in the pool.
+#[derive(Debug)]
+pub struct PooledFile {
+    pub file: File,
+    pub writable: bool,
+}
+
+impl std::ops::Deref for PooledFile {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.file
+    }
+}
+
 /// Open content files keyed by the node's fileid. Opening a file per
-/// READ is what this avoids: the descriptor lives across RPCs and
-/// connections until evicted (LRU-ish, bounded by `capacity`).
+/// READ/WRITE is what this avoids: the descriptor lives across RPCs and
+/// connections until evicted (bounded by `capacity`).
 pub struct FilePool {
-    files: Cache<u64, Arc<File>>,
+    files: Cache<u64, Arc<PooledFile>>,
     opens: std::sync::atomic::AtomicU64,
 }
 
@@ -26,16 +40,42 @@ impl FilePool {
         }
     }
 
-    /// The open file for `fileid`, opening `path` read-only on a miss.
-    pub fn get(&self, fileid: u64, path: &Path) -> io::Result<Arc<File>> {
+    /// The open file for `fileid`, opening `path` on a miss (read-write
+    /// when permitted, so a later WRITE needs no reopen).
+    pub fn get(&self, fileid: u64, path: &Path) -> io::Result<Arc<PooledFile>> {
         if let Some(f) = self.files.get(&fileid) {
             return Ok(f);
         }
-        let f = Arc::new(open_for_read(path)?);
+        let pooled = match open_read_write(path) {
+            Ok(file) => PooledFile {
+                file,
+                writable: true,
+            },
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => PooledFile {
+                file: open_for_read(path)?,
+                writable: false,
+            },
+            Err(e) => return Err(e),
+        };
         self.opens
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let f = Arc::new(pooled);
         self.files.insert(fileid, f.clone());
         Ok(f)
+    }
+
+    /// The open file for writing: PermissionDenied if the content file is
+    /// read-only on disk.
+    pub fn get_writable(&self, fileid: u64, path: &Path) -> io::Result<Arc<PooledFile>> {
+        let f = self.get(fileid, path)?;
+        if f.writable {
+            Ok(f)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("content file {} is read-only on disk", path.display()),
+            ))
+        }
     }
 
     /// Descriptors opened since start (tests prove pooling with it).
@@ -46,6 +86,15 @@ impl FilePool {
     pub fn forget(&self, fileid: u64) {
         self.files.invalidate(&fileid);
     }
+}
+
+fn open_read_write(path: &Path) -> io::Result<File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    advise_sequential(&f);
+    Ok(f)
 }
 
 fn open_for_read(path: &Path) -> io::Result<File> {
@@ -67,6 +116,35 @@ fn advise_sequential(f: &File) {
 
 #[cfg(not(target_os = "linux"))]
 fn advise_sequential(_f: &File) {}
+
+/// Creates a new, empty content file (failing if it exists) and makes its
+/// directory entry durable, so a catalog row committed after this never
+/// points at a file a crash could lose.
+pub fn create_content(path: &Path) -> io::Result<File> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "content path has no folder"))?;
+    std::fs::create_dir_all(dir)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(f)
+}
+
+/// Writes all of `data` at `offset`.
+pub fn write_at(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+    file.write_all_at(data, offset)
+}
+
+/// Puts the file's data (and the size needed to read it back) on stable
+/// storage: fdatasync on Linux; on macOS std's sync_data issues
+/// F_FULLFSYNC, which also flushes the drive's cache.
+pub fn sync_data(file: &File) -> io::Result<()> {
+    file.sync_data()
+}
 
 /// Reads up to `count` bytes at `offset` into a new buffer; short only at
 /// end of file. Returns the bytes and whether the end of file was reached.

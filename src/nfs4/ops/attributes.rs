@@ -1,12 +1,17 @@
 //! GETATTR, ACCESS, VERIFY and NVERIFY.
 
-use crate::catalog::NodeKind;
-use crate::nfs4::attrs::{self, Bitmap};
+use std::sync::Arc;
+
+use super::write::io_status;
+use crate::catalog::{now_ns, Node, NodeKind};
+use crate::nfs4::attrs::{self, decode_settable, Bitmap, SetAttrs, TimeSet};
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{
     OpResult, Status, ACCESS4_DELETE, ACCESS4_EXECUTE, ACCESS4_EXTEND, ACCESS4_LOOKUP,
     ACCESS4_MODIFY, ACCESS4_READ,
 };
+use crate::nfs4::server::catalog_status;
+use crate::nfs4::state::StateId;
 use crate::rpc::ReplyBody;
 use crate::xdr::Decoder;
 
@@ -16,8 +21,8 @@ pub(crate) fn getattr(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
     attrs::encode_fattr(c.srv, &node, &requested, out.enc())
 }
 
-/// The export is read-only until the write path lands: reading and
-/// looking up are granted by mode bits, modifying is not.
+/// Grants by the owner's mode bits: the export serves one editor's
+/// machine, so every caller is treated as the owner.
 pub(crate) fn access(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
     let requested = d.u32()?;
     let node = c.current()?;
@@ -28,28 +33,28 @@ pub(crate) fn access(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
         | ACCESS4_EXTEND
         | ACCESS4_DELETE
         | ACCESS4_EXECUTE;
-    let granted = match node.kind {
-        NodeKind::Folder => {
-            let mut g = 0;
-            if cfg.dir_mode & 0o444 != 0 {
-                g |= ACCESS4_READ;
-            }
-            if cfg.dir_mode & 0o111 != 0 {
-                g |= ACCESS4_LOOKUP;
-            }
-            g
+    let is_dir = node.kind == NodeKind::Folder;
+    let mode = node
+        .meta()
+        .mode
+        .unwrap_or(if is_dir { cfg.dir_mode } else { cfg.file_mode });
+    let mut granted = 0;
+    if mode & 0o400 != 0 {
+        granted |= ACCESS4_READ;
+    }
+    if mode & 0o200 != 0 {
+        granted |= ACCESS4_MODIFY | ACCESS4_EXTEND;
+        if is_dir {
+            granted |= ACCESS4_DELETE;
         }
-        NodeKind::File => {
-            let mut g = 0;
-            if cfg.file_mode & 0o444 != 0 {
-                g |= ACCESS4_READ;
-            }
-            if cfg.file_mode & 0o111 != 0 {
-                g |= ACCESS4_EXECUTE;
-            }
-            g
-        }
-    };
+    }
+    if mode & 0o100 != 0 {
+        granted |= if is_dir {
+            ACCESS4_LOOKUP
+        } else {
+            ACCESS4_EXECUTE
+        };
+    }
     let supported = requested & all;
     out.enc().u32(supported);
     out.enc().u32(supported & granted);
@@ -64,4 +69,99 @@ pub(crate) fn verify(c: &mut Compound<'_>, d: &mut Decoder<'_>, negate: bool) ->
         (false, false) => Err(Status::NotSame),
         (true, true) => Err(Status::Same),
     }
+}
+
+/// SETATTR: size (truncate/extend), mode, owner, times. Answered once the
+/// change is committed to the catalog.
+pub(crate) fn setattr(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
+    let sid = super::open::stateid(d)?;
+    let attrs = decode_settable(d)?;
+    let node = c.current()?;
+    apply(c, &node, &attrs, &sid)?;
+    attrs.bitmap.encode(out.enc());
+    Ok(())
+}
+
+/// The uid that counts for ownership changes, after the export's squash.
+fn effective_uid(c: &Compound<'_>) -> u32 {
+    let uid = c.ctx.credentials.uid();
+    match c.srv.config().export.squash.as_str() {
+        "all" => 65534,
+        "root" if uid == 0 => 65534,
+        _ => uid,
+    }
+}
+
+/// Applies `attrs` to `node` (shared by SETATTR and OPEN's createattrs).
+pub(crate) fn apply(
+    c: &Compound<'_>,
+    node: &Arc<Node>,
+    attrs: &SetAttrs,
+    sid: &StateId,
+) -> OpResult {
+    if attrs.bitmap == Default::default() {
+        return Ok(());
+    }
+    let cfg = &c.srv.config().export;
+    let changes_owner = |want: &Option<String>, have: Option<&str>| {
+        want.as_deref().is_some_and(|w| w != have.unwrap_or(""))
+    };
+    {
+        let m = node.meta();
+        if (changes_owner(&attrs.owner, Some(m.owner.as_deref().unwrap_or(&cfg.owner)))
+            || changes_owner(
+                &attrs.owner_group,
+                Some(m.owner_group.as_deref().unwrap_or(&cfg.owner_group)),
+            ))
+            && effective_uid(c) != 0
+        {
+            return Err(Status::Perm);
+        }
+    }
+    if let Some(size) = attrs.size {
+        if node.kind == NodeKind::Folder {
+            return Err(Status::IsDir);
+        }
+        if size > i64::MAX as u64 {
+            return Err(Status::FBig);
+        }
+        c.srv.state.lock().check_write(sid, node.fileid)?;
+        let path = node.meta().content.clone().ok_or(Status::Io)?;
+        let file = c
+            .srv
+            .files()
+            .get_writable(node.fileid, &path)
+            .map_err(|e| io_status(&e))?;
+        file.set_len(size).map_err(|e| {
+            tracing::error!(node = %node.id, size, error = %e, "SETATTR size failed");
+            io_status(&e)
+        })?;
+    }
+    let now = now_ns();
+    let pending = c.srv.catalog().set_attrs(node, |m| {
+        if let Some(size) = attrs.size {
+            m.size = size;
+            m.modified_ns = now;
+        }
+        if let Some(mode) = attrs.mode {
+            m.mode = Some(mode);
+        }
+        if let Some(o) = &attrs.owner {
+            m.owner = Some(o.clone());
+        }
+        if let Some(g) = &attrs.owner_group {
+            m.owner_group = Some(g.clone());
+        }
+        match attrs.atime {
+            Some(TimeSet::Server) => m.accessed_ns = now,
+            Some(TimeSet::Client(t)) => m.accessed_ns = t,
+            None => {}
+        }
+        match attrs.mtime {
+            Some(TimeSet::Server) => m.modified_ns = now,
+            Some(TimeSet::Client(t)) => m.modified_ns = t,
+            None => {}
+        }
+    });
+    pending.wait().map_err(|e| catalog_status(&e))
 }

@@ -4,8 +4,10 @@ mod attributes;
 mod client;
 mod directory;
 mod filehandle;
+mod namespace;
 mod open;
 mod read;
+mod write;
 
 use super::compound::Compound;
 use super::consts::{op, OpResult, Status, MAX_NAME};
@@ -46,11 +48,13 @@ pub(crate) fn dispatch(
         op::OPEN_DOWNGRADE => open::open_downgrade(c, d, out),
         op::CLOSE => open::close(c, d, out),
         op::READ => read::read(c, d, out),
-        // The write path is not served yet: the volume is read-only.
-        op::WRITE | op::CREATE | op::REMOVE | op::RENAME | op::LINK | op::SETATTR | op::COMMIT => {
-            c.current()?;
-            Err(Status::RoFs)
-        }
+        op::WRITE => write::write(c, d, out),
+        op::COMMIT => write::commit(c, d, out),
+        op::CREATE => namespace::create(c, d, out),
+        op::REMOVE => namespace::remove(c, d, out),
+        op::RENAME => namespace::rename(c, d, out),
+        op::LINK => namespace::link(c, d),
+        op::SETATTR => attributes::setattr(c, d, out),
         // No delegations are granted, so there is nothing to return.
         op::DELEGRETURN => Err(Status::BadStateId),
         op::DELEGPURGE

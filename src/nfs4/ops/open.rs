@@ -1,19 +1,23 @@
 //! OPEN, OPEN_CONFIRM, OPEN_DOWNGRADE and CLOSE.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use super::attributes::apply;
 use super::component;
-use crate::catalog::NodeKind;
-use crate::nfs4::attrs::Bitmap;
+use super::namespace::put_cinfo;
+use super::write::io_status;
+use crate::catalog::{CatalogError, DirChange, NewNode, Node, NodeKind};
+use crate::nfs4::attrs::{decode_settable, Bitmap, SetAttrs};
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{
-    OpResult, Status, CLAIM_NULL, CLAIM_PREVIOUS, NFS4_OPAQUE_LIMIT, OPEN4_CREATE,
-    OPEN4_RESULT_CONFIRM, OPEN4_RESULT_LOCKTYPE_POSIX, OPEN4_SHARE_ACCESS_WRITE,
-    OPEN_DELEGATE_NONE,
+    attr, OpResult, Status, CLAIM_NULL, CLAIM_PREVIOUS, NFS4_OPAQUE_LIMIT, OPEN4_CREATE,
+    OPEN4_RESULT_CONFIRM, OPEN4_RESULT_LOCKTYPE_POSIX, OPEN_DELEGATE_NONE,
 };
 use crate::nfs4::server::catalog_status;
 use crate::nfs4::state::StateId;
 use crate::rpc::ReplyBody;
+use crate::storage;
 use crate::xdr::{Decoder, Encoder};
 
 const UNCHECKED4: u32 = 0;
@@ -40,25 +44,30 @@ enum Claim<'a> {
     Delegated,
 }
 
+/// openflag4 with its createhow4.
+enum How {
+    NoCreate,
+    Unchecked(SetAttrs),
+    Guarded(SetAttrs),
+    Exclusive([u8; 8]),
+}
+
 pub(crate) fn open(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
     let seqid = d.u32()?;
     let access = d.u32()?;
     let deny = d.u32()?;
     let clientid = d.u64()?;
     let owner = d.opaque(NFS4_OPAQUE_LIMIT)?;
-    let create = d.u32()? == OPEN4_CREATE;
-    if create {
+    let how = if d.u32()? == OPEN4_CREATE {
         match d.u32()? {
-            UNCHECKED4 | GUARDED4 => {
-                Bitmap::decode(d)?;
-                d.opaque(usize::MAX)?;
-            }
-            EXCLUSIVE4 => {
-                d.fixed(8)?;
-            }
+            UNCHECKED4 => How::Unchecked(decode_settable(d)?),
+            GUARDED4 => How::Guarded(decode_settable(d)?),
+            EXCLUSIVE4 => How::Exclusive(d.array()?),
             _ => return Err(Status::Inval),
         }
-    }
+    } else {
+        How::NoCreate
+    };
     // A bad name is an argument error, found before the seqid is used.
     let claim = match d.u32()? {
         CLAIM_NULL => Claim::Null(component(d)?),
@@ -80,42 +89,41 @@ pub(crate) fn open(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
     let dir = c.current()?;
     let now = Instant::now();
     let confirm_needed = c.srv.state.lock().begin_open(clientid, owner, seqid, now)?;
-    let result = open_checked(c, &dir, claim, create, access, deny, clientid, owner);
-    let (file, stateid) = match result {
+    let result = open_checked(c, &dir, claim, &how, access, deny, clientid, owner);
+    let (file, stateid, cinfo, attrset) = match result {
         Ok(v) => v,
         Err(e) => {
             c.srv.state.lock().forget_idle_owner(clientid, owner);
             return Err(e);
         }
     };
-    let change = dir.change();
     let e = out.enc();
     put_stateid(e, &stateid);
-    e.bool(true); // change_info4.atomic
-    e.u64(change);
-    e.u64(change);
+    put_cinfo(e, cinfo);
     let mut rflags = OPEN4_RESULT_LOCKTYPE_POSIX;
     if confirm_needed {
         rflags |= OPEN4_RESULT_CONFIRM;
     }
     e.u32(rflags);
-    e.u32(0); // attrset: nothing set
+    attrset.encode(e);
     e.u32(OPEN_DELEGATE_NONE);
     c.current = Some(file);
     Ok(())
 }
 
+type Opened = (Arc<Node>, StateId, DirChange, Bitmap);
+
 #[allow(clippy::too_many_arguments)]
 fn open_checked(
     c: &mut Compound<'_>,
-    dir: &std::sync::Arc<crate::catalog::Node>,
+    dir: &Arc<Node>,
     claim: Claim<'_>,
-    create: bool,
+    how: &How,
     access: u32,
     deny: u32,
     clientid: u64,
     owner: &[u8],
-) -> OpResult<(std::sync::Arc<crate::catalog::Node>, StateId)> {
+) -> OpResult<Opened> {
     let name = match claim {
         Claim::Null(name) => name,
         // No grace period is offered yet, so there is nothing to reclaim.
@@ -126,16 +134,52 @@ fn open_checked(
     if dir.kind != NodeKind::Folder {
         return Err(Status::NotDir);
     }
-    // The write path is not served yet: creating or writing is refused.
-    if create || access & OPEN4_SHARE_ACCESS_WRITE != 0 {
-        return Err(Status::RoFs);
-    }
-    let file = c
+    let existing = c
         .srv
         .catalog()
         .lookup(&dir.id, name)
-        .map_err(|e| catalog_status(&e))?
-        .ok_or(Status::NoEnt)?;
+        .map_err(|e| catalog_status(&e))?;
+    let unchanged = DirChange {
+        before: dir.change(),
+        after: dir.change(),
+    };
+    let mut attrset = Bitmap::default();
+    let mut truncate = None;
+    let (file, cinfo) = match (existing, how) {
+        (Some(f), How::NoCreate) => (f, unchanged),
+        (None, How::NoCreate) => return Err(Status::NoEnt),
+        (Some(_), How::Guarded(_)) => return Err(Status::Exist),
+        (Some(f), How::Exclusive(v)) => {
+            // A retransmitted exclusive create finds its own verifier.
+            if f.meta().create_verifier != Some(*v) {
+                return Err(Status::Exist);
+            }
+            (f, unchanged)
+        }
+        (Some(f), How::Unchecked(attrs)) => {
+            // For an existing file only the size (O_TRUNC) is applied.
+            if let Some(size) = attrs.size {
+                truncate = Some(size);
+                attrset.set(attr::SIZE);
+            }
+            (f, unchanged)
+        }
+        (None, how) => {
+            let (mode, verifier, size) = match how {
+                How::Unchecked(a) | How::Guarded(a) => (a.mode, None, a.size),
+                How::Exclusive(v) => (None, Some(*v), None),
+                How::NoCreate => unreachable!("handled above"),
+            };
+            if mode.is_some() {
+                attrset.set(attr::MODE);
+            }
+            if let Some(s) = size.filter(|s| *s > 0) {
+                truncate = Some(s);
+                attrset.set(attr::SIZE);
+            }
+            create_file(c, dir, name, mode, verifier)?
+        }
+    };
     if file.kind == NodeKind::Folder {
         return Err(Status::IsDir);
     }
@@ -144,7 +188,59 @@ fn open_checked(
         .state
         .lock()
         .open(clientid, owner, file.fileid, access, deny)?;
-    Ok((file, stateid))
+    if let Some(size) = truncate {
+        let attrs = SetAttrs {
+            size: Some(size),
+            bitmap: Bitmap::of(&[attr::SIZE]),
+            ..SetAttrs::default()
+        };
+        if let Err(e) = apply(c, &file, &attrs, &stateid) {
+            // The open is undone; the open-owner's seqid stays consumed.
+            let _ = c.srv.state.lock().close_unchecked(&stateid);
+            return Err(e);
+        }
+    }
+    Ok((file, stateid, cinfo, attrset))
+}
+
+/// Creates a file's content under the storage folder, then its catalog
+/// node; answers once the node is committed.
+fn create_file(
+    c: &Compound<'_>,
+    dir: &Arc<Node>,
+    name: &str,
+    mode: Option<u32>,
+    verifier: Option<[u8; 8]>,
+) -> OpResult<(Arc<Node>, DirChange)> {
+    let catalog = c.srv.catalog();
+    let id = catalog.allocate_id();
+    let path = c.srv.content_path_for(&id);
+    storage::create_content(&path).map_err(|e| {
+        tracing::error!(path = %path.display(), error = %e, "cannot create content file");
+        io_status(&e)
+    })?;
+    let new = NewNode {
+        id,
+        kind: NodeKind::File,
+        name: name.to_string(),
+        content: Some(path.clone()),
+        mode,
+        create_verifier: verifier,
+    };
+    match catalog.create(&dir.id, new) {
+        Ok((node, cinfo, pending)) => {
+            pending.wait().map_err(|e| catalog_status(&e))?;
+            Ok((node, cinfo))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            match e {
+                // Another client created it meanwhile.
+                CatalogError::Exists { .. } => Err(Status::Exist),
+                e => Err(catalog_status(&e)),
+            }
+        }
+    }
 }
 
 pub(crate) fn open_confirm(
@@ -183,7 +279,14 @@ pub(crate) fn close(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
     let seqid = d.u32()?;
     let sid = stateid(d)?;
     c.current()?;
-    let next = c.srv.state.lock().close(&sid, seqid)?;
+    let (next, fileid) = {
+        let mut st = c.srv.state.lock();
+        let fileid = st.file_of(&sid);
+        (st.close(&sid, seqid)?, fileid)
+    };
+    if let Some(fileid) = fileid {
+        c.srv.closed(fileid);
+    }
     put_stateid(out.enc(), &next);
     Ok(())
 }

@@ -29,7 +29,7 @@ pub(crate) fn read(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
         c.srv.report_missing(&node, &e);
         Status::Io
     })?;
-    let (data, eof) = storage::read_at(&file, offset, count).map_err(|e| {
+    let (data, eof) = storage::read_at(&file.file, offset, count).map_err(|e| {
         tracing::error!(node = %node.id, offset, count, error = %e, "READ failed");
         Status::Io
     })?;

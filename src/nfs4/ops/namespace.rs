@@ -1,0 +1,132 @@
+//! CREATE (folders), REMOVE, RENAME and LINK. Each change is applied in
+//! memory and answered only once the catalog batch holding it has
+//! committed (group commit), so a reply never promises what a crash undoes.
+
+use std::sync::Arc;
+
+use super::component;
+use crate::catalog::{CatalogError, DirChange, NewNode, Node, NodeKind};
+use crate::nfs4::attrs::{decode_settable, Bitmap};
+use crate::nfs4::compound::Compound;
+use crate::nfs4::consts::{attr, OpResult, Status, NF4DIR, NF4LNK, NFS4_OPAQUE_LIMIT};
+use crate::nfs4::server::catalog_status;
+use crate::rpc::ReplyBody;
+use crate::xdr::{Decoder, Encoder};
+
+const NF4BLK: u32 = 3;
+const NF4CHR: u32 = 4;
+
+pub(crate) fn put_cinfo(e: &mut Encoder, c: DirChange) {
+    // Changes are serialised under the catalog's namespace lock, so
+    // before/after are atomic.
+    e.bool(true);
+    e.u64(c.before);
+    e.u64(c.after);
+}
+
+/// The current filehandle as a folder.
+pub(crate) fn current_dir(c: &Compound<'_>) -> OpResult<Arc<Node>> {
+    let dir = c.current()?;
+    if dir.kind != NodeKind::Folder {
+        return Err(Status::NotDir);
+    }
+    Ok(dir)
+}
+
+pub(crate) fn create(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
+    let objtype = d.u32()?;
+    match objtype {
+        NF4LNK => {
+            d.opaque(NFS4_OPAQUE_LIMIT)?;
+        }
+        NF4BLK | NF4CHR => {
+            d.u32()?;
+            d.u32()?;
+        }
+        _ => {}
+    }
+    let name = component(d)?;
+    let attrs = decode_settable(d)?;
+    let dir = current_dir(c)?;
+    match objtype {
+        NF4DIR => {}
+        // The catalog holds folders and files only.
+        NF4LNK => return Err(Status::NotSupp),
+        _ => return Err(Status::BadType),
+    }
+    let new = NewNode {
+        id: c.srv.catalog().allocate_id(),
+        kind: NodeKind::Folder,
+        name: name.to_string(),
+        content: None,
+        mode: attrs.mode,
+        create_verifier: None,
+    };
+    let (node, cinfo, pending) = c
+        .srv
+        .catalog()
+        .create(&dir.id, new)
+        .map_err(|e| catalog_status(&e))?;
+    pending.wait().map_err(|e| catalog_status(&e))?;
+    let e = out.enc();
+    put_cinfo(e, cinfo);
+    let mut set = Bitmap::default();
+    if attrs.mode.is_some() {
+        set.set(attr::MODE);
+    }
+    set.encode(e);
+    c.current = Some(node);
+    Ok(())
+}
+
+pub(crate) fn remove(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
+    let name = component(d)?;
+    let dir = current_dir(c)?;
+    let (node, cinfo, pending) = c.srv.catalog().remove(&dir.id, name).map_err(|e| match e {
+        CatalogError::NotFound(_) => Status::NoEnt,
+        e => catalog_status(&e),
+    })?;
+    pending.wait().map_err(|e| catalog_status(&e))?;
+    if node.kind == NodeKind::File {
+        c.srv.discard_content(&node);
+    }
+    put_cinfo(out.enc(), cinfo);
+    Ok(())
+}
+
+pub(crate) fn rename(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
+    let old = component(d)?;
+    let new = component(d)?;
+    let target_dir = current_dir(c)?;
+    let source_dir = c.saved.clone().ok_or(Status::NoFileHandle)?;
+    if source_dir.kind != NodeKind::Folder {
+        return Err(Status::NotDir);
+    }
+    let (renamed, pending) = c
+        .srv
+        .catalog()
+        .rename(&source_dir.id, old, &target_dir.id, new)
+        .map_err(|e| match e {
+            CatalogError::NotFound(_) => Status::NoEnt,
+            e => catalog_status(&e),
+        })?;
+    pending.wait().map_err(|e| catalog_status(&e))?;
+    if let Some(replaced) = &renamed.replaced {
+        if replaced.kind == NodeKind::File {
+            c.srv.discard_content(replaced);
+        }
+    }
+    let e = out.enc();
+    put_cinfo(e, renamed.source);
+    put_cinfo(e, renamed.target);
+    Ok(())
+}
+
+/// A node has one parent in the catalog: hard links cannot be expressed
+/// (link_support is false and numlinks is always 1 for files).
+pub(crate) fn link(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {
+    component(d)?;
+    current_dir(c)?;
+    c.saved.clone().ok_or(Status::NoFileHandle)?;
+    Err(Status::NotSupp)
+}

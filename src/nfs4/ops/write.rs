@@ -1,0 +1,93 @@
+//! WRITE and COMMIT. A WRITE's payload is a slice of the received record
+//! handed straight to `pwrite` through a pooled descriptor; size, mtime and
+//! change move in memory and the node is queued for the background writer,
+//! so no SQL runs on this path.
+
+use super::open::stateid;
+use crate::catalog::NodeKind;
+use crate::nfs4::compound::Compound;
+use crate::nfs4::consts::{OpResult, Status};
+use crate::rpc::ReplyBody;
+use crate::storage;
+use crate::xdr::Decoder;
+
+const UNSTABLE4: u32 = 0;
+const FILE_SYNC4: u32 = 2;
+
+pub(crate) fn io_status(e: &std::io::Error) -> Status {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => Status::Access,
+        std::io::ErrorKind::NotFound => Status::Io,
+        _ if e.raw_os_error() == Some(libc::ENOSPC) => Status::NoSpc,
+        _ if e.raw_os_error() == Some(libc::EDQUOT) => Status::DQuot,
+        _ if e.raw_os_error() == Some(libc::EFBIG) => Status::FBig,
+        _ => Status::Io,
+    }
+}
+
+pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
+    let sid = stateid(d)?;
+    let offset = d.u64()?;
+    let stable = d.u32()?;
+    let data = d.opaque(c.srv.config().nfs.max_write as usize)?;
+    if stable > FILE_SYNC4 {
+        return Err(Status::Inval);
+    }
+    let node = c.current()?;
+    if node.kind == NodeKind::Folder {
+        return Err(Status::IsDir);
+    }
+    let end = offset
+        .checked_add(data.len() as u64)
+        .filter(|e| *e <= i64::MAX as u64)
+        .ok_or(Status::FBig)?;
+    c.srv.state.lock().check_write(&sid, node.fileid)?;
+    let path = node.meta().content.clone().ok_or(Status::Io)?;
+    let file = c.srv.files().get_writable(node.fileid, &path).map_err(|e| {
+        tracing::warn!(node = %node.id, path = %path.display(), error = %e, "WRITE cannot open content");
+        io_status(&e)
+    })?;
+    storage::write_at(&file, offset, data).map_err(|e| {
+        tracing::error!(node = %node.id, offset, len = data.len(), error = %e, "WRITE failed");
+        io_status(&e)
+    })?;
+    c.srv.catalog().data_written(&node, end);
+    if stable != UNSTABLE4 {
+        storage::sync_data(&file).map_err(|e| {
+            tracing::error!(node = %node.id, error = %e, "WRITE sync failed");
+            io_status(&e)
+        })?;
+    }
+    let e = out.enc();
+    e.u32(data.len() as u32);
+    e.u32(stable);
+    e.fixed(&c.srv.write_verifier());
+    Ok(())
+}
+
+/// Puts everything written to the file on stable storage. The whole file
+/// is synced whatever the range: fdatasync has no range form that also
+/// covers the size.
+pub(crate) fn commit(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
+    let offset = d.u64()?;
+    let count = d.u32()?;
+    let node = c.current()?;
+    if node.kind == NodeKind::Folder {
+        return Err(Status::IsDir);
+    }
+    if offset.checked_add(count as u64).is_none() {
+        return Err(Status::Inval);
+    }
+    let path = node.meta().content.clone().ok_or(Status::Io)?;
+    let file = c
+        .srv
+        .files()
+        .get(node.fileid, &path)
+        .map_err(|e| io_status(&e))?;
+    storage::sync_data(&file).map_err(|e| {
+        tracing::error!(node = %node.id, error = %e, "COMMIT sync failed");
+        io_status(&e)
+    })?;
+    out.enc().fixed(&c.srv.write_verifier());
+    Ok(())
+}
