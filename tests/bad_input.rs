@@ -256,11 +256,11 @@ fn nfs_level_errors_get_their_status() {
         args = args.putrootfh();
     }
     assert_eq!(compound_status(&mut c, &args, 0).0, Status::Resource.code());
-    // Writes are refused cleanly while the volume is read-only.
+    // Removing a folder that is not empty.
     let args = CompoundArgs::new()
         .putrootfh()
         .op(op::REMOVE, |e| e.string("Projects"));
-    assert_eq!(compound_status(&mut c, &args, 0).0, Status::RoFs.code());
+    assert_eq!(compound_status(&mut c, &args, 0).0, Status::NotEmpty.code());
     f.witness_is_served();
 }
 
