@@ -210,3 +210,344 @@ pub fn compound(
     let reply = CompoundReply::decode(&body);
     Ok((st, reply))
 }
+
+/// Errors from [`Nfs4Client`]: transport, or an NFS status from an op.
+#[derive(Debug)]
+pub enum ClientError {
+    Io(io::Error),
+    Rpc(ReplyStatus),
+    /// (opnum, nfsstat4) of the operation that failed.
+    Nfs(u32, u32),
+    Decode(String),
+}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl ClientError {
+    /// The NFS status, if that is what failed.
+    pub fn status(&self) -> Option<u32> {
+        match self {
+            ClientError::Nfs(_, s) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
+pub type ClientResult<T> = Result<T, ClientError>;
+
+/// How OPEN creates.
+#[derive(Debug, Clone, Copy)]
+pub enum Create {
+    No,
+    Unchecked { mode: u32 },
+    Guarded { mode: u32 },
+    Exclusive([u8; 8]),
+}
+
+/// An open file.
+#[derive(Debug, Clone)]
+pub struct OpenFile {
+    pub fh: Vec<u8>,
+    pub stateid: (u32, [u8; 12]),
+}
+
+/// WRITE4resok.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub count: u32,
+    pub committed: u32,
+    pub verifier: [u8; 8],
+}
+
+/// Walks a COMPOUND4res, one result at a time.
+pub struct Results<'a> {
+    d: Decoder<'a>,
+}
+
+impl<'a> Results<'a> {
+    /// Positions at the next result, checking its opnum and status.
+    pub fn next(&mut self, opnum: u32) -> ClientResult<&mut Decoder<'a>> {
+        let bad = |e: crate::xdr::XdrError| ClientError::Decode(e.to_string());
+        let got = self.d.u32().map_err(bad)?;
+        let status = self.d.u32().map_err(bad)?;
+        if status != 0 {
+            return Err(ClientError::Nfs(got, status));
+        }
+        if got != opnum {
+            return Err(ClientError::Decode(format!(
+                "result for op {got}, expected {opnum}"
+            )));
+        }
+        Ok(&mut self.d)
+    }
+}
+
+fn xdr<T>(r: crate::xdr::XdrResult<T>) -> ClientResult<T> {
+    r.map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+/// Open-owner seqid errors that do not advance the seqid (RFC 7530 §9.1.7).
+fn seqid_unchanged(status: u32) -> bool {
+    use crate::nfs4::consts::Status::*;
+    [
+        StaleClientId,
+        StaleStateId,
+        BadStateId,
+        BadSeqId,
+        BadXdr,
+        Resource,
+        NoFileHandle,
+    ]
+    .iter()
+    .any(|s| s.code() == status)
+}
+
+/// A stateful NFSv4.0 client on one connection: one client id, one
+/// open-owner.
+pub struct Nfs4Client {
+    pub rpc: RpcClient,
+    pub clientid: u64,
+    owner: Vec<u8>,
+    seqid: u32,
+}
+
+impl Nfs4Client {
+    /// Connects and runs SETCLIENTID / SETCLIENTID_CONFIRM.
+    pub fn connect(addr: SocketAddr, name: &str) -> ClientResult<Nfs4Client> {
+        let mut rpc = RpcClient::connect(addr)?;
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let args = CompoundArgs::new().op(op::SETCLIENTID, |e| {
+            e.fixed(&boot.to_be_bytes());
+            e.string(name);
+            e.u32(0x4000_0000);
+            e.string("tcp");
+            e.string("127.0.0.1.0.0");
+            e.u32(1);
+        });
+        let body = Self::call(&mut rpc, &args)?;
+        let mut r = Results {
+            d: Decoder::new(&body),
+        };
+        let d = r.next(op::SETCLIENTID)?;
+        let clientid = xdr(d.u64())?;
+        let confirm: [u8; 8] = xdr(d.array())?;
+        let args = CompoundArgs::new().op(op::SETCLIENTID_CONFIRM, |e| {
+            e.u64(clientid);
+            e.fixed(&confirm);
+        });
+        let body = Self::call(&mut rpc, &args)?;
+        Results {
+            d: Decoder::new(&body),
+        }
+        .next(op::SETCLIENTID_CONFIRM)?;
+        Ok(Nfs4Client {
+            rpc,
+            clientid,
+            owner: format!("{name}-owner").into_bytes(),
+            seqid: 1,
+        })
+    }
+
+    fn call(rpc: &mut RpcClient, args: &CompoundArgs) -> ClientResult<Vec<u8>> {
+        let (st, reply) = compound(rpc, args, 0)?;
+        if st != ReplyStatus::Success {
+            return Err(ClientError::Rpc(st));
+        }
+        let reply = reply.ok_or_else(|| ClientError::Decode("bad COMPOUND4res".into()))?;
+        Ok(reply.body)
+    }
+
+    /// Runs a COMPOUND; the caller walks the results with [`Results`].
+    pub fn compound(&mut self, args: &CompoundArgs) -> ClientResult<Vec<u8>> {
+        Self::call(&mut self.rpc, args)
+    }
+
+    pub fn results(body: &[u8]) -> Results<'_> {
+        Results {
+            d: Decoder::new(body),
+        }
+    }
+
+    /// The file handle of `path` ("a/b/c", "" = root).
+    pub fn lookup(&mut self, path: &str) -> ClientResult<Vec<u8>> {
+        let mut args = CompoundArgs::new().putrootfh();
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        for p in &parts {
+            args = args.lookup(p);
+        }
+        let body = self.compound(&args.getfh())?;
+        let mut r = Self::results(&body);
+        r.next(op::PUTROOTFH)?;
+        for _ in &parts {
+            r.next(op::LOOKUP)?;
+        }
+        Ok(xdr(r.next(op::GETFH)?.opaque(128))?.to_vec())
+    }
+
+    /// OPEN `name` in folder `dir` (confirming a new open-owner).
+    pub fn open(
+        &mut self,
+        dir: &[u8],
+        name: &str,
+        create: Create,
+        access: u32,
+    ) -> ClientResult<OpenFile> {
+        let seqid = self.seqid;
+        let (clientid, owner) = (self.clientid, self.owner.clone());
+        let args = CompoundArgs::new().putfh(dir).op(op::OPEN, |e| {
+            e.u32(seqid);
+            e.u32(access);
+            e.u32(0);
+            e.u64(clientid);
+            e.opaque(&owner);
+            match create {
+                Create::No => e.u32(0),
+                Create::Unchecked { mode } | Create::Guarded { mode } => {
+                    e.u32(1);
+                    e.u32(if matches!(create, Create::Guarded { .. }) {
+                        1
+                    } else {
+                        0
+                    });
+                    crate::nfs4::attrs::Bitmap::of(&[crate::nfs4::consts::attr::MODE]).encode(e);
+                    e.u32(4);
+                    e.u32(mode);
+                }
+                Create::Exclusive(v) => {
+                    e.u32(1);
+                    e.u32(2);
+                    e.fixed(&v);
+                }
+            }
+            e.u32(0); // CLAIM_NULL
+            e.string(name);
+        });
+        let body = self.compound(&args.getfh())?;
+        let mut r = Self::results(&body);
+        r.next(op::PUTFH)?;
+        let res = r.next(op::OPEN);
+        match &res {
+            Err(ClientError::Nfs(_, s)) if seqid_unchanged(*s) => {}
+            _ => self.seqid = self.seqid.wrapping_add(1),
+        }
+        let d = res?;
+        let sid = (xdr(d.u32())?, xdr(d.array::<12>())?);
+        xdr(d.skip(4 + 16))?; // change_info4
+        let rflags = xdr(d.u32())?;
+        let n = xdr(d.count(8, 4))?;
+        xdr(d.skip(4 * n))?;
+        xdr(d.u32())?; // delegation: none
+        let fh = xdr(r.next(op::GETFH)?.opaque(128))?.to_vec();
+        let mut file = OpenFile { fh, stateid: sid };
+        if rflags & crate::nfs4::consts::OPEN4_RESULT_CONFIRM != 0 {
+            let seqid = self.seqid;
+            let s = file.stateid;
+            let args = CompoundArgs::new()
+                .putfh(&file.fh)
+                .op(op::OPEN_CONFIRM, |e| {
+                    e.u32(s.0);
+                    e.fixed(&s.1);
+                    e.u32(seqid);
+                });
+            let body = self.compound(&args)?;
+            self.seqid = self.seqid.wrapping_add(1);
+            let mut r = Self::results(&body);
+            r.next(op::PUTFH)?;
+            let d = r.next(op::OPEN_CONFIRM)?;
+            file.stateid = (xdr(d.u32())?, xdr(d.array::<12>())?);
+        }
+        Ok(file)
+    }
+
+    /// Arguments of PUTFH + WRITE, for callers that pipeline.
+    pub fn write_args(f: &OpenFile, offset: u64, data: &[u8], stable: u32) -> CompoundArgs {
+        CompoundArgs::new().putfh(&f.fh).op(op::WRITE, |e| {
+            e.u32(f.stateid.0);
+            e.fixed(&f.stateid.1);
+            e.u64(offset);
+            e.u32(stable);
+            e.opaque(data);
+        })
+    }
+
+    pub fn parse_write(body: &[u8]) -> ClientResult<Written> {
+        let mut r = Self::results(body);
+        r.next(op::PUTFH)?;
+        let d = r.next(op::WRITE)?;
+        Ok(Written {
+            count: xdr(d.u32())?,
+            committed: xdr(d.u32())?,
+            verifier: xdr(d.array())?,
+        })
+    }
+
+    pub fn write(
+        &mut self,
+        f: &OpenFile,
+        offset: u64,
+        data: &[u8],
+        stable: u32,
+    ) -> ClientResult<Written> {
+        let body = self.compound(&Self::write_args(f, offset, data, stable))?;
+        Self::parse_write(&body)
+    }
+
+    pub fn commit(&mut self, fh: &[u8]) -> ClientResult<[u8; 8]> {
+        let args = CompoundArgs::new().putfh(fh).op(op::COMMIT, |e| {
+            e.u64(0);
+            e.u32(0);
+        });
+        let body = self.compound(&args)?;
+        let mut r = Self::results(&body);
+        r.next(op::PUTFH)?;
+        xdr(r.next(op::COMMIT)?.array())
+    }
+
+    pub fn read(&mut self, f: &OpenFile, offset: u64, count: u32) -> ClientResult<(Vec<u8>, bool)> {
+        let args = CompoundArgs::new().putfh(&f.fh).op(op::READ, |e| {
+            e.u32(f.stateid.0);
+            e.fixed(&f.stateid.1);
+            e.u64(offset);
+            e.u32(count);
+        });
+        let body = self.compound(&args)?;
+        let mut r = Self::results(&body);
+        r.next(op::PUTFH)?;
+        let d = r.next(op::READ)?;
+        let eof = xdr(d.bool())?;
+        Ok((xdr(d.opaque(usize::MAX))?.to_vec(), eof))
+    }
+
+    pub fn close(&mut self, f: &OpenFile) -> ClientResult<()> {
+        let seqid = self.seqid;
+        let args = CompoundArgs::new().putfh(&f.fh).op(op::CLOSE, |e| {
+            e.u32(seqid);
+            e.u32(f.stateid.0);
+            e.fixed(&f.stateid.1);
+        });
+        let body = self.compound(&args)?;
+        let mut r = Self::results(&body);
+        r.next(op::PUTFH)?;
+        let res = r.next(op::CLOSE).map(|_| ());
+        match &res {
+            Err(ClientError::Nfs(_, s)) if seqid_unchanged(*s) => {}
+            _ => self.seqid = self.seqid.wrapping_add(1),
+        }
+        res
+    }
+}

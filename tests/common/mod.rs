@@ -345,3 +345,49 @@ pub fn cli(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A server running inside the test process (to read its counters).
+pub struct InProcess {
+    pub nfs: std::sync::Arc<markbase_nfs::nfs4::Nfs4Server>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl InProcess {
+    /// Serves a fresh demo catalog on 127.0.0.1 (any port).
+    pub fn start() -> InProcess {
+        Self::start_with(|_| {})
+    }
+
+    pub fn start_with(tune: impl FnOnce(&mut markbase_nfs::config::Config)) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = markbase_nfs::config::Config::default();
+        cfg.export.db = dir.path().join("users/demo.sqlite");
+        cfg.server.port = 0;
+        tune(&mut cfg);
+        let nfs = markbase_nfs::serve::open_export(&cfg).expect("open export");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr = markbase_nfs::serve::listen_addr(&cfg).unwrap();
+        let listener = rt
+            .block_on(async { markbase_nfs::net::bind(addr, &cfg.network) })
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dispatcher = markbase_nfs::serve::dispatcher_for(nfs.clone());
+        rt.spawn(markbase_nfs::net::serve(
+            listener,
+            dispatcher,
+            cfg.network.clone(),
+        ));
+        InProcess {
+            nfs,
+            addr,
+            dir,
+            _rt: rt,
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The write path at the protocol level, with the server in-process so its
+//! counters can be read: WRITE runs no SQL, names are checked, open modes
+//! and create modes behave per RFC 7530.
+
+mod common;
+
+use common::*;
+use markbase_nfs::catalog::NodeId;
+use markbase_nfs::client::{CompoundArgs, Create, Nfs4Client};
+use markbase_nfs::nfs4::consts::{op, Status};
+
+const READ: u32 = 1;
+const WRITE: u32 = 2;
+const BOTH: u32 = 3;
+
+fn db_size(db: &std::path::Path, label: &str) -> Option<i64> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row(
+        "SELECT file_size FROM file_nodes WHERE label = ?1",
+        [label],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+#[test]
+fn write_stream_runs_no_sql_and_the_writer_records_the_size_later() {
+    let srv = InProcess::start();
+    let db = srv.dir.path().join("users/demo.sqlite");
+    let mut c = Nfs4Client::connect(srv.addr, "nosql").unwrap();
+    let root = c.lookup("").unwrap();
+    let f = c
+        .open(&root, "render.mov", Create::Unchecked { mode: 0o644 }, BOTH)
+        .unwrap();
+    let catalog = srv.nfs.catalog();
+    catalog.flush().unwrap();
+    let reads_before = catalog.statements_run();
+    let chunk = vec![0x5au8; 64 << 10];
+    for i in 0..160u64 {
+        let w = c.write(&f, i * chunk.len() as u64, &chunk, 0).unwrap();
+        assert_eq!(w.count as usize, chunk.len());
+        assert_eq!(w.verifier, srv.nfs.write_verifier());
+    }
+    assert_eq!(
+        catalog.statements_run(),
+        reads_before,
+        "the WRITE path ran SQL on a request thread"
+    );
+    let written = 160 * chunk.len() as i64;
+    // Memory knows at once; SQLite learns from the background writer.
+    let node = catalog
+        .lookup(&NodeId::Root, "render.mov")
+        .unwrap()
+        .unwrap();
+    assert_eq!(node.size(), written as u64);
+    let writes_before = catalog
+        .writer_stats()
+        .transactions
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(wait_until(std::time::Duration::from_secs(10), || db_size(
+        &db,
+        "render.mov"
+    ) == Some(
+        written
+    )));
+    assert!(
+        catalog
+            .writer_stats()
+            .transactions
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > writes_before
+    );
+    c.commit(&f.fh).unwrap();
+    c.close(&f).unwrap();
+    let path = node.meta().content.clone().unwrap();
+    assert_eq!(std::fs::metadata(path).unwrap().len(), written as u64);
+    assert_eq!(srv.nfs.state_counts().opens, 0);
+    assert_eq!(
+        catalog.pinned(),
+        (0, 0),
+        "nothing left waiting for the writer"
+    );
+}
+
+#[test]
+fn bad_names_create_nothing() {
+    let srv = InProcess::start();
+    let mut c = Nfs4Client::connect(srv.addr, "names").unwrap();
+    let root = c.lookup("").unwrap();
+    let before = srv
+        .nfs
+        .catalog()
+        .listing(&NodeId::Root)
+        .unwrap()
+        .read()
+        .len();
+    let long = "n".repeat(256);
+    let cases: Vec<(&[u8], Status)> = vec![
+        (b"", Status::Inval),
+        (b".", Status::BadName),
+        (b"..", Status::BadName),
+        (b"a/b", Status::BadName),
+        (b"a\0b", Status::BadName),
+        (long.as_bytes(), Status::NameTooLong),
+        (b"caf\xe9", Status::Inval),
+    ];
+    for (name, want) in &cases {
+        // CREATE of a folder
+        let args = CompoundArgs::new().putfh(&root).op(op::CREATE, |e| {
+            e.u32(2);
+            e.opaque(name);
+            e.u32(0);
+            e.u32(0);
+        });
+        let body = c.compound(&args).unwrap();
+        let mut r = Nfs4Client::results(&body);
+        r.next(op::PUTFH).unwrap();
+        let err = r.next(op::CREATE).err().and_then(|e| e.status());
+        assert_eq!(err, Some(want.code()), "CREATE {name:?}");
+        // RENAME onto it
+        let args = CompoundArgs::new()
+            .putfh(&root)
+            .op(op::SAVEFH, |_| {})
+            .putfh(&root)
+            .op(op::RENAME, |e| {
+                e.string("Library");
+                e.opaque(name);
+            });
+        let body = c.compound(&args).unwrap();
+        let mut r = Nfs4Client::results(&body);
+        r.next(op::PUTFH).unwrap();
+        r.next(op::SAVEFH).unwrap();
+        r.next(op::PUTFH).unwrap();
+        let err = r.next(op::RENAME).err().and_then(|e| e.status());
+        assert_eq!(err, Some(want.code()), "RENAME to {name:?}");
+    }
+    // OPEN-create with a bad name (the kernel client cannot even send one).
+    let err = c
+        .open(&root, "x/y", Create::Unchecked { mode: 0o644 }, BOTH)
+        .unwrap_err();
+    assert_eq!(err.status(), Some(Status::BadName.code()));
+    let after = srv
+        .nfs
+        .catalog()
+        .listing(&NodeId::Root)
+        .unwrap()
+        .read()
+        .len();
+    assert_eq!(before, after, "a bad name created something");
+    // AppleDouble and .DS_Store are ordinary names.
+    for name in ["._clip.mov", ".DS_Store"] {
+        let f = c
+            .open(&root, name, Create::Unchecked { mode: 0o644 }, BOTH)
+            .unwrap();
+        c.write(&f, 0, b"resource fork", 2).unwrap();
+        c.close(&f).unwrap();
+    }
+    assert_eq!(
+        srv.nfs
+            .catalog()
+            .listing(&NodeId::Root)
+            .unwrap()
+            .read()
+            .len(),
+        before + 2
+    );
+}
+
+#[test]
+fn write_through_a_read_only_open_is_refused() {
+    let srv = InProcess::start();
+    let mut c = Nfs4Client::connect(srv.addr, "ro").unwrap();
+    let dir = c.lookup("Projects").unwrap();
+    let f = c.open(&dir, "README.txt", Create::No, READ).unwrap();
+    let err = c.write(&f, 0, b"nope", 2).unwrap_err();
+    assert_eq!(err.status(), Some(Status::OpenMode.code()));
+    let (data, _) = c.read(&f, 0, 100).unwrap();
+    assert!(data.starts_with(b"This volume"));
+    c.close(&f).unwrap();
+    // A closed stateid no longer writes.
+    let err = c.write(&f, 0, b"nope", 2).unwrap_err();
+    assert_eq!(err.status(), Some(Status::BadStateId.code()));
+    // Write-only opens cannot be written through a different file's stateid.
+    let w = c
+        .open(&dir, "new.txt", Create::Guarded { mode: 0o600 }, WRITE)
+        .unwrap();
+    let mut other = w.clone();
+    other.fh = c.lookup("Projects/README.txt").unwrap();
+    let err = c.write(&other, 0, b"nope", 2).unwrap_err();
+    assert_eq!(err.status(), Some(Status::BadStateId.code()));
+    c.close(&w).unwrap();
+}
+
+#[test]
+fn create_modes_follow_the_rfc() {
+    let srv = InProcess::start();
+    let mut c = Nfs4Client::connect(srv.addr, "modes").unwrap();
+    let root = c.lookup("").unwrap();
+    let f = c
+        .open(&root, "g", Create::Guarded { mode: 0o640 }, BOTH)
+        .unwrap();
+    c.write(&f, 0, b"0123456789", 2).unwrap();
+    c.close(&f).unwrap();
+    let err = c
+        .open(&root, "g", Create::Guarded { mode: 0o640 }, BOTH)
+        .unwrap_err();
+    assert_eq!(err.status(), Some(Status::Exist.code()));
+    // UNCHECKED on an existing file opens it (content kept).
+    let f = c
+        .open(&root, "g", Create::Unchecked { mode: 0o600 }, READ)
+        .unwrap();
+    assert_eq!(c.read(&f, 0, 100).unwrap().0, b"0123456789");
+    c.close(&f).unwrap();
+    // EXCLUSIVE: a retransmission with the same verifier succeeds once
+    // created; another verifier is EXIST.
+    let v = *b"verif-01";
+    let f = c.open(&root, "x", Create::Exclusive(v), BOTH).unwrap();
+    c.close(&f).unwrap();
+    let f = c.open(&root, "x", Create::Exclusive(v), BOTH).unwrap();
+    c.close(&f).unwrap();
+    let err = c
+        .open(&root, "x", Create::Exclusive(*b"verif-02"), BOTH)
+        .unwrap_err();
+    assert_eq!(err.status(), Some(Status::Exist.code()));
+    // Opening a folder is ISDIR; a missing file without create is NOENT.
+    let err = c.open(&root, "Projects", Create::No, READ).unwrap_err();
+    assert_eq!(err.status(), Some(Status::IsDir.code()));
+    let err = c.open(&root, "missing", Create::No, READ).unwrap_err();
+    assert_eq!(err.status(), Some(Status::NoEnt.code()));
+    // The server kept serving, and state is clean.
+    assert_eq!(srv.nfs.state_counts().opens, 0);
+}
