@@ -106,6 +106,28 @@ impl Server {
         }
     }
 
+    /// Stops the server with SIGTERM (it flushes the catalog) and waits.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port after a kill or terminate.
+    pub fn start_again(&mut self) {
+        let mut args = self.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--port") {
+            args[i + 1] = self.addr.port().to_string();
+        }
+        let fresh = Server::spawn(&self.dir, args);
+        assert_eq!(fresh.addr, self.addr);
+        *self = fresh;
+    }
+
     /// Kills and starts again on the same port.
     pub fn restart(&mut self) {
         self.kill();
