@@ -7,6 +7,7 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
@@ -31,8 +32,11 @@ pub async fn handle_connection(
     let writer = tokio::spawn(write_replies(write_half, rx, peer));
     let inflight = Arc::new(Semaphore::new(cfg.max_inflight_per_connection));
     let mut reader = BufReader::with_capacity(256 << 10, read_half);
+    // Record buffers come back here after dispatch and are reused.
+    let buffers: Arc<Mutex<Vec<Vec<u8>>>> = Arc::new(Mutex::new(Vec::new()));
+    let keep = cfg.max_inflight_per_connection;
     loop {
-        let mut record = Vec::new();
+        let mut record = buffers.lock().pop().unwrap_or_default();
         match read_record(&mut reader, &mut record, cfg.max_record).await {
             Ok(true) => {}
             Ok(false) => break,
@@ -50,6 +54,7 @@ pub async fn handle_connection(
         };
         let dispatcher = dispatcher.clone();
         let tx = tx.clone();
+        let buffers = buffers.clone();
         tokio::task::spawn_blocking(move || {
             match dispatcher.dispatch(&record, Some(peer)) {
                 Outcome::Reply(reply) => {
@@ -62,6 +67,12 @@ pub async fn handle_connection(
                     let _ = tx.send(Reply::default());
                 }
             }
+            let mut pool = buffers.lock();
+            if pool.len() < keep {
+                record.clear();
+                pool.push(record);
+            }
+            drop(pool);
             drop(permit);
         });
     }

@@ -47,20 +47,18 @@ pub async fn read_record<R: AsyncRead + Unpin>(
         if total > limit as u64 {
             return Err(RecordError::TooLarge { size: total, limit });
         }
-        let start = buf.len();
-        buf.resize(start + len, 0);
-        let mut filled = start;
-        while filled < buf.len() {
-            let n = reader.read(&mut buf[filled..]).await?;
-            if n == 0 {
-                let expected = buf.len();
-                buf.truncate(filled);
+        // Read into spare capacity: no zero-filling of a 1 MiB payload, and a
+        // reused buffer keeps its pages (no page faults per record).
+        let expected = buf.len() + len;
+        buf.reserve(len);
+        let mut fragment = (&mut *reader).take(len as u64);
+        while buf.len() < expected {
+            if fragment.read_buf(buf).await? == 0 {
                 return Err(RecordError::Truncated {
-                    got: filled,
+                    got: buf.len(),
                     expected,
                 });
             }
-            filled += n;
         }
         if word & LAST_FRAGMENT != 0 {
             return Ok(true);
