@@ -230,3 +230,166 @@ fn create_modes_follow_the_rfc() {
     // The server kept serving, and state is clean.
     assert_eq!(srv.nfs.state_counts().opens, 0);
 }
+
+fn getattr(c: &mut Nfs4Client, fh: &[u8], attrs: &[u32]) -> Vec<u8> {
+    let body = c
+        .compound(&CompoundArgs::new().putfh(fh).getattr(attrs))
+        .unwrap();
+    let mut r = Nfs4Client::results(&body);
+    r.next(op::PUTFH).unwrap();
+    let d = r.next(op::GETATTR).unwrap();
+    let n = d.count(8, 4).unwrap();
+    d.skip(4 * n).unwrap();
+    d.opaque(usize::MAX).unwrap().to_vec()
+}
+
+fn setattr(
+    c: &mut Nfs4Client,
+    fh: &[u8],
+    stateid: (u32, [u8; 12]),
+    attrs: &[u32],
+    values: &[u8],
+) -> Result<(), u32> {
+    let b = markbase_nfs::nfs4::attrs::Bitmap::of(attrs);
+    let args = CompoundArgs::new().putfh(fh).op(op::SETATTR, |e| {
+        e.u32(stateid.0);
+        e.fixed(&stateid.1);
+        b.encode(e);
+        e.opaque(values);
+    });
+    let body = c.compound(&args).unwrap();
+    let mut r = Nfs4Client::results(&body);
+    r.next(op::PUTFH).unwrap();
+    r.next(op::SETATTR)
+        .map(|_| ())
+        .map_err(|e| e.status().unwrap())
+}
+
+#[test]
+fn large_offsets_setattr_and_unsupported_types() {
+    use markbase_nfs::nfs4::consts::attr;
+    let srv = InProcess::start();
+    let mut c = Nfs4Client::connect(srv.addr, "attrs").unwrap();
+    let root = c.lookup("").unwrap();
+    let f = c
+        .open(&root, "huge.mov", Create::Unchecked { mode: 0o644 }, BOTH)
+        .unwrap();
+    // Past 4 GiB: 64-bit offsets end to end.
+    let at = (5u64 << 30) + 123;
+    c.write(&f, at, b"tail", 2).unwrap();
+    assert_eq!(
+        getattr(&mut c, &f.fh, &[attr::SIZE]),
+        (at + 4).to_be_bytes()
+    );
+    assert_eq!(c.read(&f, at, 100).unwrap(), (b"tail".to_vec(), true));
+    // Truncate through SETATTR with the open stateid.
+    setattr(
+        &mut c,
+        &f.fh,
+        f.stateid,
+        &[attr::SIZE],
+        &10u64.to_be_bytes(),
+    )
+    .unwrap();
+    assert_eq!(getattr(&mut c, &f.fh, &[attr::SIZE]), 10u64.to_be_bytes());
+    let node = srv
+        .nfs
+        .catalog()
+        .lookup(&NodeId::Root, "huge.mov")
+        .unwrap()
+        .unwrap();
+    let path = node.meta().content.clone().unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 10);
+    // Mode and a client-chosen mtime.
+    let anon = (0, [0u8; 12]);
+    setattr(&mut c, &f.fh, anon, &[attr::MODE], &0o600u32.to_be_bytes()).unwrap();
+    assert_eq!(
+        getattr(&mut c, &f.fh, &[attr::MODE]),
+        0o600u32.to_be_bytes()
+    );
+    let mut t = vec![0, 0, 0, 1];
+    t.extend_from_slice(&1_600_000_000i64.to_be_bytes());
+    t.extend_from_slice(&5u32.to_be_bytes());
+    setattr(&mut c, &f.fh, anon, &[54], &t).unwrap();
+    let mut want = 1_600_000_000i64.to_be_bytes().to_vec();
+    want.extend_from_slice(&5u32.to_be_bytes());
+    assert_eq!(getattr(&mut c, &f.fh, &[attr::TIME_MODIFY]), want);
+    // Owner change by root with no squash.
+    let mut owner = vec![0, 0, 0, 4];
+    owner.extend_from_slice(b"1000");
+    setattr(&mut c, &f.fh, anon, &[attr::OWNER], &owner).unwrap();
+    assert_eq!(getattr(&mut c, &f.fh, &[attr::OWNER]), owner);
+    // A read-only attribute is INVAL, an unknown one ATTRNOTSUPP.
+    assert_eq!(
+        setattr(&mut c, &f.fh, anon, &[attr::TYPE], &1u32.to_be_bytes()),
+        Err(Status::Inval.code())
+    );
+    assert_eq!(
+        setattr(&mut c, &f.fh, anon, &[12], &0u32.to_be_bytes()),
+        Err(Status::AttrNotSupp.code())
+    );
+    c.close(&f).unwrap();
+    // Everything persisted: sizes, mode, mtime survive in the catalog.
+    srv.nfs.catalog().flush().unwrap();
+    let db = rusqlite::Connection::open(srv.dir.path().join("users/demo.sqlite")).unwrap();
+    let (size, mode): (i64, i64) = db
+        .query_row(
+            "SELECT f.file_size, a.mode FROM file_nodes f JOIN markbase_nfs_attrs a ON a.node_id = f.node_id WHERE f.label = 'huge.mov'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((size, mode), (10, 0o600));
+    // Symbolic links cannot be held by the catalog; hard links neither.
+    let args = CompoundArgs::new().putfh(&root).op(op::CREATE, |e| {
+        e.u32(5);
+        e.string("target");
+        e.string("link");
+        e.u32(0);
+        e.u32(0);
+    });
+    let body = c.compound(&args).unwrap();
+    let mut r = Nfs4Client::results(&body);
+    r.next(op::PUTFH).unwrap();
+    assert_eq!(
+        r.next(op::CREATE).err().and_then(|e| e.status()),
+        Some(Status::NotSupp.code())
+    );
+    let file = c.lookup("huge.mov").unwrap();
+    let args = CompoundArgs::new()
+        .putfh(&file)
+        .op(op::SAVEFH, |_| {})
+        .putfh(&root)
+        .op(op::LINK, |e| e.string("hard"));
+    let body = c.compound(&args).unwrap();
+    let mut r = Nfs4Client::results(&body);
+    r.next(op::PUTFH).unwrap();
+    r.next(op::SAVEFH).unwrap();
+    r.next(op::PUTFH).unwrap();
+    assert_eq!(
+        r.next(op::LINK).err().and_then(|e| e.status()),
+        Some(Status::NotSupp.code())
+    );
+    assert_eq!(
+        getattr(&mut c, &file, &[attr::NUMLINKS]),
+        1u32.to_be_bytes()
+    );
+}
+
+#[test]
+fn squashed_callers_cannot_change_owners() {
+    use markbase_nfs::nfs4::consts::attr;
+    let srv = InProcess::start_with(|cfg| cfg.export.squash = "root".into());
+    let mut c = Nfs4Client::connect(srv.addr, "squash").unwrap();
+    let fh = c.lookup("Projects/README.txt").unwrap();
+    let mut owner = vec![0, 0, 0, 4];
+    owner.extend_from_slice(b"1000");
+    assert_eq!(
+        setattr(&mut c, &fh, (0, [0; 12]), &[attr::OWNER], &owner),
+        Err(Status::Perm.code())
+    );
+    // Setting the owner it already has is no change, and allowed.
+    let mut same = vec![0, 0, 0, 1];
+    same.extend_from_slice(b"0\0\0\0");
+    setattr(&mut c, &fh, (0, [0; 12]), &[attr::OWNER], &same).unwrap();
+}
