@@ -88,6 +88,11 @@ pub struct NfsConfig {
     pub max_write: u32,
     /// Lease time in seconds.
     pub lease_time: u32,
+    /// Grace period after a restart, in seconds, while clients that held
+    /// state reclaim it (only when there are such clients).
+    pub grace_time: u32,
+    /// Replies of non-idempotent COMPOUNDs kept for retransmissions.
+    pub reply_cache_entries: u64,
     /// Ops allowed in one COMPOUND.
     pub max_ops_per_compound: usize,
 }
@@ -152,6 +157,8 @@ impl Default for NfsConfig {
             max_read: 1 << 20,
             max_write: 1 << 20,
             lease_time: 90,
+            grace_time: 90,
+            reply_cache_entries: 4096,
             max_ops_per_compound: 64,
         }
     }

@@ -38,6 +38,12 @@ enum Command {
         /// Folder for the content of files created through NFS.
         #[arg(long)]
         storage: Option<PathBuf>,
+        /// Grace period after a restart, in seconds (nfs.grace_time).
+        #[arg(long)]
+        grace_time: Option<u32>,
+        /// Lease time in seconds (nfs.lease_time).
+        #[arg(long)]
+        lease_time: Option<u32>,
     },
     /// Index an existing folder into a catalog (files stay where they are).
     Import {
@@ -89,6 +95,8 @@ fn main() -> anyhow::Result<()> {
             port,
             db,
             storage,
+            grace_time,
+            lease_time,
         } => {
             let mut cfg = load_config(config)?;
             if let Some(a) = address {
@@ -102,6 +110,12 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(s) = storage {
                 cfg.export.storage = s;
+            }
+            if let Some(g) = grace_time {
+                cfg.nfs.grace_time = g;
+            }
+            if let Some(l) = lease_time {
+                cfg.nfs.lease_time = l;
             }
             cfg.validate()?;
             run_server(cfg)

@@ -19,7 +19,7 @@ mod writer;
 
 pub use gen::{generate, GenOptions, GenSummary};
 pub use import::{import_tree, ImportSummary};
-pub use node::{Listing, ListingEntry, Node, NodeId, NodeKind, NodeMeta};
+pub use node::{fnv1a, Listing, ListingEntry, Node, NodeId, NodeKind, NodeMeta};
 pub use pins::SharedListing;
 pub use reconcile::{reconcile, ReconcileReport};
 pub use schema::{create_demo, open_or_create};
@@ -657,6 +657,39 @@ impl Catalog {
         node.update(|m| m.size = size);
         self.pins.pin_node(node);
         self.writer.dirty(node.clone());
+    }
+
+    /// NFS clients recorded as holding state (by their client id string).
+    pub fn nfs_clients(&self) -> CatalogResult<Vec<Vec<u8>>> {
+        let conn = self.conn.lock();
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        let mut st = conn
+            .prepare("SELECT client_id FROM markbase_nfs_clients")
+            .map_err(sql_err("list NFS clients"))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(sql_err("list NFS clients"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql_err("list NFS clients"));
+        rows
+    }
+
+    /// Records a confirmed NFS client; committed before it returns, since
+    /// a client must be able to reclaim after any restart that follows.
+    pub fn record_nfs_client(&self, id: &[u8]) -> Pending {
+        Pending(
+            self.writer
+                .submit(vec![Change::ClientUp(id.to_vec())], vec![]),
+        )
+    }
+
+    /// Forgets NFS clients (their leases expired); not waited for.
+    pub fn forget_nfs_clients(&self, ids: Vec<Vec<u8>>) {
+        if ids.is_empty() {
+            return;
+        }
+        let changes = ids.into_iter().map(Change::ClientDown).collect();
+        drop(self.writer.submit(changes, vec![]));
     }
 
     /// Persists everything queued so far.

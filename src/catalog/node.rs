@@ -57,7 +57,8 @@ impl NodeId {
 /// fileid of the export root; chosen outside both id ranges' likely values.
 pub const ROOT_FILEID: u64 = (1 << 63) | 1;
 
-fn fnv1a(data: &[u8]) -> u64 {
+/// FNV-1a: a small, stable 64-bit hash (ids, reply-cache keys).
+pub fn fnv1a(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in data {
         h ^= *b as u64;

@@ -49,6 +49,13 @@ const CREATE_SIDE_TABLE: &str = "CREATE TABLE IF NOT EXISTS markbase_nfs_attrs (
     create_verifier BLOB
 )";
 
+/// NFSv4 clients holding state, so that after a restart they (and only
+/// they) may reclaim during the grace period (RFC 7530 §9.6.3).
+const CREATE_CLIENTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS markbase_nfs_clients (
+    client_id    BLOB PRIMARY KEY,
+    confirmed_ns INTEGER NOT NULL
+)";
+
 /// What kind of ids and timestamps an existing catalog uses, so rows we add
 /// look like the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +125,8 @@ pub fn open_or_create(path: &Path) -> anyhow::Result<Connection> {
         .with_context(|| format!("creating the parent_id index in {}", path.display()))?;
     conn.execute(CREATE_SIDE_TABLE, [])
         .with_context(|| format!("creating markbase_nfs_attrs in {}", path.display()))?;
+    conn.execute(CREATE_CLIENTS_TABLE, [])
+        .with_context(|| format!("creating markbase_nfs_clients in {}", path.display()))?;
     Ok(conn)
 }
 

@@ -28,6 +28,10 @@ pub(crate) enum Change {
     /// Write the node's current state, inserting the row if it is new.
     Upsert(Arc<Node>),
     Delete(NodeId),
+    /// An NFS client confirmed (kept for reclaim after a restart).
+    ClientUp(Vec<u8>),
+    /// An NFS client gone (lease expired, or never came back).
+    ClientDown(Vec<u8>),
 }
 
 /// A namespace change and the submitter waiting for its commit.
@@ -248,6 +252,19 @@ impl WriterLoop {
                         tx.prepare_cached("DELETE FROM markbase_nfs_attrs WHERE node_id = ?1")?
                             .execute([&v])?;
                         statements += 2;
+                    }
+                    Change::ClientUp(id) => {
+                        tx.prepare_cached(
+                            "INSERT INTO markbase_nfs_clients (client_id, confirmed_ns) VALUES (?1, ?2)
+                             ON CONFLICT(client_id) DO UPDATE SET confirmed_ns = excluded.confirmed_ns",
+                        )?
+                        .execute(params![id, super::node::now_ns()])?;
+                        statements += 1;
+                    }
+                    Change::ClientDown(id) => {
+                        tx.prepare_cached("DELETE FROM markbase_nfs_clients WHERE client_id = ?1")?
+                            .execute([id])?;
+                        statements += 1;
                     }
                 }
             }

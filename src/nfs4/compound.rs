@@ -25,12 +25,14 @@ impl Compound<'_> {
     }
 }
 
+/// Runs a COMPOUND; returns whether it ran a non-idempotent operation
+/// (its reply then goes to the duplicate request cache).
 pub(crate) fn run(
     srv: &Nfs4Server,
     ctx: &CallContext,
     args: &[u8],
     out: &mut ReplyBody,
-) -> Result<(), AcceptError> {
+) -> Result<bool, AcceptError> {
     let mut d = Decoder::new(args);
     let header = (|| {
         let tag = d.opaque(NFS4_OPAQUE_LIMIT)?;
@@ -46,13 +48,14 @@ pub(crate) fn run(
     let count_at = out.placeholder();
     if minor != 0 {
         out.patch_u32(status_at, Status::MinorVersMismatch.code());
-        return Ok(());
+        return Ok(false);
     }
     if count > srv.config().nfs.max_ops_per_compound {
         tracing::warn!(count, "COMPOUND with too many operations");
         out.patch_u32(status_at, Status::Resource.code());
-        return Ok(());
+        return Ok(false);
     }
+    let mut cacheable = false;
     let mut c = Compound {
         srv,
         ctx,
@@ -73,12 +76,15 @@ pub(crate) fn run(
                 break;
             }
         };
+        cacheable |= matches!(opnum, op::CREATE | op::REMOVE | op::RENAME | op::LINK);
         out.enc().u32(opnum);
         let op_status_at = out.placeholder();
         let body_at = out.len();
         results += 1;
         if let Err(s) = ops::dispatch(&mut c, opnum, &mut d, out) {
-            if !out.truncate(body_at) {
+            // LOCK and LOCKT answer DENIED with the conflicting lock.
+            let keep_body = s == Status::Denied && matches!(opnum, op::LOCK | op::LOCKT);
+            if !keep_body && !out.truncate(body_at) {
                 tracing::error!(opnum, "failed op had already emitted data");
             }
             out.patch_u32(op_status_at, s.code());
@@ -101,5 +107,5 @@ pub(crate) fn run(
     }
     out.patch_u32(status_at, status.code());
     out.patch_u32(count_at, results);
-    Ok(())
+    Ok(cacheable)
 }

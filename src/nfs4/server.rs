@@ -11,7 +11,7 @@ use super::compound;
 use super::consts::{Status, NFS4_PROGRAM, NFS4_VERSION, PROC_COMPOUND, PROC_NULL};
 use super::fh;
 use super::state::State;
-use crate::catalog::{Catalog, CatalogError, Node, NodeId};
+use crate::catalog::{fnv1a, Catalog, CatalogError, Node, NodeId};
 use crate::config::Config;
 use crate::rpc::{AcceptError, CallContext, Program, ReplyBody};
 use crate::storage::{volume_stats, FilePool, VolumeStats};
@@ -30,6 +30,10 @@ pub struct Nfs4Server {
     /// Content of removed files still open somewhere: unlinked at the last
     /// CLOSE.
     unlink_on_close: Mutex<HashMap<u64, PathBuf>>,
+    /// Duplicate request cache: replies of COMPOUNDs with non-idempotent
+    /// ops, so a retransmission after a reconnect gets the original answer
+    /// instead of a spurious NOENT/EXIST.
+    replies: moka::sync::Cache<(String, u32, u64), Arc<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Nfs4Server {
@@ -61,11 +65,31 @@ impl Nfs4Server {
                 .subsec_nanos())
             .to_be_bytes(),
         );
+        let reclaimable: HashSet<Vec<u8>> = catalog
+            .nfs_clients()
+            .map(|v| v.into_iter().collect())
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the NFS client list: no reclaim");
+                HashSet::new()
+            });
+        if !reclaimable.is_empty() {
+            tracing::info!(
+                clients = reclaimable.len(),
+                seconds = config.nfs.grace_time,
+                "grace period: clients of the previous run may reclaim their state"
+            );
+        }
+        let grace = Duration::from_secs(config.nfs.grace_time as u64);
+        let state = State::new(boot, lease, grace, reclaimable, Instant::now());
         Nfs4Server {
             write_verifier,
+            replies: moka::sync::Cache::builder()
+                .max_capacity(config.nfs.reply_cache_entries.max(1))
+                .time_to_live(Duration::from_secs(300))
+                .build(),
             unlink_on_close: Mutex::new(HashMap::new()),
             files: FilePool::new(config.storage.open_files),
-            state: Mutex::new(State::new(boot, lease)),
+            state: Mutex::new(state),
             config,
             catalog,
             storage_dir,
@@ -88,6 +112,25 @@ impl Nfs4Server {
 
     pub fn state_counts(&self) -> super::state::StateCounts {
         self.state.lock().counts()
+    }
+
+    /// Expires silent clients' leases (at most once a second) and forgets
+    /// them in the catalog's client list.
+    fn sweep(&self) {
+        let now = Instant::now();
+        let gone = {
+            let mut st = self.state.lock();
+            let mut gone = st.expire(now);
+            gone.extend(st.take_unreclaimed(now));
+            gone
+        };
+        if !gone.is_empty() {
+            tracing::info!(
+                clients = gone.len(),
+                "NFS client leases expired; their state is released"
+            );
+            self.catalog.forget_nfs_clients(gone);
+        }
     }
 
     pub fn write_verifier(&self) -> [u8; 8] {
@@ -196,6 +239,10 @@ fn remove_content_file(path: &std::path::Path) {
     }
 }
 
+fn peer_host(ctx: &CallContext) -> String {
+    ctx.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default()
+}
+
 /// How a catalog failure looks to a client.
 pub(crate) fn catalog_status(e: &CatalogError) -> Status {
     match e {
@@ -224,7 +271,26 @@ impl Program for Nfs4Server {
     fn call(&self, ctx: &CallContext, args: &[u8], out: &mut ReplyBody) -> Result<(), AcceptError> {
         match ctx.procedure {
             PROC_NULL => Ok(()),
-            PROC_COMPOUND => compound::run(self, ctx, args, out),
+            PROC_COMPOUND => {
+                self.sweep();
+                let key = (
+                    ctx.credentials.principal() + &peer_host(ctx),
+                    ctx.xid,
+                    fnv1a(args),
+                );
+                if let Some(reply) = self.replies.get(&key) {
+                    out.enc().buf.extend_from_slice(&reply);
+                    return Ok(());
+                }
+                let start = out.len();
+                let cacheable = compound::run(self, ctx, args, out)?;
+                if cacheable {
+                    if let Some(bytes) = out.bytes_since(start) {
+                        self.replies.insert(key, Arc::new(bytes));
+                    }
+                }
+                Ok(())
+            }
             _ => Err(AcceptError::ProcUnavail),
         }
     }

@@ -1,12 +1,14 @@
-//! NFSv4.0 client and open state (RFC 7530 §9, §16.33–34), with no I/O: every
-//! rule takes the current time as an argument, so it is tested
-//! deterministically.
+//! NFSv4.0 state (RFC 7530 §9, §16.33–34): client records, leases, open and
+//! lock owners with seqids and replay, share reservations, byte-range locks
+//! and the grace period after a restart. No I/O: every rule takes the
+//! current time as an argument, so it is tested deterministically.
 //!
 //! Client ids and stateids carry the server's boot instance, so anything
 //! handed out before a restart is recognised as stale (STALE_CLIENTID,
-//! STALE_STATEID) and the client recovers.
+//! STALE_STATEID) and the client recovers. A stateid also carries the low
+//! bits of its client id, so one whose lease expired answers EXPIRED.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::consts::{
@@ -35,6 +37,50 @@ impl StateId {
     }
 }
 
+/// Lock types (nfs_lock_type4); the W forms are blocking requests, which
+/// the client retries while they are denied.
+pub const READ_LT: u32 = 1;
+pub const WRITE_LT: u32 = 2;
+pub const READW_LT: u32 = 3;
+pub const WRITEW_LT: u32 = 4;
+
+fn is_write_lock(t: u32) -> bool {
+    t == WRITE_LT || t == WRITEW_LT
+}
+
+/// Open-owners and lock-owners have separate name spaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OwnerKind {
+    Open,
+    Lock,
+}
+
+/// Names an open-owner or a lock-owner.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OwnerKey {
+    pub kind: OwnerKind,
+    pub clientid: u64,
+    pub owner: Vec<u8>,
+}
+
+impl OwnerKey {
+    pub fn open(clientid: u64, owner: &[u8]) -> OwnerKey {
+        OwnerKey {
+            kind: OwnerKind::Open,
+            clientid,
+            owner: owner.to_vec(),
+        }
+    }
+
+    pub fn lock(clientid: u64, owner: &[u8]) -> OwnerKey {
+        OwnerKey {
+            kind: OwnerKind::Lock,
+            clientid,
+            owner: owner.to_vec(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct ClientRecord {
     id: Vec<u8>,
@@ -45,37 +91,141 @@ struct ClientRecord {
     last_renew: Instant,
 }
 
+/// The last reply of an owner, replayed for a retransmitted request.
 #[derive(Debug, Clone)]
-struct OpenOwner {
+struct LastReply {
+    seqid: u32,
+    status: Status,
+    body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct Owner {
     last_seqid: u32,
     confirmed: bool,
+    last_reply: Option<LastReply>,
 }
 
 #[derive(Debug, Clone)]
 struct OpenState {
     seqid: u32,
-    owner: (u64, Vec<u8>),
+    owner: OwnerKey,
     fileid: u64,
     access: u32,
     deny: u32,
+}
+
+/// A locked byte range, `end` exclusive (`u64::MAX` = to end of file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Range {
+    start: u64,
+    end: u64,
+    write: bool,
+}
+
+impl Range {
+    fn overlaps(&self, o: &Range) -> bool {
+        self.start < o.end && o.start < self.end
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LockState {
+    seqid: u32,
+    owner: OwnerKey,
+    fileid: u64,
+    /// The open this lock state was derived from.
+    open: [u8; 12],
+    ranges: Vec<Range>,
+}
+
+/// LOCK4denied: the conflicting lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub offset: u64,
+    pub length: u64,
+    pub locktype: u32,
+    pub clientid: u64,
+    pub owner: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockError {
+    Denied(Denied),
+    Status(Status),
+}
+
+impl From<Status> for LockError {
+    fn from(s: Status) -> Self {
+        LockError::Status(s)
+    }
+}
+
+/// Who asks for a lock (locker4).
+#[derive(Debug, Clone)]
+pub enum Locker<'a> {
+    /// First lock of this lock-owner on the file: derived from an open.
+    New {
+        open_seqid: u32,
+        open_stateid: StateId,
+        lock_seqid: u32,
+        clientid: u64,
+        owner: &'a [u8],
+    },
+    Existing {
+        lock_stateid: StateId,
+        lock_seqid: u32,
+    },
 }
 
 /// Counters for tests and the operator.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StateCounts {
     pub clients: usize,
+    /// Open-owners with open files.
     pub open_owners: usize,
     pub opens: usize,
+    pub lock_owners: usize,
+    pub lock_states: usize,
+    pub locked_ranges: usize,
+    /// Owners kept after their last close so a retransmission is replayed
+    /// (bounded).
+    pub retired_owners: usize,
+}
+
+/// Most retired owners (and their last replies) kept for replay.
+const RETIRED_LIMIT: usize = 1024;
+/// Most expired client ids remembered to answer EXPIRED.
+const EXPIRED_LIMIT: usize = 4096;
+
+/// What `begin_open` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    Proceed {
+        confirm_needed: bool,
+    },
+    /// A retransmission: answer with the recorded reply.
+    Replay(Status, Vec<u8>),
 }
 
 #[derive(Debug)]
 pub struct State {
     boot: u32,
     lease: Duration,
-    counter: u64,
+    counter: u32,
     clients: HashMap<u64, ClientRecord>,
-    owners: HashMap<(u64, Vec<u8>), OpenOwner>,
+    owners: HashMap<OwnerKey, Owner>,
     opens: HashMap<[u8; 12], OpenState>,
+    locks: HashMap<[u8; 12], LockState>,
+    /// Owners with no state left, oldest first, kept for replay.
+    retired: VecDeque<OwnerKey>,
+    /// Stateids of closed opens → their owner, for a replayed CLOSE.
+    retired_stateids: HashMap<[u8; 12], OwnerKey>,
+    expired: VecDeque<u64>,
+    grace_until: Instant,
+    /// Client ids (nfs_client_id4.id) that held state before the restart.
+    reclaimable: HashSet<Vec<u8>>,
+    last_sweep: Option<Instant>,
 }
 
 fn next_seqid(s: u32) -> u32 {
@@ -87,10 +237,50 @@ fn next_seqid(s: u32) -> u32 {
     }
 }
 
+/// Errors after which an open- or lock-owner's seqid does not advance
+/// (RFC 7530 §9.1.7).
+pub fn seqid_unchanged(s: Status) -> bool {
+    matches!(
+        s,
+        Status::StaleClientId
+            | Status::StaleStateId
+            | Status::BadStateId
+            | Status::BadSeqId
+            | Status::BadXdr
+            | Status::Resource
+            | Status::NoFileHandle
+    )
+}
+
+fn range_of(offset: u64, length: u64) -> Result<(u64, u64), Status> {
+    if length == 0 {
+        return Err(Status::Inval);
+    }
+    if length == u64::MAX {
+        return Ok((offset, u64::MAX));
+    }
+    match offset.checked_add(length) {
+        Some(end) => Ok((offset, end)),
+        None => Err(Status::Inval),
+    }
+}
+
 impl State {
-    /// `boot` must differ between server instances (e.g. start time in
-    /// seconds).
-    pub fn new(boot: u32, lease: Duration) -> State {
+    /// `boot` must differ between server instances. `reclaimable` lists the
+    /// clients of the previous instance: while it is not empty, the grace
+    /// period (`grace`) lets them reclaim and holds back new state.
+    pub fn new(
+        boot: u32,
+        lease: Duration,
+        grace: Duration,
+        reclaimable: HashSet<Vec<u8>>,
+        now: Instant,
+    ) -> State {
+        let grace_until = if reclaimable.is_empty() {
+            now
+        } else {
+            now + grace
+        };
         State {
             boot,
             lease,
@@ -98,35 +288,94 @@ impl State {
             clients: HashMap::new(),
             owners: HashMap::new(),
             opens: HashMap::new(),
+            locks: HashMap::new(),
+            retired: VecDeque::new(),
+            retired_stateids: HashMap::new(),
+            expired: VecDeque::new(),
+            grace_until,
+            reclaimable,
+            last_sweep: None,
         }
     }
 
     pub fn counts(&self) -> StateCounts {
+        let retired: HashSet<&OwnerKey> = self.retired.iter().collect();
+        let live = |kind: OwnerKind| {
+            self.owners
+                .keys()
+                .filter(|k| k.kind == kind && !retired.contains(k))
+                .count()
+        };
         StateCounts {
             clients: self.clients.len(),
-            open_owners: self.owners.len(),
+            open_owners: live(OwnerKind::Open),
             opens: self.opens.len(),
+            lock_owners: live(OwnerKind::Lock),
+            lock_states: self.locks.len(),
+            locked_ranges: self.locks.values().map(|l| l.ranges.len()).sum(),
+            retired_owners: self.retired.len(),
         }
     }
 
-    fn next(&mut self) -> u64 {
-        self.counter += 1;
+    pub fn in_grace(&self, now: Instant) -> bool {
+        now < self.grace_until
+    }
+
+    fn next(&mut self) -> u32 {
+        self.counter = self.counter.wrapping_add(1);
         self.counter
     }
 
     fn new_clientid(&mut self) -> u64 {
-        ((self.boot as u64) << 32) | (self.next() & 0xffff_ffff)
+        ((self.boot as u64) << 32) | self.next() as u64
     }
 
-    fn new_stateid_other(&mut self) -> [u8; 12] {
+    fn new_stateid_other(&mut self, clientid: u64) -> [u8; 12] {
         let mut o = [0u8; 12];
         o[..4].copy_from_slice(&self.boot.to_be_bytes());
-        o[4..].copy_from_slice(&self.next().to_be_bytes());
+        o[4..8].copy_from_slice(&(clientid as u32).to_be_bytes());
+        o[8..].copy_from_slice(&self.next().to_be_bytes());
         o
     }
 
     fn is_this_boot(&self, clientid: u64) -> bool {
         (clientid >> 32) as u32 == self.boot
+    }
+
+    /// Releases the state of clients whose lease ran out (so others can
+    /// proceed) and forgets stale unconfirmed records. Runs at most once a
+    /// second; returns the ids of the clients that expired.
+    pub fn expire(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        if self
+            .last_sweep
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return Vec::new();
+        }
+        self.last_sweep = Some(now);
+        let lease = self.lease;
+        let gone: Vec<(u64, bool)> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.last_renew) > lease)
+            .map(|(k, c)| (*k, c.confirmed))
+            .collect();
+        let mut ids = Vec::new();
+        for (k, confirmed) in gone {
+            if let Some(rec) = self.clients.get(&k) {
+                if confirmed {
+                    ids.push(rec.id.clone());
+                }
+            }
+            self.release_client(k);
+            if confirmed {
+                self.expired.push_back(k);
+                if self.expired.len() > EXPIRED_LIMIT {
+                    self.expired.pop_front();
+                }
+            }
+        }
+        ids
     }
 
     /// SETCLIENTID: returns (clientid, setclientid_confirm).
@@ -144,10 +393,12 @@ impl State {
             .map(|(k, c)| (*k, c.clone()));
         // Forget earlier unconfirmed attempts of this client.
         self.clients.retain(|_, c| c.confirmed || c.id != id);
-        let clientid = match &confirmed {
-            Some((_, c)) if c.principal != principal && self.holds_state(id) => {
-                return Err(Status::ClidInUse)
+        if let Some((k, c)) = &confirmed {
+            if c.principal != principal && self.holds_state(*k) {
+                return Err(Status::ClidInUse);
             }
+        }
+        let clientid = match &confirmed {
             // Same incarnation (a callback update): keep the clientid.
             Some((k, c)) if c.verifier == verifier => *k,
             // New client or a rebooted one: a new clientid; the old state
@@ -155,46 +406,46 @@ impl State {
             _ => self.new_clientid(),
         };
         let mut confirm = [0u8; 8];
-        confirm.copy_from_slice(&self.next().to_be_bytes());
-        confirm[0] ^= (self.boot & 0xff) as u8;
-        let record = ClientRecord {
-            id: id.to_vec(),
-            verifier,
-            principal: principal.to_string(),
-            confirm,
-            confirmed: false,
-            last_renew: now,
-        };
+        confirm[..4].copy_from_slice(&self.boot.to_be_bytes());
+        confirm[4..].copy_from_slice(&self.next().to_be_bytes());
         match confirmed {
             Some((k, _)) if k == clientid => {
-                // Keep the confirmed record in place; remember the pending
-                // confirm value on it.
                 if let Some(c) = self.clients.get_mut(&k) {
                     c.confirm = confirm;
                     c.principal = principal.to_string();
+                    c.last_renew = now;
                 }
             }
             _ => {
-                self.clients.insert(clientid, record);
+                self.clients.insert(
+                    clientid,
+                    ClientRecord {
+                        id: id.to_vec(),
+                        verifier,
+                        principal: principal.to_string(),
+                        confirm,
+                        confirmed: false,
+                        last_renew: now,
+                    },
+                );
             }
         }
         Ok((clientid, confirm))
     }
 
-    fn holds_state(&self, id: &[u8]) -> bool {
-        self.clients
-            .iter()
-            .filter(|(_, c)| c.id == id)
-            .any(|(k, _)| self.owners.keys().any(|(cid, _)| cid == k))
+    fn holds_state(&self, clientid: u64) -> bool {
+        self.opens.values().any(|o| o.owner.clientid == clientid)
+            || self.locks.values().any(|l| l.owner.clientid == clientid)
     }
 
-    /// SETCLIENTID_CONFIRM.
+    /// SETCLIENTID_CONFIRM. Returns the client's id string (to record it
+    /// for reclaim after a restart).
     pub fn confirm_client_id(
         &mut self,
         clientid: u64,
         confirm: [u8; 8],
         now: Instant,
-    ) -> Result<(), Status> {
+    ) -> Result<Vec<u8>, Status> {
         let Some(rec) = self.clients.get(&clientid) else {
             return Err(Status::StaleClientId);
         };
@@ -217,52 +468,110 @@ impl State {
             rec.confirmed = true;
             rec.last_renew = now;
         }
-        Ok(())
+        Ok(id)
     }
 
     fn release_client(&mut self, clientid: u64) {
         self.clients.remove(&clientid);
-        self.owners.retain(|(cid, _), _| *cid != clientid);
-        self.opens.retain(|_, o| o.owner.0 != clientid);
+        self.owners.retain(|k, _| k.clientid != clientid);
+        self.opens.retain(|_, o| o.owner.clientid != clientid);
+        self.locks.retain(|_, l| l.owner.clientid != clientid);
+        self.retired.retain(|k| k.clientid != clientid);
+        self.retired_stateids.retain(|_, k| k.clientid != clientid);
     }
 
-    /// Checks that `clientid` is a live, confirmed client and renews it.
+    /// Checks that `clientid` is a live, confirmed client and renews its
+    /// lease (RENEW, and implicitly every stateful operation).
     pub fn renew(&mut self, clientid: u64, now: Instant) -> Result<(), Status> {
         if !self.is_this_boot(clientid) {
             return Err(Status::StaleClientId);
         }
-        let holds_state = self.owners_of(clientid);
-        let lease = self.lease;
         match self.clients.get_mut(&clientid) {
             Some(c) if c.confirmed => {
-                if now.duration_since(c.last_renew) > lease * 2 && !holds_state {
-                    // Long gone and holding nothing: treat as expired.
-                    return Err(Status::Expired);
-                }
                 c.last_renew = now;
                 Ok(())
             }
+            _ if self.expired.contains(&clientid) => Err(Status::Expired),
             _ => Err(Status::StaleClientId),
         }
     }
 
-    fn owners_of(&self, clientid: u64) -> bool {
-        self.owners.keys().any(|(cid, _)| *cid == clientid)
+    /// Renews the client a stateid belongs to.
+    fn renew_by_stateid(&mut self, other: &[u8; 12], now: Instant) {
+        let lo = u32::from_be_bytes([other[4], other[5], other[6], other[7]]);
+        let clientid = ((self.boot as u64) << 32) | lo as u64;
+        if let Some(c) = self.clients.get_mut(&clientid) {
+            c.last_renew = now;
+        }
+    }
+
+    /// The recorded reply if `seqid` retransmits the owner's last request.
+    pub fn replay(&self, key: &OwnerKey, seqid: u32) -> Option<(Status, Vec<u8>)> {
+        let o = self.owners.get(key)?;
+        match &o.last_reply {
+            Some(r) if r.seqid == seqid && o.last_seqid == seqid => {
+                Some((r.status, r.body.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Records an owner's reply for replay.
+    pub fn remember(&mut self, key: &OwnerKey, seqid: u32, status: Status, body: Vec<u8>) {
+        if seqid_unchanged(status) {
+            return;
+        }
+        if let Some(o) = self.owners.get_mut(key) {
+            if o.last_seqid == seqid {
+                o.last_reply = Some(LastReply {
+                    seqid,
+                    status,
+                    body,
+                });
+            }
+        }
+    }
+
+    /// The owner a stateid's seqid-bearing request is sequenced by (its
+    /// open-owner for an open stateid, its lock-owner for a lock stateid),
+    /// also for a stateid closed a moment ago.
+    pub fn owner_of(&self, stateid: &StateId) -> Option<OwnerKey> {
+        if let Some(o) = self.opens.get(&stateid.other) {
+            return Some(o.owner.clone());
+        }
+        if let Some(l) = self.locks.get(&stateid.other) {
+            return Some(l.owner.clone());
+        }
+        self.retired_stateids.get(&stateid.other).cloned()
+    }
+
+    /// Checks and advances an owner's seqid.
+    fn step(&mut self, key: &OwnerKey, seqid: u32) -> Result<(), Status> {
+        let o = self.owners.get_mut(key).ok_or(Status::BadStateId)?;
+        if seqid != next_seqid(o.last_seqid) {
+            return Err(Status::BadSeqId);
+        }
+        o.last_seqid = seqid;
+        o.last_reply = None;
+        self.retired.retain(|k| k != key);
+        Ok(())
     }
 
     /// First half of OPEN: checks the client and the open-owner's seqid
     /// and consumes the seqid, so that an OPEN failing afterwards (NOENT,
     /// SHARE_DENIED…) still advances it as RFC 7530 §9.1.7 requires.
-    /// Returns whether the owner still has to be confirmed.
     pub fn begin_open(
         &mut self,
         clientid: u64,
         owner: &[u8],
         seqid: u32,
         now: Instant,
-    ) -> Result<bool, Status> {
+    ) -> Result<Begin, Status> {
         self.renew(clientid, now)?;
-        let key = (clientid, owner.to_vec());
+        let key = OwnerKey::open(clientid, owner);
+        if let Some((status, body)) = self.replay(&key, seqid) {
+            return Ok(Begin::Replay(status, body));
+        }
         let confirm_needed = match self.owners.get(&key) {
             Some(o) if o.confirmed => {
                 if seqid != next_seqid(o.last_seqid) {
@@ -274,13 +583,49 @@ impl State {
             _ => true,
         };
         self.owners.insert(
-            key,
-            OpenOwner {
+            key.clone(),
+            Owner {
                 last_seqid: seqid,
                 confirmed: !confirm_needed,
+                last_reply: None,
             },
         );
-        Ok(confirm_needed)
+        self.retired.retain(|k| *k != key);
+        Ok(Begin::Proceed { confirm_needed })
+    }
+
+    /// Once the grace period is over: the previous instance's clients that
+    /// never came back (to forget), once.
+    pub fn take_unreclaimed(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        if self.in_grace(now) || self.reclaimable.is_empty() {
+            return Vec::new();
+        }
+        let back: HashSet<&Vec<u8>> = self
+            .clients
+            .values()
+            .filter(|c| c.confirmed)
+            .map(|c| &c.id)
+            .collect();
+        let gone = self
+            .reclaimable
+            .iter()
+            .filter(|id| !back.contains(id))
+            .cloned()
+            .collect();
+        self.reclaimable.clear();
+        gone
+    }
+
+    /// Is `clientid` allowed to reclaim (CLAIM_PREVIOUS, reclaim LOCK) now?
+    pub fn check_reclaim(&self, clientid: u64, now: Instant) -> Result<(), Status> {
+        if !self.in_grace(now) {
+            return Err(Status::NoGrace);
+        }
+        let rec = self.clients.get(&clientid).ok_or(Status::StaleClientId)?;
+        if !self.reclaimable.contains(&rec.id) {
+            return Err(Status::ReclaimBad);
+        }
+        Ok(())
     }
 
     /// Second half of OPEN: checks share reservations and records the open;
@@ -296,7 +641,7 @@ impl State {
         if access == 0 || access > OPEN4_SHARE_ACCESS_BOTH || deny > OPEN4_SHARE_ACCESS_BOTH {
             return Err(Status::Inval);
         }
-        let key = (clientid, owner.to_vec());
+        let key = OwnerKey::open(clientid, owner);
         let conflict = self.opens.values().any(|o| {
             o.fileid == fileid && o.owner != key && (o.deny & access != 0 || o.access & deny != 0)
         });
@@ -316,7 +661,7 @@ impl State {
                 other: *other,
             });
         }
-        let other = self.new_stateid_other();
+        let other = self.new_stateid_other(clientid);
         self.opens.insert(
             other,
             OpenState {
@@ -332,18 +677,30 @@ impl State {
 
     /// Forgets an open-owner that holds no opens (after a failed first OPEN).
     pub fn forget_idle_owner(&mut self, clientid: u64, owner: &[u8]) {
-        let key = (clientid, owner.to_vec());
+        let key = OwnerKey::open(clientid, owner);
         let unconfirmed = self.owners.get(&key).is_some_and(|o| !o.confirmed);
         if unconfirmed && !self.opens.values().any(|o| o.owner == key) {
             self.owners.remove(&key);
         }
     }
 
-    fn open_state(&self, stateid: &StateId) -> Result<&OpenState, Status> {
-        if stateid.other[..4] != self.boot.to_be_bytes() {
-            return Err(Status::StaleStateId);
+    fn stale_or_expired(&self, other: &[u8; 12]) -> Status {
+        if other[..4] != self.boot.to_be_bytes() {
+            return Status::StaleStateId;
         }
-        let o = self.opens.get(&stateid.other).ok_or(Status::BadStateId)?;
+        let lo = u32::from_be_bytes([other[4], other[5], other[6], other[7]]);
+        let clientid = ((self.boot as u64) << 32) | lo as u64;
+        if self.expired.contains(&clientid) {
+            Status::Expired
+        } else {
+            Status::BadStateId
+        }
+    }
+
+    fn open_state(&self, stateid: &StateId) -> Result<&OpenState, Status> {
+        let Some(o) = self.opens.get(&stateid.other) else {
+            return Err(self.stale_or_expired(&stateid.other));
+        };
         if stateid.seqid < o.seqid && stateid.seqid != 0 {
             return Err(Status::OldStateId);
         }
@@ -353,27 +710,35 @@ impl State {
         Ok(o)
     }
 
-    /// Checks and advances the open-owner seqid of the owner of `stateid`.
-    fn owner_step(&mut self, stateid: &StateId, seqid: u32) -> Result<(), Status> {
-        let owner = self.open_state(stateid)?.owner.clone();
-        let o = self.owners.get_mut(&owner).ok_or(Status::BadStateId)?;
-        if seqid != next_seqid(o.last_seqid) {
-            return Err(Status::BadSeqId);
+    fn lock_state(&self, stateid: &StateId) -> Result<&LockState, Status> {
+        let Some(l) = self.locks.get(&stateid.other) else {
+            return Err(self.stale_or_expired(&stateid.other));
+        };
+        if stateid.seqid < l.seqid && stateid.seqid != 0 {
+            return Err(Status::OldStateId);
         }
-        o.last_seqid = seqid;
-        Ok(())
+        if stateid.seqid > l.seqid {
+            return Err(Status::BadStateId);
+        }
+        Ok(l)
+    }
+
+    /// Checks and advances the open-owner seqid of the owner of `stateid`.
+    fn open_owner_step(&mut self, stateid: &StateId, seqid: u32) -> Result<(), Status> {
+        let owner = self.open_state(stateid)?.owner.clone();
+        self.step(&owner, seqid)
     }
 
     pub fn open_confirm(&mut self, stateid: &StateId, seqid: u32) -> Result<StateId, Status> {
-        self.owner_step(stateid, seqid)?;
+        self.open_owner_step(stateid, seqid)?;
         let owner = self.open_state(stateid)?.owner.clone();
         if let Some(o) = self.owners.get_mut(&owner) {
             o.confirmed = true;
         }
-        self.bump(stateid)
+        self.bump_open(stateid)
     }
 
-    fn bump(&mut self, stateid: &StateId) -> Result<StateId, Status> {
+    fn bump_open(&mut self, stateid: &StateId) -> Result<StateId, Status> {
         let o = self
             .opens
             .get_mut(&stateid.other)
@@ -392,7 +757,7 @@ impl State {
         access: u32,
         deny: u32,
     ) -> Result<StateId, Status> {
-        self.owner_step(stateid, seqid)?;
+        self.open_owner_step(stateid, seqid)?;
         let o = self.open_state(stateid)?;
         if access == 0 || access & !o.access != 0 || deny & !o.deny != 0 {
             return Err(Status::Inval);
@@ -403,42 +768,71 @@ impl State {
             .ok_or(Status::BadStateId)?;
         o.access = access;
         o.deny = deny;
-        self.bump(stateid)
+        self.bump_open(stateid)
     }
 
+    /// CLOSE: the open goes, and with it the lock state derived from it.
     pub fn close(&mut self, stateid: &StateId, seqid: u32) -> Result<StateId, Status> {
-        self.owner_step(stateid, seqid)?;
-        let next = self.bump(stateid)?;
-        if let Some(o) = self.opens.remove(&stateid.other) {
-            // An owner with no opens left is forgotten once confirmed state
-            // no longer needs its seqid (keeps state bounded).
-            if !self.opens.values().any(|x| x.owner == o.owner) {
-                self.owners.remove(&o.owner);
+        self.open_owner_step(stateid, seqid)?;
+        let next = self.bump_open(stateid)?;
+        self.drop_open(&stateid.other);
+        Ok(next)
+    }
+
+    fn drop_open(&mut self, other: &[u8; 12]) {
+        let Some(o) = self.opens.remove(other) else {
+            return;
+        };
+        let dropped: Vec<OwnerKey> = self
+            .locks
+            .values()
+            .filter(|l| l.open == *other)
+            .map(|l| l.owner.clone())
+            .collect();
+        self.locks.retain(|_, l| l.open != *other);
+        self.retired_stateids.insert(*other, o.owner.clone());
+        self.retire_if_idle(o.owner);
+        for k in dropped {
+            self.retire_if_idle(k);
+        }
+    }
+
+    /// An owner with no state left is kept (bounded) so a retransmission
+    /// of its last request is replayed, then forgotten.
+    fn retire_if_idle(&mut self, key: OwnerKey) {
+        let busy = self.opens.values().any(|x| x.owner == key)
+            || self.locks.values().any(|l| l.owner == key);
+        if busy || self.retired.contains(&key) {
+            return;
+        }
+        self.retired.push_back(key);
+        while self.retired.len() > RETIRED_LIMIT {
+            if let Some(old) = self.retired.pop_front() {
+                self.owners.remove(&old);
+                self.retired_stateids.retain(|_, k| *k != old);
             }
         }
-        Ok(next)
     }
 
     /// Drops an open without a seqid step (an OPEN that failed after the
     /// open was recorded, e.g. its truncation failed).
     pub fn close_unchecked(&mut self, stateid: &StateId) -> Result<(), Status> {
-        let o = self
-            .opens
-            .remove(&stateid.other)
-            .ok_or(Status::BadStateId)?;
-        if !self.opens.values().any(|x| x.owner == o.owner) {
-            if let Some(owner) = self.owners.get(&o.owner) {
-                if !owner.confirmed {
-                    self.owners.remove(&o.owner);
-                }
-            }
+        if !self.opens.contains_key(&stateid.other) {
+            return Err(Status::BadStateId);
         }
+        self.drop_open(&stateid.other);
         Ok(())
     }
 
     /// May `stateid` write `fileid`? The anonymous stateid may (subject to
-    /// share reservations); READ-bypass may not.
-    pub fn check_write(&self, stateid: &StateId, fileid: u64) -> Result<(), Status> {
+    /// share reservations); READ-bypass may not. Lock stateids act for
+    /// their open.
+    pub fn check_write(
+        &mut self,
+        stateid: &StateId,
+        fileid: u64,
+        now: Instant,
+    ) -> Result<(), Status> {
         if *stateid == StateId::ANONYMOUS {
             let denied = self
                 .opens
@@ -449,13 +843,43 @@ impl State {
         if *stateid == StateId::READ_BYPASS {
             return Err(Status::BadStateId);
         }
-        let o = self.open_state(stateid)?;
+        let o = self.open_for_io(stateid)?;
         if o.fileid != fileid {
             return Err(Status::BadStateId);
         }
         if o.access & OPEN4_SHARE_ACCESS_WRITE == 0 {
             return Err(Status::OpenMode);
         }
+        self.renew_by_stateid(&stateid.other, now);
+        Ok(())
+    }
+
+    /// The open behind an open or lock stateid used for I/O.
+    fn open_for_io(&self, stateid: &StateId) -> Result<&OpenState, Status> {
+        if let Some(l) = self.locks.get(&stateid.other) {
+            return self.opens.get(&l.open).ok_or(Status::BadStateId);
+        }
+        self.open_state(stateid)
+    }
+
+    /// May `stateid` read `fileid`?
+    pub fn check_read(
+        &mut self,
+        stateid: &StateId,
+        fileid: u64,
+        now: Instant,
+    ) -> Result<(), Status> {
+        if stateid.is_special() {
+            return Ok(());
+        }
+        let o = self.open_for_io(stateid)?;
+        if o.fileid != fileid {
+            return Err(Status::BadStateId);
+        }
+        if o.access & OPEN4_SHARE_ACCESS_READ == 0 {
+            return Err(Status::OpenMode);
+        }
+        self.renew_by_stateid(&stateid.other, now);
         Ok(())
     }
 
@@ -469,137 +893,246 @@ impl State {
         self.opens.get(&stateid.other).map(|o| o.fileid)
     }
 
-    /// May `stateid` read `fileid`?
-    pub fn check_read(&self, stateid: &StateId, fileid: u64) -> Result<(), Status> {
-        if stateid.is_special() {
-            return Ok(());
+    /// The first lock of another owner that conflicts with `want`.
+    fn conflict(&self, fileid: u64, owner: &OwnerKey, want: &Range) -> Option<Denied> {
+        for l in self.locks.values() {
+            if l.fileid != fileid || l.owner == *owner {
+                continue;
+            }
+            for r in &l.ranges {
+                if r.overlaps(want) && (r.write || want.write) {
+                    return Some(Denied {
+                        offset: r.start,
+                        length: if r.end == u64::MAX {
+                            u64::MAX
+                        } else {
+                            r.end - r.start
+                        },
+                        locktype: if r.write { WRITE_LT } else { READ_LT },
+                        clientid: l.owner.clientid,
+                        owner: l.owner.owner.clone(),
+                    });
+                }
+            }
         }
-        let o = self.open_state(stateid)?;
-        if o.fileid != fileid {
-            return Err(Status::BadStateId);
+        None
+    }
+
+    /// LOCK: returns the lock stateid, or the conflicting lock.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lock(
+        &mut self,
+        locktype: u32,
+        reclaim: bool,
+        offset: u64,
+        length: u64,
+        locker: &Locker<'_>,
+        fileid: u64,
+        now: Instant,
+    ) -> Result<StateId, LockError> {
+        // Find (or create) the lock state, stepping the right seqid.
+        let other = match locker {
+            Locker::New {
+                open_seqid,
+                open_stateid,
+                lock_seqid,
+                clientid,
+                owner,
+            } => {
+                self.renew(*clientid, now)?;
+                let open = self.open_state(open_stateid)?.clone();
+                if open.fileid != fileid || open.owner.clientid != *clientid {
+                    return Err(Status::BadStateId.into());
+                }
+                // The seqid is consumed by every error from here on.
+                self.step(&open.owner, *open_seqid)?;
+                let key = OwnerKey::lock(*clientid, owner);
+                self.owners.insert(
+                    key.clone(),
+                    Owner {
+                        last_seqid: *lock_seqid,
+                        confirmed: true,
+                        last_reply: None,
+                    },
+                );
+                self.retired.retain(|k| *k != key);
+                let existing = self
+                    .locks
+                    .iter()
+                    .find(|(_, l)| l.owner == key && l.fileid == fileid)
+                    .map(|(k, _)| *k);
+                match existing {
+                    Some(o) => o,
+                    None => {
+                        let other = self.new_stateid_other(*clientid);
+                        self.locks.insert(
+                            other,
+                            LockState {
+                                seqid: 0,
+                                owner: key,
+                                fileid,
+                                open: open_stateid.other,
+                                ranges: Vec::new(),
+                            },
+                        );
+                        other
+                    }
+                }
+            }
+            Locker::Existing {
+                lock_stateid,
+                lock_seqid,
+            } => {
+                let l = self.lock_state(lock_stateid)?.clone();
+                if l.fileid != fileid {
+                    return Err(Status::BadStateId.into());
+                }
+                self.renew(l.owner.clientid, now)?;
+                self.step(&l.owner, *lock_seqid)?;
+                lock_stateid.other
+            }
+        };
+        // Checks whose errors consume the seqid (RFC 7530 §9.1.7).
+        if !(READ_LT..=WRITEW_LT).contains(&locktype) {
+            return Err(Status::Inval.into());
         }
-        if o.access & OPEN4_SHARE_ACCESS_READ == 0 {
-            return Err(Status::OpenMode);
+        let (start, end) = range_of(offset, length)?;
+        let want = Range {
+            start,
+            end,
+            write: is_write_lock(locktype),
+        };
+        let (owner, open) = {
+            let l = &self.locks[&other];
+            (l.owner.clone(), l.open)
+        };
+        self.grace_check(owner.clientid, reclaim, now)?;
+        if want.write {
+            let o = self.opens.get(&open).ok_or(Status::BadStateId)?;
+            if o.access & OPEN4_SHARE_ACCESS_WRITE == 0 {
+                return Err(Status::OpenMode.into());
+            }
         }
+        if let Some(d) = self.conflict(fileid, &owner, &want) {
+            return Err(LockError::Denied(d));
+        }
+        let l = self.locks.get_mut(&other).ok_or(Status::BadStateId)?;
+        // Upgrades and downgrades: the new range replaces what it covers.
+        subtract(&mut l.ranges, start, end);
+        l.ranges.push(want);
+        l.ranges.sort_by_key(|r| r.start);
+        l.seqid = next_seqid(l.seqid);
+        Ok(StateId {
+            seqid: l.seqid,
+            other,
+        })
+    }
+
+    fn grace_check(&self, clientid: u64, reclaim: bool, now: Instant) -> Result<(), Status> {
+        match (reclaim, self.in_grace(now)) {
+            (true, _) => self.check_reclaim(clientid, now),
+            (false, true) => Err(Status::Grace),
+            (false, false) => Ok(()),
+        }
+    }
+
+    /// LOCKT: is the range free of other owners' conflicting locks?
+    #[allow(clippy::too_many_arguments)]
+    pub fn lock_test(
+        &mut self,
+        locktype: u32,
+        offset: u64,
+        length: u64,
+        clientid: u64,
+        owner: &[u8],
+        fileid: u64,
+        now: Instant,
+    ) -> Result<(), LockError> {
+        if !(READ_LT..=WRITEW_LT).contains(&locktype) {
+            return Err(Status::Inval.into());
+        }
+        let (start, end) = range_of(offset, length)?;
+        self.renew(clientid, now)?;
+        if self.in_grace(now) {
+            return Err(Status::Grace.into());
+        }
+        let want = Range {
+            start,
+            end,
+            write: is_write_lock(locktype),
+        };
+        match self.conflict(fileid, &OwnerKey::lock(clientid, owner), &want) {
+            Some(d) => Err(LockError::Denied(d)),
+            None => Ok(()),
+        }
+    }
+
+    /// LOCKU: releases a range (possibly splitting a lock).
+    pub fn unlock(
+        &mut self,
+        seqid: u32,
+        stateid: &StateId,
+        offset: u64,
+        length: u64,
+        now: Instant,
+    ) -> Result<StateId, Status> {
+        let l = self.lock_state(stateid)?.clone();
+        self.renew(l.owner.clientid, now)?;
+        self.step(&l.owner, seqid)?;
+        let (start, end) = range_of(offset, length)?;
+        let l = self
+            .locks
+            .get_mut(&stateid.other)
+            .ok_or(Status::BadStateId)?;
+        subtract(&mut l.ranges, start, end);
+        l.seqid = next_seqid(l.seqid);
+        Ok(StateId {
+            seqid: l.seqid,
+            other: stateid.other,
+        })
+    }
+
+    /// RELEASE_LOCKOWNER: forgets a lock-owner holding no locks.
+    pub fn release_lock_owner(
+        &mut self,
+        clientid: u64,
+        owner: &[u8],
+        now: Instant,
+    ) -> Result<(), Status> {
+        self.renew(clientid, now)?;
+        let key = OwnerKey::lock(clientid, owner);
+        if self
+            .locks
+            .values()
+            .any(|l| l.owner == key && !l.ranges.is_empty())
+        {
+            return Err(Status::LocksHeld);
+        }
+        self.locks.retain(|_, l| l.owner != key);
+        self.owners.remove(&key);
+        self.retired.retain(|k| *k != key);
+        self.retired_stateids.retain(|_, k| *k != key);
         Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[allow(clippy::too_many_arguments)]
-    fn open(
-        st: &mut State,
-        cid: u64,
-        owner: &[u8],
-        seqid: u32,
-        fileid: u64,
-        access: u32,
-        deny: u32,
-    ) -> Result<(StateId, bool), Status> {
-        let now = Instant::now();
-        let confirm = st.begin_open(cid, owner, seqid, now)?;
-        Ok((st.open(cid, owner, fileid, access, deny)?, confirm))
+/// Removes [start, end) from a list of ranges, splitting where needed.
+fn subtract(ranges: &mut Vec<Range>, start: u64, end: u64) {
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    for r in ranges.drain(..) {
+        if r.end <= start || r.start >= end {
+            out.push(r);
+            continue;
+        }
+        if r.start < start {
+            out.push(Range { end: start, ..r });
+        }
+        if r.end > end {
+            out.push(Range { start: end, ..r });
+        }
     }
-
-    fn confirmed(st: &mut State, id: &[u8], now: Instant) -> u64 {
-        let (cid, conf) = st.set_client_id(id, [1; 8], "sys:0@a", now).unwrap();
-        st.confirm_client_id(cid, conf, now).unwrap();
-        cid
-    }
-
-    #[test]
-    fn client_handshake_and_stale_ids() {
-        let now = Instant::now();
-        let mut st = State::new(7, Duration::from_secs(90));
-        let (cid, conf) = st.set_client_id(b"linux", [1; 8], "sys:0@a", now).unwrap();
-        assert_eq!(st.renew(cid, now), Err(Status::StaleClientId));
-        assert_eq!(
-            st.confirm_client_id(cid, [9; 8], now),
-            Err(Status::StaleClientId)
-        );
-        st.confirm_client_id(cid, conf, now).unwrap();
-        st.renew(cid, now).unwrap();
-        // A clientid from another boot is stale.
-        let other = State::new(8, Duration::from_secs(90));
-        let mut other = other;
-        assert_eq!(other.renew(cid, now), Err(Status::StaleClientId));
-        // Retransmitted confirm is fine.
-        st.confirm_client_id(cid, conf, now).unwrap();
-    }
-
-    #[test]
-    fn rebooted_client_loses_old_state() {
-        let now = Instant::now();
-        let mut st = State::new(7, Duration::from_secs(90));
-        let cid = confirmed(&mut st, b"mac", now);
-        open(&mut st, cid, b"o", 1, 42, 1, 0).unwrap();
-        assert_eq!(st.counts().opens, 1);
-        let (cid2, conf2) = st.set_client_id(b"mac", [2; 8], "sys:0@a", now).unwrap();
-        assert_ne!(cid, cid2);
-        st.confirm_client_id(cid2, conf2, now).unwrap();
-        assert_eq!(st.counts().opens, 0);
-        assert_eq!(st.renew(cid, now), Err(Status::StaleClientId));
-    }
-
-    #[test]
-    fn open_confirm_read_close_cycle_leaves_no_state() {
-        let now = Instant::now();
-        let mut st = State::new(7, Duration::from_secs(90));
-        let cid = confirmed(&mut st, b"c", now);
-        let (g, confirm) = open(&mut st, cid, b"owner", 5, 42, 1, 0).unwrap();
-        assert!(confirm);
-        assert_eq!(st.open_confirm(&g, 5), Err(Status::BadSeqId));
-        let s = st.open_confirm(&g, 6).unwrap();
-        assert_eq!(s.seqid, 2);
-        st.check_read(&s, 42).unwrap();
-        assert_eq!(st.check_read(&s, 43), Err(Status::BadStateId));
-        assert_eq!(st.check_read(&g, 42), Err(Status::OldStateId));
-        let (g2, confirm) = open(&mut st, cid, b"owner", 7, 43, 1, 0).unwrap();
-        assert!(!confirm);
-        assert_eq!(
-            open(&mut st, cid, b"owner", 7, 44, 1, 0),
-            Err(Status::BadSeqId)
-        );
-        // A failed OPEN (say NOENT) still consumes its seqid.
-        st.begin_open(cid, b"owner", 8, now).unwrap();
-        st.close(&s, 9).unwrap();
-        st.close(&g2, 10).unwrap();
-        assert_eq!(st.counts().opens, 0);
-        assert_eq!(st.counts().open_owners, 0);
-        let mut stale = s;
-        stale.other[0] ^= 1;
-        assert_eq!(st.check_read(&stale, 42), Err(Status::StaleStateId));
-        st.check_read(&StateId::ANONYMOUS, 42).unwrap();
-        st.check_read(&StateId::READ_BYPASS, 42).unwrap();
-        st.check_write(&StateId::ANONYMOUS, 42).unwrap();
-        assert_eq!(
-            st.check_write(&StateId::READ_BYPASS, 42),
-            Err(Status::BadStateId)
-        );
-    }
-
-    #[test]
-    fn share_deny_conflicts_between_owners() {
-        let now = Instant::now();
-        let mut st = State::new(7, Duration::from_secs(90));
-        let cid = confirmed(&mut st, b"c", now);
-        // owner a reads and denies writers
-        open(&mut st, cid, b"a", 1, 42, 1, 2).unwrap();
-        // owner b wants to write: denied
-        assert_eq!(
-            open(&mut st, cid, b"b", 1, 42, 2, 0),
-            Err(Status::ShareDenied)
-        );
-        st.forget_idle_owner(cid, b"b");
-        // reading is fine, writing through the read open is not
-        let (b, _) = open(&mut st, cid, b"b", 2, 42, 1, 0).unwrap();
-        assert_eq!(st.counts().opens, 2);
-        assert_eq!(st.check_write(&b, 42), Err(Status::OpenMode));
-        // anonymous writes respect the deny
-        assert_eq!(st.check_write(&StateId::ANONYMOUS, 42), Err(Status::Locked));
-        assert!(st.is_open(42) && !st.is_open(43));
-    }
+    *ranges = out;
 }
+
+#[cfg(test)]
+mod tests;

@@ -211,6 +211,12 @@ impl ReplyBody {
         }
     }
 
+    /// The bytes encoded since offset `at`, if they are all in the buffer
+    /// being encoded (no data part after it).
+    pub fn bytes_since(&self, at: usize) -> Option<Vec<u8>> {
+        (at >= self.base).then(|| self.enc.buf[at - self.base..].to_vec())
+    }
+
     /// Drops what was encoded after offset `at`, which must lie in the
     /// buffer being encoded (no data part after it). Returns false if not.
     pub fn truncate(&mut self, at: usize) -> bool {

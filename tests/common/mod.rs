@@ -43,6 +43,10 @@ impl Server {
             db.display().to_string(),
             "--storage".into(),
             storage.display().to_string(),
+            // Restarts in tests should not wait out a production-length
+            // grace period.
+            "--grace-time".into(),
+            "4".into(),
         ];
         Self::spawn(dir, args)
     }

@@ -125,7 +125,10 @@ pub(crate) fn apply(
         if size > i64::MAX as u64 {
             return Err(Status::FBig);
         }
-        c.srv.state.lock().check_write(sid, node.fileid)?;
+        c.srv
+            .state
+            .lock()
+            .check_write(sid, node.fileid, std::time::Instant::now())?;
         let path = node.meta().content.clone().ok_or(Status::Io)?;
         let file = c
             .srv

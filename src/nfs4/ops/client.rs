@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, NFS4_OPAQUE_LIMIT};
+use crate::nfs4::server::catalog_status;
 use crate::rpc::ReplyBody;
 use crate::xdr::Decoder;
 
@@ -33,10 +34,17 @@ pub(crate) fn setclientid(
 pub(crate) fn setclientid_confirm(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {
     let clientid = d.u64()?;
     let confirm: [u8; 8] = d.array()?;
-    c.srv
+    let id = c
+        .srv
         .state
         .lock()
-        .confirm_client_id(clientid, confirm, Instant::now())
+        .confirm_client_id(clientid, confirm, Instant::now())?;
+    // Recorded before the reply, so it can reclaim after any later restart.
+    c.srv
+        .catalog()
+        .record_nfs_client(&id)
+        .wait()
+        .map_err(|e| catalog_status(&e))
 }
 
 pub(crate) fn renew(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {

@@ -4,6 +4,7 @@ mod attributes;
 mod client;
 mod directory;
 mod filehandle;
+mod lock;
 mod namespace;
 mod open;
 mod read;
@@ -11,6 +12,7 @@ mod write;
 
 use super::compound::Compound;
 use super::consts::{op, OpResult, Status, MAX_NAME};
+use super::state::OwnerKey;
 use crate::rpc::ReplyBody;
 use crate::xdr::Decoder;
 
@@ -57,14 +59,45 @@ pub(crate) fn dispatch(
         op::SETATTR => attributes::setattr(c, d, out),
         // No delegations are granted, so there is nothing to return.
         op::DELEGRETURN => Err(Status::BadStateId),
-        op::DELEGPURGE
-        | op::OPENATTR
-        | op::LOCK
-        | op::LOCKT
-        | op::LOCKU
-        | op::RELEASE_LOCKOWNER => Err(Status::NotSupp),
+        op::LOCK => lock::lock(c, d, out),
+        op::LOCKT => lock::lockt(c, d, out),
+        op::LOCKU => lock::locku(c, d, out),
+        op::RELEASE_LOCKOWNER => lock::release_lockowner(c, d),
+        // No delegations: nothing to purge; no named attributes.
+        op::DELEGPURGE | op::OPENATTR => Err(Status::NotSupp),
         _ => Err(Status::OpIllegal),
     }
+}
+
+/// Runs a seqid-sequenced operation of `owner`: a retransmission (the
+/// owner's last seqid again) gets the recorded reply; otherwise the op runs
+/// and its reply is recorded for the next retransmission.
+pub(crate) fn sequenced(
+    c: &mut Compound<'_>,
+    out: &mut ReplyBody,
+    owner: Option<OwnerKey>,
+    seqid: u32,
+    f: impl FnOnce(&mut Compound<'_>, &mut ReplyBody) -> OpResult,
+) -> OpResult {
+    if let Some(k) = &owner {
+        if let Some((status, body)) = c.srv.state.lock().replay(k, seqid) {
+            out.enc().buf.extend_from_slice(&body);
+            return if status == Status::Ok {
+                Ok(())
+            } else {
+                Err(status)
+            };
+        }
+    }
+    let mark = out.len();
+    let result = f(c, out);
+    if let Some(k) = owner {
+        let status = result.err().unwrap_or(Status::Ok);
+        if let Some(body) = out.bytes_since(mark) {
+            c.srv.state.lock().remember(&k, seqid, status, body);
+        }
+    }
+    result
 }
 
 /// Checks a name component (RFC 7530 §12.7): the name as UTF-8, or the

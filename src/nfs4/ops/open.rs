@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::attributes::apply;
-use super::component;
 use super::namespace::put_cinfo;
 use super::write::io_status;
+use super::{component, sequenced};
 use crate::catalog::{CatalogError, DirChange, NewNode, Node, NodeKind};
 use crate::nfs4::attrs::{decode_settable, Bitmap, SetAttrs};
 use crate::nfs4::compound::Compound;
@@ -15,7 +15,7 @@ use crate::nfs4::consts::{
     OPEN4_RESULT_CONFIRM, OPEN4_RESULT_LOCKTYPE_POSIX, OPEN_DELEGATE_NONE,
 };
 use crate::nfs4::server::catalog_status;
-use crate::nfs4::state::StateId;
+use crate::nfs4::state::{Begin, OwnerKey, StateId};
 use crate::rpc::ReplyBody;
 use crate::storage;
 use crate::xdr::{Decoder, Encoder};
@@ -86,29 +86,42 @@ pub(crate) fn open(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
         }
         _ => return Err(Status::Inval),
     };
-    let dir = c.current()?;
-    let now = Instant::now();
-    let confirm_needed = c.srv.state.lock().begin_open(clientid, owner, seqid, now)?;
-    let result = open_checked(c, &dir, claim, &how, access, deny, clientid, owner);
-    let (file, stateid, cinfo, attrset) = match result {
-        Ok(v) => v,
-        Err(e) => {
-            c.srv.state.lock().forget_idle_owner(clientid, owner);
-            return Err(e);
+    let cur = c.current()?;
+    let key = OwnerKey::open(clientid, owner);
+    sequenced(c, out, Some(key), seqid, |c, out| {
+        let now = Instant::now();
+        let confirm_needed = match c.srv.state.lock().begin_open(clientid, owner, seqid, now)? {
+            Begin::Proceed { confirm_needed } => confirm_needed,
+            Begin::Replay(status, body) => {
+                out.enc().buf.extend_from_slice(&body);
+                return if status == Status::Ok {
+                    Ok(())
+                } else {
+                    Err(status)
+                };
+            }
+        };
+        let result = open_checked(c, &cur, claim, &how, access, deny, clientid, owner, now);
+        let (file, stateid, cinfo, attrset) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                c.srv.state.lock().forget_idle_owner(clientid, owner);
+                return Err(e);
+            }
+        };
+        let e = out.enc();
+        put_stateid(e, &stateid);
+        put_cinfo(e, cinfo);
+        let mut rflags = OPEN4_RESULT_LOCKTYPE_POSIX;
+        if confirm_needed {
+            rflags |= OPEN4_RESULT_CONFIRM;
         }
-    };
-    let e = out.enc();
-    put_stateid(e, &stateid);
-    put_cinfo(e, cinfo);
-    let mut rflags = OPEN4_RESULT_LOCKTYPE_POSIX;
-    if confirm_needed {
-        rflags |= OPEN4_RESULT_CONFIRM;
-    }
-    e.u32(rflags);
-    attrset.encode(e);
-    e.u32(OPEN_DELEGATE_NONE);
-    c.current = Some(file);
-    Ok(())
+        e.u32(rflags);
+        attrset.encode(e);
+        e.u32(OPEN_DELEGATE_NONE);
+        c.current = Some(file);
+        Ok(())
+    })
 }
 
 type Opened = (Arc<Node>, StateId, DirChange, Bitmap);
@@ -123,14 +136,19 @@ fn open_checked(
     deny: u32,
     clientid: u64,
     owner: &[u8],
+    now: Instant,
 ) -> OpResult<Opened> {
     let name = match claim {
         Claim::Null(name) => name,
-        // No grace period is offered yet, so there is nothing to reclaim.
-        Claim::Previous => return Err(Status::NoGrace),
+        // Reclaim after a restart: the current filehandle is the file.
+        Claim::Previous => return reclaim(c, dir, access, deny, clientid, owner, now),
         // No delegations are ever granted.
         Claim::Delegated => return Err(Status::ReclaimBad),
     };
+    // During the grace period only reclaims may create state.
+    if c.srv.state.lock().in_grace(now) {
+        return Err(Status::Grace);
+    }
     if dir.kind != NodeKind::Folder {
         return Err(Status::NotDir);
     }
@@ -203,6 +221,35 @@ fn open_checked(
     Ok((file, stateid, cinfo, attrset))
 }
 
+/// OPEN with CLAIM_PREVIOUS: a client of the previous server instance
+/// re-establishes an open it held, during the grace period.
+fn reclaim(
+    c: &mut Compound<'_>,
+    file: &Arc<Node>,
+    access: u32,
+    deny: u32,
+    clientid: u64,
+    owner: &[u8],
+    now: Instant,
+) -> OpResult<Opened> {
+    if file.kind == NodeKind::Folder {
+        return Err(Status::IsDir);
+    }
+    let mut st = c.srv.state.lock();
+    st.check_reclaim(clientid, now)?;
+    let stateid = st.open(clientid, owner, file.fileid, access, deny)?;
+    let change = file.change();
+    Ok((
+        file.clone(),
+        stateid,
+        DirChange {
+            before: change,
+            after: change,
+        },
+        Bitmap::default(),
+    ))
+}
+
 /// Creates a file's content under the storage folder, then its catalog
 /// node; answers once the node is committed.
 fn create_file(
@@ -251,9 +298,12 @@ pub(crate) fn open_confirm(
     let sid = stateid(d)?;
     let seqid = d.u32()?;
     c.current()?;
-    let next = c.srv.state.lock().open_confirm(&sid, seqid)?;
-    put_stateid(out.enc(), &next);
-    Ok(())
+    let key = c.srv.state.lock().owner_of(&sid);
+    sequenced(c, out, key, seqid, |c, out| {
+        let next = c.srv.state.lock().open_confirm(&sid, seqid)?;
+        put_stateid(out.enc(), &next);
+        Ok(())
+    })
 }
 
 pub(crate) fn open_downgrade(
@@ -266,27 +316,33 @@ pub(crate) fn open_downgrade(
     let access = d.u32()?;
     let deny = d.u32()?;
     c.current()?;
-    let next = c
-        .srv
-        .state
-        .lock()
-        .open_downgrade(&sid, seqid, access, deny)?;
-    put_stateid(out.enc(), &next);
-    Ok(())
+    let key = c.srv.state.lock().owner_of(&sid);
+    sequenced(c, out, key, seqid, |c, out| {
+        let next = c
+            .srv
+            .state
+            .lock()
+            .open_downgrade(&sid, seqid, access, deny)?;
+        put_stateid(out.enc(), &next);
+        Ok(())
+    })
 }
 
 pub(crate) fn close(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
     let seqid = d.u32()?;
     let sid = stateid(d)?;
     c.current()?;
-    let (next, fileid) = {
-        let mut st = c.srv.state.lock();
-        let fileid = st.file_of(&sid);
-        (st.close(&sid, seqid)?, fileid)
-    };
-    if let Some(fileid) = fileid {
-        c.srv.closed(fileid);
-    }
-    put_stateid(out.enc(), &next);
-    Ok(())
+    let key = c.srv.state.lock().owner_of(&sid);
+    sequenced(c, out, key, seqid, |c, out| {
+        let (next, fileid) = {
+            let mut st = c.srv.state.lock();
+            let fileid = st.file_of(&sid);
+            (st.close(&sid, seqid)?, fileid)
+        };
+        if let Some(fileid) = fileid {
+            c.srv.closed(fileid);
+        }
+        put_stateid(out.enc(), &next);
+        Ok(())
+    })
 }

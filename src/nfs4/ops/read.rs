@@ -17,7 +17,10 @@ pub(crate) fn read(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
     if node.kind == NodeKind::Folder {
         return Err(Status::IsDir);
     }
-    c.srv.state.lock().check_read(&sid, node.fileid)?;
+    c.srv
+        .state
+        .lock()
+        .check_read(&sid, node.fileid, std::time::Instant::now())?;
     let count = count.min(c.srv.config().nfs.max_read) as usize;
     let content = node.meta().content.clone();
     let Some(path) = content.as_deref() else {

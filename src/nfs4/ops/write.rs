@@ -41,7 +41,10 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
         .checked_add(data.len() as u64)
         .filter(|e| *e <= i64::MAX as u64)
         .ok_or(Status::FBig)?;
-    c.srv.state.lock().check_write(&sid, node.fileid)?;
+    c.srv
+        .state
+        .lock()
+        .check_write(&sid, node.fileid, std::time::Instant::now())?;
     let path = node.meta().content.clone().ok_or(Status::Io)?;
     let file = c.srv.files().get_writable(node.fileid, &path).map_err(|e| {
         tracing::warn!(node = %node.id, path = %path.display(), error = %e, "WRITE cannot open content");
