@@ -37,6 +37,11 @@ impl RpcClient {
         })
     }
 
+    /// The xid the next call will carry (tests replay a request with it).
+    pub fn set_next_xid(&mut self, xid: u32) {
+        self.next_xid = xid;
+    }
+
     pub fn stream(&mut self) -> &mut TcpStream {
         &mut self.stream
     }
@@ -531,6 +536,98 @@ impl Nfs4Client {
         let d = r.next(op::READ)?;
         let eof = xdr(d.bool())?;
         Ok((xdr(d.opaque(usize::MAX))?.to_vec(), eof))
+    }
+
+    /// LOCK a range. With no `lock` yet, the lock-owner `owner` is new and
+    /// the lock derives from the open; returns the lock stateid.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lock(
+        &mut self,
+        f: &OpenFile,
+        lock: Option<(u32, [u8; 12])>,
+        lock_seqid: u32,
+        locktype: u32,
+        offset: u64,
+        length: u64,
+        owner: &[u8],
+    ) -> ClientResult<(u32, [u8; 12])> {
+        let seqid = self.seqid;
+        let clientid = self.clientid;
+        let args = CompoundArgs::new().putfh(&f.fh).op(op::LOCK, |e| {
+            e.u32(locktype);
+            e.bool(false);
+            e.u64(offset);
+            e.u64(length);
+            match lock {
+                None => {
+                    e.bool(true);
+                    e.u32(seqid);
+                    e.u32(f.stateid.0);
+                    e.fixed(&f.stateid.1);
+                    e.u32(lock_seqid);
+                    e.u64(clientid);
+                    e.opaque(owner);
+                }
+                Some(l) => {
+                    e.bool(false);
+                    e.u32(l.0);
+                    e.fixed(&l.1);
+                    e.u32(lock_seqid);
+                }
+            }
+        });
+        let body = self.compound(&args)?;
+        let mut r = Self::results(&body);
+        r.next(op::PUTFH)?;
+        let res = r.next(op::LOCK);
+        if lock.is_none() {
+            match &res {
+                Err(ClientError::Nfs(_, s)) if seqid_unchanged(*s) => {}
+                _ => self.seqid = self.seqid.wrapping_add(1),
+            }
+        }
+        let d = res?;
+        Ok((xdr(d.u32())?, xdr(d.array::<12>())?))
+    }
+
+    /// LOCKU; returns the new lock stateid.
+    pub fn unlock(
+        &mut self,
+        f: &OpenFile,
+        lock: (u32, [u8; 12]),
+        lock_seqid: u32,
+        offset: u64,
+        length: u64,
+    ) -> ClientResult<(u32, [u8; 12])> {
+        let args = CompoundArgs::new().putfh(&f.fh).op(op::LOCKU, |e| {
+            e.u32(2);
+            e.u32(lock_seqid);
+            e.u32(lock.0);
+            e.fixed(&lock.1);
+            e.u64(offset);
+            e.u64(length);
+        });
+        let body = self.compound(&args)?;
+        let mut r = Self::results(&body);
+        r.next(op::PUTFH)?;
+        let d = r.next(op::LOCKU)?;
+        Ok((xdr(d.u32())?, xdr(d.array::<12>())?))
+    }
+
+    pub fn release_lockowner(&mut self, owner: &[u8]) -> ClientResult<()> {
+        let clientid = self.clientid;
+        let args = CompoundArgs::new().op(op::RELEASE_LOCKOWNER, |e| {
+            e.u64(clientid);
+            e.opaque(owner);
+        });
+        let body = self.compound(&args)?;
+        Self::results(&body).next(op::RELEASE_LOCKOWNER).map(|_| ())
+    }
+
+    /// Uses another open-owner name for the OPENs that follow.
+    pub fn set_open_owner(&mut self, owner: &str) {
+        self.owner = owner.as_bytes().to_vec();
+        self.seqid = 1;
     }
 
     /// REMOVE `name` from folder `dir`.

@@ -1,0 +1,171 @@
+//! NFSv4.0 state through the wire (server in-process, to read its
+//! counters): locks across clients, bounded state after many cycles,
+//! seqid replay and the duplicate request cache.
+
+mod common;
+
+use common::*;
+use markbase_nfs::client::{CompoundArgs, Create, Nfs4Client, RpcClient};
+use markbase_nfs::nfs4::consts::{op, Status, NFS4_PROGRAM};
+
+const BOTH: u32 = 3;
+const READ_LT: u32 = 1;
+const WRITE_LT: u32 = 2;
+
+#[test]
+fn locks_conflict_across_clients_and_free_on_unlock() {
+    let srv = InProcess::start();
+    let mut a = Nfs4Client::connect(srv.addr, "client-a").unwrap();
+    let mut b = Nfs4Client::connect(srv.addr, "client-b").unwrap();
+    let root = a.lookup("").unwrap();
+    let fa = a
+        .open(
+            &root,
+            "project.prproj",
+            Create::Unchecked { mode: 0o644 },
+            BOTH,
+        )
+        .unwrap();
+    let fb = b.open(&root, "project.prproj", Create::No, BOTH).unwrap();
+    let la = a
+        .lock(&fa, None, 0, WRITE_LT, 0, u64::MAX, b"a-lock")
+        .unwrap();
+    let err = b
+        .lock(&fb, None, 0, READ_LT, 4096, 10, b"b-lock")
+        .unwrap_err();
+    assert_eq!(err.status(), Some(Status::Denied.code()));
+    // LOCKT reports the holder's range.
+    let clientid = b.clientid;
+    let args = CompoundArgs::new().putfh(&fb.fh).op(op::LOCKT, |e| {
+        e.u32(WRITE_LT);
+        e.u64(0);
+        e.u64(1);
+        e.u64(clientid);
+        e.string("b-lock");
+    });
+    let body = b.compound(&args).unwrap();
+    let mut d = markbase_nfs::xdr::Decoder::new(&body);
+    assert_eq!((d.u32().unwrap(), d.u32().unwrap()), (op::PUTFH, 0));
+    assert_eq!(
+        (d.u32().unwrap(), d.u32().unwrap()),
+        (op::LOCKT, Status::Denied.code())
+    );
+    assert_eq!((d.u64().unwrap(), d.u64().unwrap()), (0, u64::MAX));
+    assert_eq!(d.u32().unwrap(), WRITE_LT);
+    assert_eq!(d.u64().unwrap(), a.clientid);
+    assert_eq!(d.opaque(100).unwrap(), b"a-lock");
+    // Release: B's lock goes through (its seqid moved on with the DENIED).
+    a.unlock(&fa, la, 1, 0, u64::MAX).unwrap();
+    let lb = b.lock(&fb, None, 0, READ_LT, 4096, 10, b"b-lock").unwrap();
+    // RELEASE_LOCKOWNER while holding: LOCKS_HELD.
+    let err = b.release_lockowner(b"b-lock").unwrap_err();
+    assert_eq!(err.status(), Some(Status::LocksHeld.code()));
+    b.unlock(&fb, lb, 1, 0, u64::MAX).unwrap();
+    b.release_lockowner(b"b-lock").unwrap();
+    a.close(&fa).unwrap();
+    b.close(&fb).unwrap();
+}
+
+#[test]
+fn thousand_cycles_from_many_owners_leave_no_state() {
+    let srv = InProcess::start();
+    let mut clients: Vec<Nfs4Client> = (0..10)
+        .map(|i| Nfs4Client::connect(srv.addr, &format!("cycler-{i}")).unwrap())
+        .collect();
+    let root = clients[0].lookup("").unwrap();
+    for i in 0..1000u64 {
+        let c = &mut clients[i as usize % 10];
+        c.set_open_owner(&format!("open-owner-{i}"));
+        let f = c
+            .open(
+                &root,
+                &format!("shared-{}.bin", i % 5),
+                Create::Unchecked { mode: 0o644 },
+                BOTH,
+            )
+            .unwrap();
+        let owner = format!("lock-owner-{i}");
+        let l = c
+            .lock(&f, None, 0, WRITE_LT, i * 16, 16, owner.as_bytes())
+            .unwrap();
+        c.unlock(&f, l, 1, i * 16, 16).unwrap();
+        c.release_lockowner(owner.as_bytes()).unwrap();
+        c.close(&f).unwrap();
+    }
+    let counts = srv.nfs.state_counts();
+    assert_eq!(
+        (
+            counts.opens,
+            counts.open_owners,
+            counts.lock_owners,
+            counts.lock_states,
+            counts.locked_ranges
+        ),
+        (0, 0, 0, 0, 0),
+        "{counts:?}"
+    );
+    assert!(counts.retired_owners <= 1024, "{counts:?}");
+    assert_eq!(counts.clients, 10);
+}
+
+#[test]
+fn a_retransmitted_close_gets_the_same_reply() {
+    let srv = InProcess::start();
+    let mut c = Nfs4Client::connect(srv.addr, "replay").unwrap();
+    let root = c.lookup("").unwrap();
+    let f = c
+        .open(&root, "r.txt", Create::Unchecked { mode: 0o644 }, BOTH)
+        .unwrap();
+    // CLOSE by hand (seqid 3: OPEN=1, OPEN_CONFIRM=2), sent twice.
+    let args = CompoundArgs::new().putfh(&f.fh).op(op::CLOSE, |e| {
+        e.u32(3);
+        e.u32(f.stateid.0);
+        e.fixed(&f.stateid.1);
+    });
+    let first = c.compound(&args).unwrap();
+    let again = c.compound(&args).unwrap();
+    assert_eq!(first, again);
+    let mut r = Nfs4Client::results(&again);
+    r.next(op::PUTFH).unwrap();
+    r.next(op::CLOSE).unwrap();
+    // A seqid that is neither the last nor the next is BAD_SEQID.
+    let args = CompoundArgs::new().putfh(&f.fh).op(op::CLOSE, |e| {
+        e.u32(9);
+        e.u32(f.stateid.0);
+        e.fixed(&f.stateid.1);
+    });
+    let body = c.compound(&args).unwrap();
+    let mut r = Nfs4Client::results(&body);
+    r.next(op::PUTFH).unwrap();
+    assert!(r.next(op::CLOSE).is_err());
+}
+
+#[test]
+fn a_remove_retransmitted_after_reconnect_is_not_a_spurious_noent() {
+    let srv = InProcess::start();
+    let mut c = Nfs4Client::connect(srv.addr, "drc").unwrap();
+    let root = c.lookup("").unwrap();
+    let f = c
+        .open(&root, "gone.txt", Create::Unchecked { mode: 0o644 }, BOTH)
+        .unwrap();
+    c.close(&f).unwrap();
+    let args = CompoundArgs::new()
+        .putfh(&root)
+        .op(op::REMOVE, |e| e.string("gone.txt"))
+        .encode("drc", 0);
+    let mut first = RpcClient::connect(srv.addr).unwrap();
+    first.set_next_xid(4242);
+    let (_, reply1) = first.call(NFS4_PROGRAM, 4, 1, &args).unwrap();
+    drop(first);
+    let mut second = RpcClient::connect(srv.addr).unwrap();
+    second.set_next_xid(4242);
+    let (_, reply2) = second.call(NFS4_PROGRAM, 4, 1, &args).unwrap();
+    assert_eq!(reply1, reply2);
+    assert_eq!(&reply1[..4], &[0, 0, 0, 0], "REMOVE succeeded");
+    // A new request (new xid) for the same name is NOENT, as it should be.
+    let (_, reply3) = second.call(NFS4_PROGRAM, 4, 1, &args).unwrap();
+    assert_eq!(
+        u32::from_be_bytes(reply3[..4].try_into().unwrap()),
+        Status::NoEnt.code()
+    );
+}
