@@ -98,6 +98,7 @@ pub(crate) fn run(
                 out.enc().u32(0);
                 out.enc().u32(0);
             }
+            tracing::debug!(opnum, status = ?s, xid = ctx.xid, "operation failed");
             if s == Status::ServerFault {
                 tracing::warn!(opnum, node = ?c.current.as_ref().map(|n| &n.id), "operation failed: {s:?}");
             }

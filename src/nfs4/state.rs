@@ -363,6 +363,13 @@ impl State {
         let mut ids = Vec::new();
         for (k, confirmed) in gone {
             if let Some(rec) = self.clients.get(&k) {
+                tracing::debug!(
+                    clientid = k,
+                    confirmed,
+                    silent_for = ?now.duration_since(rec.last_renew),
+                    id = %String::from_utf8_lossy(&rec.id),
+                    "lease expired"
+                );
                 if confirmed {
                     ids.push(rec.id.clone());
                 }
@@ -614,6 +621,16 @@ impl State {
             .collect();
         self.reclaimable.clear();
         gone
+    }
+
+    /// Marks an open-owner confirmed without OPEN_CONFIRM: a reclaim
+    /// (CLAIM_PREVIOUS) re-establishes an owner the server had confirmed
+    /// before the restart, and clients do not confirm it again (Linux sends
+    /// no filehandle for it).
+    pub fn confirm_open_owner(&mut self, clientid: u64, owner: &[u8]) {
+        if let Some(o) = self.owners.get_mut(&OwnerKey::open(clientid, owner)) {
+            o.confirmed = true;
+        }
     }
 
     /// Is `clientid` allowed to reclaim (CLAIM_PREVIOUS, reclaim LOCK) now?

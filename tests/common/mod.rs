@@ -33,7 +33,12 @@ impl Server {
     /// Starts `markbase-nfs serve --db DB --storage STORAGE` on 127.0.0.1
     /// (port 0 = any free port) with `dir` as working directory.
     pub fn start(dir: &Path, db: &Path, storage: &Path, port: u16) -> Server {
-        let args = vec![
+        Self::start_with(dir, db, storage, port, &[])
+    }
+
+    /// Like [`Server::start`] with extra `serve` options.
+    pub fn start_with(dir: &Path, db: &Path, storage: &Path, port: u16, extra: &[&str]) -> Server {
+        let mut args = vec![
             "serve".to_string(),
             "--address".into(),
             "127.0.0.1".into(),
@@ -43,11 +48,13 @@ impl Server {
             db.display().to_string(),
             "--storage".into(),
             storage.display().to_string(),
-            // Restarts in tests should not wait out a production-length
-            // grace period.
-            "--grace-time".into(),
-            "4".into(),
         ];
+        // Restarts in tests should not wait out a production-length grace
+        // period.
+        if !extra.contains(&"--grace-time") {
+            args.extend(["--grace-time".to_string(), "4".to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
         Self::spawn(dir, args)
     }
 
@@ -415,5 +422,81 @@ impl InProcess {
             dir,
             _rt: rt,
         }
+    }
+}
+
+/// A VM running in the background; its guest stdout lines arrive on a
+/// channel as they are printed.
+pub struct VmRun {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+/// Starts the VM (with util-linux flock copied in) without waiting for it.
+pub fn spawn_vm(port: u16, script: &str) -> VmRun {
+    let mut child = Command::new(nfs_vm_script())
+        .args(["--port", &port.to_string(), "--timeout", "600"])
+        .args(["--with", "/usr/bin/flock"])
+        .arg("--")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running nfs-vm.sh");
+    let stdout = child.stdout.take().expect("vm stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    VmRun {
+        child,
+        lines: rx,
+        seen: Vec::new(),
+    }
+}
+
+impl VmRun {
+    /// Waits until the guest prints `line` (true) or the time runs out.
+    pub fn wait_for(&mut self, line: &str, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        if self.seen.iter().any(|l| l == line) {
+            return true;
+        }
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = l == line;
+                    self.seen.push(l);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Waits for the VM to end; returns its status and all guest lines.
+    pub fn finish(mut self) -> (Option<i32>, Vec<String>) {
+        let status = self.child.wait().expect("vm wait");
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.seen.push(l);
+        }
+        (status.code(), self.seen)
+    }
+
+    /// Kills the VM as a crash would (the guest never unmounts).
+    pub fn kill(mut self) {
+        // SAFETY: kill(2) on our own child; nfs-vm.sh then kills qemu.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
     }
 }

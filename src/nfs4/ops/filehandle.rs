@@ -10,7 +10,10 @@ use crate::xdr::Decoder;
 
 pub(crate) fn putfh(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {
     let handle = d.opaque(NFS4_FHSIZE).map_err(|_| Status::BadHandle)?;
-    c.current = Some(c.srv.node_of_handle(handle)?);
+    let node = c.srv.node_of_handle(handle).inspect_err(|e| {
+        tracing::debug!(handle = ?String::from_utf8_lossy(handle), status = ?e, "PUTFH refused");
+    })?;
+    c.current = Some(node);
     Ok(())
 }
 

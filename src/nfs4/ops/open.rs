@@ -101,6 +101,7 @@ pub(crate) fn open(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
                 };
             }
         };
+        let reclaiming = matches!(claim, Claim::Previous);
         let result = open_checked(c, &cur, claim, &how, access, deny, clientid, owner, now);
         let (file, stateid, cinfo, attrset) = match result {
             Ok(v) => v,
@@ -113,7 +114,9 @@ pub(crate) fn open(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
         put_stateid(e, &stateid);
         put_cinfo(e, cinfo);
         let mut rflags = OPEN4_RESULT_LOCKTYPE_POSIX;
-        if confirm_needed {
+        if reclaiming {
+            c.srv.state.lock().confirm_open_owner(clientid, owner);
+        } else if confirm_needed {
             rflags |= OPEN4_RESULT_CONFIRM;
         }
         e.u32(rflags);

@@ -366,6 +366,21 @@ fn grace_period_admits_reclaims_and_holds_back_new_state() {
         new_lock(&mut st, new, o2, s2, b"l2", WRITE_LT, 100, 1, t0),
         Err(LockError::Status(Status::Grace))
     );
+    // A reclaiming open-owner needs no OPEN_CONFIRM.
+    let Begin::Proceed { confirm_needed } = st.begin_open(old, b"re", 1, t0).unwrap() else {
+        panic!()
+    };
+    assert!(confirm_needed);
+    st.check_reclaim(old, t0).unwrap();
+    let r = st.open(old, b"re", 44, 1, 0).unwrap();
+    st.confirm_open_owner(old, b"re");
+    st.check_read(&r, 44, t0).unwrap();
+    assert!(matches!(
+        st.begin_open(old, b"re", 2, t0),
+        Ok(Begin::Proceed {
+            confirm_needed: false
+        })
+    ));
     // After grace: reclaims are NO_GRACE, new locks fine.
     let t1 = t0 + grace;
     assert!(!st.in_grace(t1));
