@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use markbase_nfs::client::{pipelined_writes, Create, Nfs4Client};
+use markbase_nfs::client::{pipelined_reads, pipelined_writes, Create, Nfs4Client};
 use markbase_nfs::config::Config;
 use markbase_nfs::serve::{dispatcher_for, listen_addr, open_export};
 
@@ -72,16 +72,16 @@ fn bench(c: &mut Criterion) {
     let local_sync: Samples = Default::default();
     let tcp: Samples = Default::default();
 
-    let mut g = c.benchmark_group("write_1MiB_x16");
+    let mut g = c.benchmark_group("loopback");
     g.throughput(Throughput::Bytes(TOTAL));
     g.sample_size(10);
-    g.warm_up_time(Duration::from_secs(2));
-    g.measurement_time(Duration::from_secs(10));
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(8));
 
     let mut client = Nfs4Client::connect(addr, "bench").unwrap();
     let root = client.lookup("").unwrap();
     let mut n = 0;
-    g.bench_function("nfs_unstable_then_commit", |b| {
+    g.bench_function("write_1MiB_x16_then_commit", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -109,6 +109,81 @@ fn bench(c: &mut Criterion) {
             total
         })
     });
+
+    // Other shapes: smaller WRITEs/READs and fewer in flight.
+    let shapes: [(usize, usize); 6] = [
+        (1 << 20, 4),
+        (1 << 20, 1),
+        (256 << 10, 16),
+        (256 << 10, 4),
+        (64 << 10, 16),
+        (64 << 10, 4),
+    ];
+    let mut shape_writes: Vec<(String, Samples)> = Vec::new();
+    for (size, inflight) in shapes {
+        let name = format!("write_{}KiB_x{inflight}", size >> 10);
+        let samples: Samples = Default::default();
+        let s2 = samples.clone();
+        g.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    n += 1;
+                    let f = client
+                        .open(
+                            &root,
+                            &format!("w{n}.bin"),
+                            Create::Unchecked { mode: 0o644 },
+                            3,
+                        )
+                        .unwrap();
+                    let t = Instant::now();
+                    pipelined_writes(&mut client.rpc, &f, TOTAL, size, inflight, 0).unwrap();
+                    let d = t.elapsed();
+                    client.close(&f).unwrap();
+                    client.remove(&root, &format!("w{n}.bin")).unwrap();
+                    s2.lock().unwrap().push(mbps(TOTAL, d));
+                    total += d;
+                }
+                total
+            })
+        });
+        shape_writes.push((name, samples));
+    }
+
+    // Reads of a file just written: the server's page cache is warm.
+    let f = client
+        .open(
+            &root,
+            "read-source.bin",
+            Create::Unchecked { mode: 0o644 },
+            3,
+        )
+        .unwrap();
+    pipelined_writes(&mut client.rpc, &f, TOTAL, CHUNK, INFLIGHT, 0).unwrap();
+    let mut shape_reads: Vec<(String, Samples)> = Vec::new();
+    for (size, inflight) in [(CHUNK, INFLIGHT)].into_iter().chain(shapes) {
+        let name = format!("read_{}KiB_x{inflight}", size >> 10);
+        let samples: Samples = Default::default();
+        let s2 = samples.clone();
+        g.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let got =
+                        pipelined_reads(&mut client.rpc, &f, 0, TOTAL, size, inflight).unwrap();
+                    assert_eq!(got, TOTAL);
+                    let d = t.elapsed();
+                    s2.lock().unwrap().push(mbps(TOTAL, d));
+                    total += d;
+                }
+                total
+            })
+        });
+        shape_reads.push((name, samples));
+    }
+    client.close(&f).unwrap();
 
     let chunk = vec![0xa5u8; CHUNK];
     g.bench_function("baseline_local_pwrite", |b| {
@@ -195,6 +270,16 @@ fn bench(c: &mut Criterion) {
         if s >= 600.0 { "MET" } else { "NOT met" },
         if sc >= 600.0 { "MET" } else { "NOT met" }
     );
+    println!("\n== other shapes (median ratio to local pwrite / raw TCP) ==");
+    for (name, samples) in shape_writes.iter().chain(&shape_reads) {
+        let m = summary(name, samples);
+        println!(
+            "{:<34} x{:.2} of local pwrite, x{:.2} of raw TCP",
+            "",
+            m / l,
+            m / t
+        );
+    }
     nfs.catalog().shutdown();
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -660,19 +660,86 @@ impl Nfs4Client {
     }
 }
 
-/// Streams `total` bytes to `f` in `chunk`-sized WRITEs with up to
-/// `inflight` calls outstanding on one connection. The call record is built
-/// once; only its xid and offset change, so the client costs little CPU.
-pub fn pipelined_writes(
-    rpc: &mut RpcClient,
-    f: &OpenFile,
-    total: u64,
+/// Reads one reply record and checks it is a successful RPC; returns the
+/// COMPOUND4res result array.
+fn read_compound_reply(rpc: &mut RpcClient) -> ClientResult<Vec<u8>> {
+    let reply = rpc
+        .read_record()?
+        .ok_or_else(|| ClientError::Io(io::ErrorKind::UnexpectedEof.into()))?;
+    let (_, st, at) = decode_reply(&reply).map_err(|e| ClientError::Decode(e.to_string()))?;
+    if st != ReplyStatus::Success {
+        return Err(ClientError::Rpc(st));
+    }
+    Ok(CompoundReply::decode(&reply[at..])
+        .ok_or_else(|| ClientError::Decode("bad COMPOUND4res".into()))?
+        .body)
+}
+
+/// Builds a WRITE call record once and re-stamps its xid and offset per
+/// request, so streaming costs the client little CPU.
+pub struct WriteStream {
+    record: Vec<u8>,
+    offset_at: usize,
     chunk: usize,
-    inflight: usize,
     stable: u32,
-) -> ClientResult<()> {
-    let data = vec![0xa5u8; chunk];
-    let args = Nfs4Client::write_args(f, 0, &data, stable).encode("w", 0);
+    next_xid: u32,
+}
+
+impl WriteStream {
+    pub fn new(rpc: &RpcClient, f: &OpenFile, chunk: usize, stable: u32) -> WriteStream {
+        let data = vec![0xa5u8; chunk];
+        let (record, offset_at) = write_record(rpc, f, &data, stable);
+        WriteStream {
+            record,
+            offset_at,
+            chunk,
+            stable,
+            next_xid: 0x1000_0000,
+        }
+    }
+
+    /// Writes `len` bytes at `offset` with up to `inflight` WRITEs
+    /// outstanding; the last one may be shorter than a chunk.
+    pub fn write(
+        &mut self,
+        rpc: &mut RpcClient,
+        f: &OpenFile,
+        offset: u64,
+        len: u64,
+        inflight: usize,
+    ) -> ClientResult<()> {
+        let chunks = len.div_ceil(self.chunk as u64);
+        let (mut sent, mut done) = (0u64, 0u64);
+        while done < chunks {
+            while sent < chunks && sent - done < inflight as u64 {
+                let at = offset + sent * self.chunk as u64;
+                let this = (len - sent * self.chunk as u64).min(self.chunk as u64) as usize;
+                self.next_xid = self.next_xid.wrapping_add(1);
+                if this == self.chunk {
+                    let r = &mut self.record;
+                    r[4..8].copy_from_slice(&self.next_xid.to_be_bytes());
+                    r[self.offset_at..self.offset_at + 8].copy_from_slice(&at.to_be_bytes());
+                    rpc.send_raw(r)?;
+                } else {
+                    let (mut r, off_at) = write_record(rpc, f, &vec![0xa5u8; this], self.stable);
+                    r[4..8].copy_from_slice(&self.next_xid.to_be_bytes());
+                    r[off_at..off_at + 8].copy_from_slice(&at.to_be_bytes());
+                    rpc.send_raw(&r)?;
+                }
+                sent += 1;
+            }
+            let body = read_compound_reply(rpc)?;
+            Nfs4Client::parse_write(&body)?;
+            done += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A complete WRITE call record (record mark included) and where its
+/// offset field is.
+fn write_record(rpc: &RpcClient, f: &OpenFile, data: &[u8], stable: u32) -> (Vec<u8>, usize) {
+    let args = Nfs4Client::write_args(f, 0, data, stable).encode("w", 0);
     let mut rec = Encoder::with_buffer(vec![0; 4]);
     encode_call(
         &mut rec,
@@ -686,34 +753,63 @@ pub fn pipelined_writes(
     rec.buf.extend_from_slice(&args);
     let len = rec.len() - 4;
     rec.patch_u32(0, LAST_FRAGMENT | len as u32);
-    // Offset field: after tag, minorversion, count, PUTFH(op + fh), WRITE op
-    // number and stateid.
+    // Offset field: after tag, minorversion, count, PUTFH (op + fh), the
+    // WRITE opnum and the stateid.
     let fh_len = 4 + f.fh.len().div_ceil(4) * 4;
-    let offset_at = args_at + 4 + "w".len().div_ceil(4) * 4 + 4 + 4 + 4 + fh_len + 4 + 16;
-    let chunks = total.div_ceil(chunk as u64);
-    let (mut sent, mut done) = (0u64, 0u64);
+    let offset_at = args_at + 4 + 4 + 4 + 4 + 4 + fh_len + 4 + 16;
+    (rec.buf, offset_at)
+}
+
+/// Streams `total` bytes to `f` from offset 0 in `chunk`-sized WRITEs with
+/// up to `inflight` outstanding on one connection.
+pub fn pipelined_writes(
+    rpc: &mut RpcClient,
+    f: &OpenFile,
+    total: u64,
+    chunk: usize,
+    inflight: usize,
+    stable: u32,
+) -> ClientResult<()> {
+    WriteStream::new(rpc, f, chunk, stable).write(rpc, f, 0, total, inflight)
+}
+
+/// Reads `len` bytes at `offset` in `chunk`-sized READs with up to
+/// `inflight` outstanding; returns the bytes received.
+pub fn pipelined_reads(
+    rpc: &mut RpcClient,
+    f: &OpenFile,
+    offset: u64,
+    len: u64,
+    chunk: usize,
+    inflight: usize,
+) -> ClientResult<u64> {
+    let chunks = len.div_ceil(chunk as u64);
+    let (mut sent, mut done, mut got) = (0u64, 0u64, 0u64);
     while done < chunks {
         while sent < chunks && sent - done < inflight as u64 {
-            rec.patch_u32(4, sent as u32 + 1);
-            rec.buf[offset_at..offset_at + 8].copy_from_slice(&(sent * chunk as u64).to_be_bytes());
-            rpc.send_raw(&rec.buf)?;
+            let at = offset + sent * chunk as u64;
+            let this = (len - sent * chunk as u64).min(chunk as u64) as u32;
+            let args = CompoundArgs::new().putfh(&f.fh).op(op::READ, |e| {
+                e.u32(f.stateid.0);
+                e.fixed(&f.stateid.1);
+                e.u64(at);
+                e.u32(this);
+            });
+            rpc.send_call(
+                NFS4_PROGRAM,
+                NFS4_VERSION,
+                PROC_COMPOUND,
+                &args.encode("r", 0),
+            )?;
             sent += 1;
         }
-        let reply = rpc
-            .read_record()?
-            .ok_or_else(|| ClientError::Io(io::ErrorKind::UnexpectedEof.into()))?;
-        let (_, st, at) = decode_reply(&reply).map_err(|e| ClientError::Decode(e.to_string()))?;
-        if st != ReplyStatus::Success {
-            return Err(ClientError::Rpc(st));
-        }
-        let body = CompoundReply::decode(&reply[at..])
-            .ok_or_else(|| ClientError::Decode("bad COMPOUND4res".into()))?
-            .body;
-        let w = Nfs4Client::parse_write(&body)?;
-        if w.count as usize != chunk {
-            return Err(ClientError::Decode(format!("short write: {}", w.count)));
-        }
+        let body = read_compound_reply(rpc)?;
+        let mut r = Nfs4Client::results(&body);
+        r.next(op::PUTFH)?;
+        let d = r.next(op::READ)?;
+        xdr(d.bool())?;
+        got += xdr(d.opaque(usize::MAX))?.len() as u64;
         done += 1;
     }
-    Ok(())
+    Ok(got)
 }

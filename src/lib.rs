@@ -4,6 +4,7 @@
 //! `net` (sockets, pipelining) → `rpc` (ONC RPC) → `nfs4` (COMPOUND and its
 //! operations) → `catalog` (SQLite + caches) and `storage` (content files).
 
+pub mod aja;
 pub mod catalog;
 pub mod client;
 pub mod config;

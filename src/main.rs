@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use markbase_nfs::catalog::{generate, import_tree, GenOptions};
 use markbase_nfs::config::Config;
-use markbase_nfs::{net, serve};
+use markbase_nfs::{aja, net, serve};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +50,42 @@ enum Command {
         dir: PathBuf,
         #[arg(long)]
         db: PathBuf,
+    },
+    /// AJA-System-Test-style sustained write then read of one file.
+    Aja {
+        /// 4k-prores-4444 (5.89 MB/frame), 4k-prores-4444xq (8.84 MB),
+        /// uhd-prores-4444 (5.5 MB).
+        #[arg(long, default_value = "4k-prores-4444")]
+        preset: String,
+        /// Frame size in bytes (overrides the preset).
+        #[arg(long)]
+        frame_bytes: Option<u64>,
+        /// File size: 1GiB, 4GiB, 16GiB, 64GiB…
+        #[arg(long, default_value = "16GiB")]
+        file_size: String,
+        /// Exit non-zero when writes or reads are below this many MB/s.
+        #[arg(long)]
+        target: Option<f64>,
+        /// Use a volume the OS mounted (e.g. /Volumes/MarkBase) instead of
+        /// the built-in client.
+        #[arg(long)]
+        mount: Option<PathBuf>,
+        /// Use a running server instead of starting one.
+        #[arg(long)]
+        server: Option<std::net::SocketAddr>,
+        /// Folder for the temporary catalog of the server it starts.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "aja-frames.csv")]
+        csv: PathBuf,
+        #[arg(long, default_value = "aja-frames.svg")]
+        svg: PathBuf,
+        /// WRITE/READ size of the built-in client.
+        #[arg(long, default_value_t = 1 << 20)]
+        chunk: usize,
+        /// Requests in flight per frame.
+        #[arg(long, default_value_t = 16)]
+        inflight: usize,
     },
     /// Build a synthetic catalog shaped like the seed user's.
     Gen {
@@ -137,6 +173,43 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Aja {
+            preset,
+            frame_bytes,
+            file_size,
+            target,
+            mount,
+            server,
+            dir,
+            csv,
+            svg,
+            chunk,
+            inflight,
+        } => {
+            let frame_bytes = match frame_bytes {
+                Some(b) => b,
+                None => aja::PRESETS
+                    .iter()
+                    .find(|p| p.0 == preset)
+                    .map(|p| p.1)
+                    .with_context(|| {
+                        let names: Vec<&str> = aja::PRESETS.iter().map(|p| p.0).collect();
+                        format!("unknown preset {preset:?}; known: {}", names.join(", "))
+                    })?,
+            };
+            let opts = aja::AjaOptions {
+                frame_bytes,
+                file_bytes: aja::parse_size(&file_size)?,
+                target: aja::Target::Mount(PathBuf::new()),
+                target_mbps: target,
+                csv,
+                svg,
+                chunk,
+                inflight,
+                progress: true,
+            };
+            run_aja(opts, mount, server, dir)
+        }
         Command::Gen {
             db,
             storage,
@@ -173,6 +246,76 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+fn run_aja(
+    mut opts: aja::AjaOptions,
+    mount: Option<PathBuf>,
+    server: Option<std::net::SocketAddr>,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    // Without a mount or a server: a server of our own, in-process, on a
+    // temporary catalog whose content lands on the real disk.
+    let mut own = None;
+    opts.target = match (mount, server) {
+        (Some(m), _) => aja::Target::Mount(m),
+        (None, Some(s)) => aja::Target::Nfs(s),
+        (None, None) => {
+            let base = dir.unwrap_or_else(std::env::temp_dir);
+            let tmp = tempfile_dir(&base)?;
+            let mut cfg = Config::default();
+            cfg.export.db = tmp.join("aja.sqlite");
+            cfg.server.port = 0;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            let nfs = serve::open_export(&cfg)?;
+            let listener =
+                runtime.block_on(async { net::bind(serve::listen_addr(&cfg)?, &cfg.network) })?;
+            let addr = listener.local_addr()?;
+            runtime.spawn(net::serve(
+                listener,
+                serve::dispatcher_for(nfs.clone()),
+                cfg.network.clone(),
+            ));
+            eprintln!(
+                "aja: built-in client against a server on {addr}, catalog in {}",
+                tmp.display()
+            );
+            own = Some((runtime, nfs, tmp));
+            aja::Target::Nfs(addr)
+        }
+    };
+    let result = aja::run(&opts);
+    if let Some((runtime, nfs, tmp)) = own {
+        nfs.catalog().shutdown();
+        drop(runtime);
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    let report = result?;
+    print!("{}", aja::summary(&report, opts.target_mbps));
+    println!(
+        "frame times: {} and {}",
+        opts.csv.display(),
+        opts.svg.display()
+    );
+    if let Some(t) = opts.target_mbps {
+        let (w, r) = (report.write.mbps(), report.read.mbps());
+        if w < t || r < t {
+            eprintln!("aja: target {t:.0} MB/s missed (write {w:.0}, read {r:.0})");
+            std::process::exit(2);
+        }
+        println!("target {t:.0} MB/s met");
+    }
+    Ok(())
+}
+
+/// A fresh folder under `base`.
+fn tempfile_dir(base: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let d = base.join(format!("markbase-aja-{}", std::process::id()));
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    Ok(d)
+}
+
 fn run_server(cfg: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -192,10 +335,24 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
         println!("{}", serve::mount_help(&addr));
         let dispatcher = serve::dispatcher_for(nfs.clone());
         let server = tokio::spawn(net::serve(listener, dispatcher, cfg.network.clone()));
+        #[cfg(unix)]
+        {
+            let nfs = nfs.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+                    return;
+                };
+                while usr1.recv().await.is_some() {
+                    eprintln!("per-operation latency:\n{}", nfs.latency_report());
+                }
+            });
+        }
         shutdown_signal().await;
         server.abort();
         tracing::info!("shutting down: flushing the catalog");
         nfs.catalog().shutdown();
+        eprintln!("per-operation latency:\n{}", nfs.latency_report());
         Ok(())
     })
 }

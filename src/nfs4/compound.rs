@@ -81,7 +81,10 @@ pub(crate) fn run(
         let op_status_at = out.placeholder();
         let body_at = out.len();
         results += 1;
-        if let Err(s) = ops::dispatch(&mut c, opnum, &mut d, out) {
+        let started = std::time::Instant::now();
+        let result = ops::dispatch(&mut c, opnum, &mut d, out);
+        srv.latency.record(opnum, started.elapsed());
+        if let Err(s) = result {
             // LOCK and LOCKT answer DENIED with the conflicting lock.
             let keep_body = s == Status::Denied && matches!(opnum, op::LOCK | op::LOCKT);
             if !keep_body && !out.truncate(body_at) {

@@ -34,6 +34,7 @@ pub struct Nfs4Server {
     /// ops, so a retransmission after a reconnect gets the original answer
     /// instead of a spurious NOENT/EXIST.
     replies: moka::sync::Cache<(String, u32, u64), Arc<Vec<u8>>>,
+    pub(crate) latency: super::latency::OpLatency,
 }
 
 impl std::fmt::Debug for Nfs4Server {
@@ -82,6 +83,7 @@ impl Nfs4Server {
         let grace = Duration::from_secs(config.nfs.grace_time as u64);
         let state = State::new(boot, lease, grace, reclaimable, Instant::now());
         Nfs4Server {
+            latency: Default::default(),
             write_verifier,
             replies: moka::sync::Cache::builder()
                 .max_capacity(config.nfs.reply_cache_entries.max(1))
@@ -131,6 +133,11 @@ impl Nfs4Server {
             );
             self.catalog.forget_nfs_clients(gone);
         }
+    }
+
+    /// Per-operation latency table (p50/p99/max).
+    pub fn latency_report(&self) -> String {
+        self.latency.report()
     }
 
     pub fn write_verifier(&self) -> [u8; 8] {

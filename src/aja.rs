@@ -1,0 +1,549 @@
+//! `markbase-nfs aja`: AJA-System-Test-style sustained runs. One file is
+//! written frame by frame, sequentially, then read back; every frame's time
+//! goes into an hdrhistogram, and the run reports sustained MB/s, p50/p99/max
+//! frame times and frames over budget at common frame rates and at the
+//! 600 MB/s target, plus a CSV of frame times and an SVG plot of them.
+//!
+//! Two ways to reach the storage: the project's own NFSv4 client over
+//! loopback (by default against a server it starts on a temporary catalog),
+//! or `--mount DIR` for a volume the OS has mounted (O_DIRECT on Linux,
+//! F_NOCACHE on macOS), so the same run works on an editor's Mac.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+
+use crate::client::{pipelined_reads, Create, Nfs4Client, OpenFile, WriteStream};
+
+/// Frame sizes of AJA's presets, in bytes.
+pub const PRESETS: &[(&str, u64, &str)] = &[
+    ("4k-prores-4444", 5_890_000, "4K DCI ProRes 4444"),
+    ("4k-prores-4444xq", 8_840_000, "4K DCI ProRes 4444 XQ"),
+    ("uhd-prores-4444", 5_500_000, "UHD ProRes 4444"),
+];
+
+pub const FRAME_RATES: &[f64] = &[24.0, 25.0, 30.0, 50.0, 60.0];
+
+/// Where the frames go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The built-in client against a server at this address.
+    Nfs(SocketAddr),
+    /// A file in a folder mounted by the OS.
+    Mount(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct AjaOptions {
+    pub frame_bytes: u64,
+    pub file_bytes: u64,
+    pub target: Target,
+    /// Fail (non-zero exit) when either direction is below this MB/s.
+    pub target_mbps: Option<f64>,
+    pub csv: PathBuf,
+    pub svg: PathBuf,
+    /// WRITE/READ size and how many are in flight per frame.
+    pub chunk: usize,
+    pub inflight: usize,
+    pub progress: bool,
+}
+
+/// Per-direction results.
+#[derive(Debug, Clone)]
+pub struct Direction {
+    pub frames: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    /// Frame times in microseconds.
+    pub times_us: Vec<u64>,
+    /// Time of the final COMMIT/fsync (writes only).
+    pub flush: Duration,
+}
+
+impl Direction {
+    pub fn mbps(&self) -> f64 {
+        self.bytes as f64 / (self.elapsed + self.flush).as_secs_f64() / 1e6
+    }
+
+    fn histogram(&self) -> Histogram<u64> {
+        let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+        for t in &self.times_us {
+            let _ = h.record((*t).max(1));
+        }
+        h
+    }
+
+    pub fn percentile_ms(&self, q: f64) -> f64 {
+        self.histogram().value_at_quantile(q) as f64 / 1000.0
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.histogram().max() as f64 / 1000.0
+    }
+
+    pub fn over_budget(&self, budget: Duration) -> usize {
+        let b = budget.as_micros() as u64;
+        self.times_us.iter().filter(|t| **t > b).count()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AjaReport {
+    pub frame_bytes: u64,
+    pub write: Direction,
+    pub read: Direction,
+}
+
+/// Moves frames to and from the storage under test.
+trait FrameIo {
+    fn write_frame(&mut self, offset: u64, len: u64) -> io::Result<()>;
+    /// Makes everything written durable (COMMIT / fsync).
+    fn flush(&mut self) -> io::Result<()>;
+    fn read_frame(&mut self, offset: u64, len: u64) -> io::Result<()>;
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+struct NfsFrames {
+    client: Nfs4Client,
+    file: OpenFile,
+    stream: WriteStream,
+    chunk: usize,
+    inflight: usize,
+}
+
+impl FrameIo for NfsFrames {
+    fn write_frame(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.stream
+            .write(&mut self.client.rpc, &self.file, offset, len, self.inflight)
+            .map_err(io_err)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.client
+            .commit(&self.file.fh)
+            .map(|_| ())
+            .map_err(io_err)
+    }
+
+    fn read_frame(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        let got = pipelined_reads(
+            &mut self.client.rpc,
+            &self.file,
+            offset,
+            len,
+            self.chunk,
+            self.inflight,
+        )
+        .map_err(io_err)?;
+        if got != len {
+            return Err(io_err(format!("short read at {offset}: {got} of {len}")));
+        }
+        Ok(())
+    }
+}
+
+/// A buffer aligned for O_DIRECT.
+struct AlignedBuf {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let layout = std::alloc::Layout::from_size_align(len.max(4096), 4096).expect("layout");
+        // SAFETY: layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null(), "out of memory");
+        AlignedBuf { ptr, layout }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is valid for layout.size() bytes for our lifetime.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.layout.size()) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and we hold &mut self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout in `new`.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+struct MountFrames {
+    file: File,
+    buf: AlignedBuf,
+}
+
+/// Opens the test file bypassing the client's cache where the OS allows,
+/// as AJA does: O_DIRECT on Linux (falling back to buffered I/O where the
+/// file system refuses it), F_NOCACHE on macOS.
+fn open_uncached(path: &Path) -> io::Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true).write(true).create(true).truncate(true);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut direct = o.clone();
+        direct.custom_flags(libc::O_DIRECT);
+        if let Ok(f) = direct.open(path) {
+            return Ok(f);
+        }
+    }
+    let f = o.open(path)?;
+    #[cfg(target_os = "macos")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on an fd we own, with an integer argument.
+        unsafe {
+            libc::fcntl(f.as_raw_fd(), libc::F_NOCACHE, 1);
+        }
+    }
+    Ok(f)
+}
+
+impl FrameIo for MountFrames {
+    fn write_frame(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        // Sizes are rounded up to the 4 KiB that O_DIRECT needs.
+        let n = (len as usize).div_ceil(4096) * 4096;
+        let buf = &self.buf.as_slice()[..n];
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn read_frame(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let n = (len as usize).div_ceil(4096) * 4096;
+        let buf = &mut self.buf.as_mut_slice()[..n];
+        let mut got = 0;
+        while got < n {
+            let k = self.file.read_at(&mut buf[got..], offset + got as u64)?;
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+        if got < len as usize {
+            return Err(io_err(format!("short read at {offset}: {got} of {len}")));
+        }
+        Ok(())
+    }
+}
+
+fn run_direction(
+    io: &mut dyn FrameIo,
+    frames: u64,
+    frame_bytes: u64,
+    write: bool,
+    progress: bool,
+) -> anyhow::Result<Direction> {
+    let stride = frame_bytes.div_ceil(4096) * 4096;
+    let mut times = Vec::with_capacity(frames as usize);
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    for i in 0..frames {
+        let t = Instant::now();
+        if write {
+            io.write_frame(i * stride, frame_bytes)
+        } else {
+            io.read_frame(i * stride, frame_bytes)
+        }
+        .with_context(|| format!("frame {i} ({})", if write { "write" } else { "read" }))?;
+        times.push(t.elapsed().as_micros() as u64);
+        if progress && last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            let mbps = (i + 1) as f64 * frame_bytes as f64 / start.elapsed().as_secs_f64() / 1e6;
+            eprint!(
+                "\r{} frame {}/{} — {:.0} MB/s   ",
+                if write { "write" } else { "read " },
+                i + 1,
+                frames,
+                mbps
+            );
+            let _ = io::stderr().flush();
+        }
+    }
+    let elapsed = start.elapsed();
+    let flush = if write {
+        let t = Instant::now();
+        io.flush().context("final COMMIT/fsync")?;
+        t.elapsed()
+    } else {
+        Duration::ZERO
+    };
+    if progress {
+        eprintln!();
+    }
+    Ok(Direction {
+        frames,
+        bytes: frames * frame_bytes,
+        elapsed,
+        times_us: times,
+        flush,
+    })
+}
+
+/// Runs the write pass then the read pass.
+pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
+    if opts.frame_bytes == 0 || opts.file_bytes < opts.frame_bytes {
+        bail!("file size must hold at least one frame");
+    }
+    let frames = opts.file_bytes / opts.frame_bytes;
+    let mut io: Box<dyn FrameIo> = match &opts.target {
+        Target::Nfs(addr) => {
+            let mut client = Nfs4Client::connect(*addr, "markbase-aja")
+                .map_err(|e| anyhow::anyhow!("connecting to {addr}: {e}"))?;
+            let root = client
+                .lookup("")
+                .map_err(|e| anyhow::anyhow!("looking up the root: {e}"))?;
+            let name = format!("aja-{}.mov", std::process::id());
+            let file = client
+                .open(&root, &name, Create::Unchecked { mode: 0o644 }, 3)
+                .map_err(|e| anyhow::anyhow!("creating {name}: {e}"))?;
+            let stream = WriteStream::new(&client.rpc, &file, opts.chunk, 0);
+            Box::new(NfsFrames {
+                client,
+                file,
+                stream,
+                chunk: opts.chunk,
+                inflight: opts.inflight,
+            })
+        }
+        Target::Mount(dir) => {
+            let path = dir.join(format!("aja-{}.mov", std::process::id()));
+            let file =
+                open_uncached(&path).with_context(|| format!("creating {}", path.display()))?;
+            let mut buf = AlignedBuf::new((opts.frame_bytes as usize).div_ceil(4096) * 4096);
+            for (i, b) in buf.as_mut_slice().iter_mut().enumerate() {
+                *b = (i * 31 % 251) as u8;
+            }
+            Box::new(MountFrames { file, buf })
+        }
+    };
+    let write = run_direction(io.as_mut(), frames, opts.frame_bytes, true, opts.progress)?;
+    let read = run_direction(io.as_mut(), frames, opts.frame_bytes, false, opts.progress)?;
+    let report = AjaReport {
+        frame_bytes: opts.frame_bytes,
+        write,
+        read,
+    };
+    write_csv(&report, &opts.csv)?;
+    write_svg(&report, &opts.svg)?;
+    Ok(report)
+}
+
+/// The budget of one frame at `mbps` MB/s.
+pub fn budget_at_mbps(frame_bytes: u64, mbps: f64) -> Duration {
+    Duration::from_secs_f64(frame_bytes as f64 / (mbps * 1e6))
+}
+
+/// The human-readable summary.
+pub fn summary(r: &AjaReport, target_mbps: Option<f64>) -> String {
+    let mut s = String::new();
+    let target = target_mbps.unwrap_or(600.0);
+    let budget = budget_at_mbps(r.frame_bytes, target);
+    let _ = writeln!(
+        s,
+        "frame {} bytes, {} frames ({:.2} GiB)",
+        r.frame_bytes,
+        r.write.frames,
+        r.write.bytes as f64 / (1u64 << 30) as f64
+    );
+    for (name, d) in [("write", &r.write), ("read", &r.read)] {
+        let _ =
+            writeln!(
+            s,
+            "{name:<5} {:>8.1} MB/s sustained  frame p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms{}",
+            d.mbps(),
+            d.percentile_ms(0.5),
+            d.percentile_ms(0.99),
+            d.max_ms(),
+            if d.flush > Duration::ZERO {
+                format!("  (final COMMIT {:.1} ms included)", d.flush.as_secs_f64() * 1e3)
+            } else {
+                String::new()
+            }
+        );
+        let mut over = String::new();
+        for fps in FRAME_RATES {
+            let _ = write!(
+                over,
+                " {fps:.0}fps:{}",
+                d.over_budget(Duration::from_secs_f64(1.0 / fps))
+            );
+        }
+        let _ = writeln!(
+            s,
+            "      frames over budget:{over}  {target:.0}MB/s ({:.2} ms): {}",
+            budget.as_secs_f64() * 1e3,
+            d.over_budget(budget)
+        );
+    }
+    s
+}
+
+fn write_csv(r: &AjaReport, path: &Path) -> anyhow::Result<()> {
+    let mut out = String::from("frame,write_ms,read_ms\n");
+    for i in 0..r.write.times_us.len() {
+        let _ = writeln!(
+            out,
+            "{i},{:.3},{:.3}",
+            r.write.times_us[i] as f64 / 1000.0,
+            r.read.times_us.get(i).copied().unwrap_or(0) as f64 / 1000.0
+        );
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+}
+
+/// An AJA-like graph: frame time per frame for writes and reads, with the
+/// 600 MB/s budget and the 24 fps line.
+fn write_svg(r: &AjaReport, path: &Path) -> anyhow::Result<()> {
+    let (w, h, pad) = (1000.0, 400.0, 50.0);
+    let budget = budget_at_mbps(r.frame_bytes, 600.0).as_secs_f64() * 1e3;
+    let p99 = r.write.percentile_ms(0.99).max(r.read.percentile_ms(0.99));
+    let top = (p99 * 1.5).max(budget * 2.0).max(1.0);
+    let n = r.write.times_us.len().max(1) as f64;
+    let x = |i: usize| pad + (i as f64) / n * (w - 2.0 * pad);
+    let y = |ms: f64| h - pad - (ms.min(top) / top) * (h - 2.0 * pad);
+    let line = |times: &[u64]| -> String {
+        let step = (times.len() / 2000).max(1);
+        times
+            .iter()
+            .enumerate()
+            .step_by(step)
+            .map(|(i, t)| format!("{:.1},{:.1}", x(i), y(*t as f64 / 1000.0)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut s = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
+    );
+    let _ = writeln!(
+        s,
+        "<text x='{pad}' y='20'>Frame time (ms), {} bytes/frame — write {:.0} MB/s, read {:.0} MB/s</text>",
+        r.frame_bytes,
+        r.write.mbps(),
+        r.read.mbps()
+    );
+    let _ = writeln!(
+        s,
+        "<line x1='{pad}' y1='{b:.1}' x2='{x2}' y2='{b:.1}' stroke='red' stroke-dasharray='4'/><text x='{x2}' y='{b:.1}' fill='red' text-anchor='end'>600 MB/s budget {budget:.2} ms</text>",
+        b = y(budget),
+        x2 = w - pad
+    );
+    let fps24 = 1000.0 / 24.0;
+    if fps24 < top {
+        let _ = writeln!(
+            s,
+            "<line x1='{pad}' y1='{b:.1}' x2='{x2}' y2='{b:.1}' stroke='gray' stroke-dasharray='2'/><text x='{x2}' y='{b:.1}' fill='gray' text-anchor='end'>24 fps</text>",
+            b = y(fps24),
+            x2 = w - pad
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<polyline fill='none' stroke='#1f77b4' points='{}'/>",
+        line(&r.write.times_us)
+    );
+    let _ = writeln!(
+        s,
+        "<polyline fill='none' stroke='#2ca02c' points='{}'/>",
+        line(&r.read.times_us)
+    );
+    let _ = writeln!(
+        s,
+        "<text x='{pad}' y='{}' fill='#1f77b4'>write</text><text x='{}' y='{}' fill='#2ca02c'>read</text>",
+        h - 15.0,
+        pad + 60.0,
+        h - 15.0
+    );
+    let _ = writeln!(
+        s,
+        "<line x1='{pad}' y1='{}' x2='{pad}' y2='{pad}' stroke='black'/><text x='5' y='{}'>{top:.1} ms</text><text x='5' y='{}'>0</text>",
+        h - pad,
+        pad + 4.0,
+        h - pad
+    );
+    s.push_str("</svg>\n");
+    std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Parses sizes like "16GiB", "5890000", "1.5G", "64M".
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().with_context(|| format!("bad size {s:?}"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "kb" => 1e3,
+        "m" | "mib" => 1048576.0,
+        "mb" => 1e6,
+        "g" | "gib" => 1073741824.0,
+        "gb" => 1e9,
+        "t" | "tib" => 1099511627776.0,
+        other => bail!("unknown size unit {other:?} in {s:?}"),
+    };
+    Ok((n * mult) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_budgets() {
+        assert_eq!(parse_size("16GiB").unwrap(), 16 << 30);
+        assert_eq!(parse_size("5890000").unwrap(), 5_890_000);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert!(parse_size("12 parsecs").is_err());
+        let b = budget_at_mbps(5_890_000, 600.0);
+        assert!((b.as_secs_f64() * 1e3 - 9.8166).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_small_run_against_a_local_folder_writes_csv_and_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = AjaOptions {
+            frame_bytes: 100_000,
+            file_bytes: 2_000_000,
+            target: Target::Mount(dir.path().to_path_buf()),
+            target_mbps: None,
+            csv: dir.path().join("f.csv"),
+            svg: dir.path().join("f.svg"),
+            chunk: 1 << 20,
+            inflight: 4,
+            progress: false,
+        };
+        let r = run(&opts).unwrap();
+        assert_eq!((r.write.frames, r.read.frames), (20, 20));
+        assert_eq!(r.write.times_us.len(), 20);
+        let csv = std::fs::read_to_string(&opts.csv).unwrap();
+        assert_eq!(csv.lines().count(), 21);
+        assert!(std::fs::read_to_string(&opts.svg)
+            .unwrap()
+            .contains("<polyline"));
+        assert!(summary(&r, Some(600.0)).contains("frames over budget"));
+    }
+}
