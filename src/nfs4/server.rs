@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,9 @@ pub struct Nfs4Server {
     /// instead of a spurious NOENT/EXIST.
     replies: moka::sync::Cache<(String, u32, u64), Arc<Vec<u8>>>,
     pub(crate) latency: super::latency::OpLatency,
+    started: Instant,
+    /// Milliseconds after `started` when the next lease sweep is due.
+    next_sweep_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Nfs4Server {
@@ -84,6 +88,8 @@ impl Nfs4Server {
         let state = State::new(boot, lease, grace, reclaimable, Instant::now());
         Nfs4Server {
             latency: Default::default(),
+            started: Instant::now(),
+            next_sweep_ms: AtomicU64::new(0),
             write_verifier,
             replies: moka::sync::Cache::builder()
                 .max_capacity(config.nfs.reply_cache_entries.max(1))
@@ -119,7 +125,19 @@ impl Nfs4Server {
     /// Expires silent clients' leases (at most once a second) and forgets
     /// them in the catalog's client list.
     fn sweep(&self) {
+        // Checked without the state lock: every COMPOUND (each WRITE too)
+        // passes here, and a sweep is due at most once a second.
         let now = Instant::now();
+        let ms = now.duration_since(self.started).as_millis() as u64;
+        let due = self.next_sweep_ms.load(Ordering::Relaxed);
+        if ms < due
+            || self
+                .next_sweep_ms
+                .compare_exchange(due, ms + 1000, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
         let gone = {
             let mut st = self.state.lock();
             let mut gone = st.expire(now);
