@@ -111,6 +111,14 @@ pub struct CacheConfig {
 pub struct StorageConfig {
     /// Open content files kept in the descriptor pool.
     pub open_files: u64,
+    /// Write-behind window in bytes (Linux): each completed window of a
+    /// streaming write is sent to disk at once, and the window `write_behind_lag`
+    /// windows back is waited for and dropped from the page cache, so a long
+    /// render never piles up dirty pages and stalls in the kernel's throttling.
+    /// 0 turns it off.
+    pub write_behind: u64,
+    /// How many windows may be in flight to disk before a writer waits.
+    pub write_behind_lag: u64,
 }
 
 impl Default for ServerConfig {
@@ -175,7 +183,11 @@ impl Default for CacheConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { open_files: 512 }
+        StorageConfig {
+            open_files: 512,
+            write_behind: 8 << 20,
+            write_behind_lag: 4,
+        }
     }
 }
 

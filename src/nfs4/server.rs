@@ -15,7 +15,7 @@ use super::state::State;
 use crate::catalog::{fnv1a, Catalog, CatalogError, Node, NodeId};
 use crate::config::Config;
 use crate::rpc::{AcceptError, CallContext, Program, ReplyBody};
-use crate::storage::{volume_stats, FilePool, VolumeStats};
+use crate::storage::{volume_stats, FilePool, VolumeStats, WriteBehind};
 
 pub struct Nfs4Server {
     config: Config,
@@ -96,7 +96,13 @@ impl Nfs4Server {
                 .time_to_live(Duration::from_secs(300))
                 .build(),
             unlink_on_close: Mutex::new(HashMap::new()),
-            files: FilePool::new(config.storage.open_files),
+            files: FilePool::new(
+                config.storage.open_files,
+                WriteBehind {
+                    window: config.storage.write_behind,
+                    lag: config.storage.write_behind_lag,
+                },
+            ),
             state: Mutex::new(state),
             config,
             catalog,

@@ -50,7 +50,7 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
         tracing::warn!(node = %node.id, path = %path.display(), error = %e, "WRITE cannot open content");
         io_status(&e)
     })?;
-    storage::write_at(&file, offset, data).map_err(|e| {
+    c.srv.files().write_at(&file, offset, data).map_err(|e| {
         tracing::error!(node = %node.id, offset, len = data.len(), error = %e, "WRITE failed");
         io_status(&e)
     })?;
