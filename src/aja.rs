@@ -52,6 +52,10 @@ pub struct AjaOptions {
     pub chunk: usize,
     pub inflight: usize,
     pub progress: bool,
+    /// Folder on the server's disk for the same-run local baselines (the
+    /// same frames with buffered `pwrite` + fdatasync, and with O_DIRECT);
+    /// None skips them.
+    pub baseline: Option<PathBuf>,
 }
 
 /// Per-direction results.
@@ -98,6 +102,8 @@ pub struct AjaReport {
     pub frame_bytes: u64,
     pub write: Direction,
     pub read: Direction,
+    /// Same-run local baselines: (name, write, read).
+    pub baselines: Vec<(&'static str, Direction, Direction)>,
 }
 
 /// Moves frames to and from the storage under test.
@@ -187,6 +193,39 @@ impl Drop for AlignedBuf {
 struct MountFrames {
     file: File,
     buf: AlignedBuf,
+}
+
+/// How a local or mounted test file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caching {
+    /// Bypass the (client's) cache as AJA does.
+    Uncached,
+    /// Plain buffered I/O through the page cache.
+    Buffered,
+}
+
+impl MountFrames {
+    fn create(path: &Path, frame_bytes: u64, caching: Caching) -> anyhow::Result<MountFrames> {
+        let file = match caching {
+            Caching::Uncached => open_uncached(path),
+            Caching::Buffered => new_file(path),
+        }
+        .with_context(|| format!("creating {}", path.display()))?;
+        let mut buf = AlignedBuf::new((frame_bytes as usize).div_ceil(4096) * 4096);
+        for (i, b) in buf.as_mut_slice().iter_mut().enumerate() {
+            *b = (i * 31 % 251) as u8;
+        }
+        Ok(MountFrames { file, buf })
+    }
+}
+
+fn new_file(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
 }
 
 /// Opens the test file bypassing the client's cache where the OS allows,
@@ -329,21 +368,42 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
         }
         Target::Mount(dir) => {
             let path = dir.join(format!("aja-{}.mov", std::process::id()));
-            let file =
-                open_uncached(&path).with_context(|| format!("creating {}", path.display()))?;
-            let mut buf = AlignedBuf::new((opts.frame_bytes as usize).div_ceil(4096) * 4096);
-            for (i, b) in buf.as_mut_slice().iter_mut().enumerate() {
-                *b = (i * 31 % 251) as u8;
-            }
-            Box::new(MountFrames { file, buf })
+            Box::new(MountFrames::create(
+                &path,
+                opts.frame_bytes,
+                Caching::Uncached,
+            )?)
         }
     };
     let write = run_direction(io.as_mut(), frames, opts.frame_bytes, true, opts.progress)?;
     let read = run_direction(io.as_mut(), frames, opts.frame_bytes, false, opts.progress)?;
+    drop(io);
+    let mut baselines = Vec::new();
+    if let Some(dir) = &opts.baseline {
+        for (name, caching) in [
+            ("local pwrite+fdatasync", Caching::Buffered),
+            ("local O_DIRECT (disk)", Caching::Uncached),
+        ] {
+            if opts.progress {
+                eprintln!("baseline: {name}");
+            }
+            let path = dir.join(format!("aja-baseline-{}.mov", std::process::id()));
+            let mut local = MountFrames::create(&path, opts.frame_bytes, caching)?;
+            let w = run_direction(&mut local, frames, opts.frame_bytes, true, opts.progress);
+            let r = w.and_then(|w| {
+                run_direction(&mut local, frames, opts.frame_bytes, false, opts.progress)
+                    .map(|r| (w, r))
+            });
+            let _ = std::fs::remove_file(&path);
+            let (w, r) = r.with_context(|| format!("baseline {name}"))?;
+            baselines.push((name, w, r));
+        }
+    }
     let report = AjaReport {
         frame_bytes: opts.frame_bytes,
         write,
         read,
+        baselines,
     };
     write_csv(&report, &opts.csv)?;
     write_svg(&report, &opts.svg)?;
@@ -395,6 +455,17 @@ pub fn summary(r: &AjaReport, target_mbps: Option<f64>) -> String {
             "      frames over budget:{over}  {target:.0}MB/s ({:.2} ms): {}",
             budget.as_secs_f64() * 1e3,
             d.over_budget(budget)
+        );
+    }
+    for (name, w, rd) in &r.baselines {
+        let _ = writeln!(
+            s,
+            "same-run baseline {name}: write {:.1} MB/s (p99 {:.2} ms), read {:.1} MB/s; NFS/baseline: write x{:.2}, read x{:.2}",
+            w.mbps(),
+            w.percentile_ms(0.99),
+            rd.mbps(),
+            r.write.mbps() / w.mbps(),
+            r.read.mbps() / rd.mbps()
         );
     }
     s
@@ -535,15 +606,26 @@ mod tests {
             chunk: 1 << 20,
             inflight: 4,
             progress: false,
+            baseline: Some(dir.path().to_path_buf()),
         };
         let r = run(&opts).unwrap();
         assert_eq!((r.write.frames, r.read.frames), (20, 20));
+        assert_eq!(r.baselines.len(), 2);
+        assert!(r
+            .baselines
+            .iter()
+            .all(|(_, w, rd)| w.frames == 20 && rd.frames == 20));
         assert_eq!(r.write.times_us.len(), 20);
         let csv = std::fs::read_to_string(&opts.csv).unwrap();
         assert_eq!(csv.lines().count(), 21);
         assert!(std::fs::read_to_string(&opts.svg)
             .unwrap()
             .contains("<polyline"));
-        assert!(summary(&r, Some(600.0)).contains("frames over budget"));
+        let text = summary(&r, Some(600.0));
+        assert!(text.contains("frames over budget"), "{text}");
+        assert!(
+            text.contains("same-run baseline local pwrite+fdatasync"),
+            "{text}"
+        );
     }
 }

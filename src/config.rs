@@ -119,6 +119,10 @@ pub struct StorageConfig {
     pub write_behind: u64,
     /// How many windows may be in flight to disk before a writer waits.
     pub write_behind_lag: u64,
+    /// Read-ahead window in bytes for streaming READs; 0 turns it off.
+    pub read_ahead: u64,
+    /// Windows kept requested ahead of a streaming reader.
+    pub read_ahead_windows: u64,
 }
 
 impl Default for ServerConfig {
@@ -187,6 +191,8 @@ impl Default for StorageConfig {
             open_files: 512,
             write_behind: 8 << 20,
             write_behind_lag: 4,
+            read_ahead: 8 << 20,
+            read_ahead_windows: 4,
         }
     }
 }

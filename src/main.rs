@@ -86,6 +86,14 @@ enum Command {
         /// Requests in flight per frame.
         #[arg(long, default_value_t = 16)]
         inflight: usize,
+        /// Tuning file for the server it starts (default: ./tuning.toml
+        /// when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Skip the same-run local baselines (buffered pwrite and O_DIRECT
+        /// of the same frames in the same folder).
+        #[arg(long)]
+        no_baseline: bool,
     },
     /// Build a synthetic catalog shaped like the seed user's.
     Gen {
@@ -185,6 +193,8 @@ fn main() -> anyhow::Result<()> {
             svg,
             chunk,
             inflight,
+            config,
+            no_baseline,
         } => {
             let frame_bytes = match frame_bytes {
                 Some(b) => b,
@@ -207,8 +217,10 @@ fn main() -> anyhow::Result<()> {
                 chunk,
                 inflight,
                 progress: true,
+                baseline: None,
             };
-            run_aja(opts, mount, server, dir)
+            let cfg = load_config(config)?;
+            run_aja(opts, mount, server, dir, cfg, !no_baseline)
         }
         Command::Gen {
             db,
@@ -251,6 +263,8 @@ fn run_aja(
     mount: Option<PathBuf>,
     server: Option<std::net::SocketAddr>,
     dir: Option<PathBuf>,
+    mut cfg: Config,
+    baseline: bool,
 ) -> anyhow::Result<()> {
     // Without a mount or a server: a server of our own, in-process, on a
     // temporary catalog whose content lands on the real disk.
@@ -261,8 +275,8 @@ fn run_aja(
         (None, None) => {
             let base = dir.unwrap_or_else(std::env::temp_dir);
             let tmp = tempfile_dir(&base)?;
-            let mut cfg = Config::default();
             cfg.export.db = tmp.join("aja.sqlite");
+            cfg.export.storage = PathBuf::new();
             cfg.server.port = 0;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -281,6 +295,10 @@ fn run_aja(
                 "aja: built-in client against a server on {addr}, catalog in {}",
                 tmp.display()
             );
+            if baseline {
+                // The same disk as the server's content.
+                opts.baseline = Some(tmp.clone());
+            }
             own = Some((runtime, nfs, tmp));
             aja::Target::Nfs(addr)
         }

@@ -15,7 +15,7 @@ use super::state::State;
 use crate::catalog::{fnv1a, Catalog, CatalogError, Node, NodeId};
 use crate::config::Config;
 use crate::rpc::{AcceptError, CallContext, Program, ReplyBody};
-use crate::storage::{volume_stats, FilePool, VolumeStats, WriteBehind};
+use crate::storage::{volume_stats, FilePool, ReadAhead, VolumeStats, WriteBehind};
 
 pub struct Nfs4Server {
     config: Config,
@@ -101,6 +101,10 @@ impl Nfs4Server {
                 WriteBehind {
                     window: config.storage.write_behind,
                     lag: config.storage.write_behind_lag,
+                },
+                ReadAhead {
+                    window: config.storage.read_ahead,
+                    windows: config.storage.read_ahead_windows,
                 },
             ),
             state: Mutex::new(state),

@@ -94,14 +94,16 @@ pub enum AcceptError {
 pub enum ReplyPart {
     Bytes(Vec<u8>),
     /// File data, sent as its own iovec so it is never copied into a
-    /// header buffer.
-    Data(Vec<u8>),
+    /// header buffer. Its owner may be a pooled buffer that goes back to
+    /// its pool once the reply is written.
+    Data(bytes::Bytes),
 }
 
 impl ReplyPart {
     pub fn as_slice(&self) -> &[u8] {
         match self {
-            ReplyPart::Bytes(b) | ReplyPart::Data(b) => b,
+            ReplyPart::Bytes(b) => b,
+            ReplyPart::Data(b) => b,
         }
     }
 }
@@ -163,7 +165,8 @@ impl ReplyBody {
 
     /// Appends `data` as XDR opaque data (length, bytes, padding) without
     /// copying the bytes.
-    pub fn opaque_data(&mut self, data: Vec<u8>) {
+    pub fn opaque_data(&mut self, data: impl Into<bytes::Bytes>) {
+        let data = data.into();
         let len = data.len();
         self.enc.u32(len as u32);
         if len == 0 {

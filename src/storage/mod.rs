@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use moka::sync::Cache;
 
 /// An open content file in the pool.
@@ -18,6 +19,8 @@ pub struct PooledFile {
     pub writable: bool,
     /// Write-behind mark: where the next window to send to disk starts.
     behind: AtomicU64,
+    /// Read-ahead mark: where the next window to prefetch starts.
+    ahead: AtomicU64,
 }
 
 impl std::ops::Deref for PooledFile {
@@ -34,15 +37,36 @@ pub struct FilePool {
     files: Cache<u64, Arc<PooledFile>>,
     opens: AtomicU64,
     write_behind: WriteBehind,
+    read_ahead: ReadAhead,
+    read_buffers: Arc<BufferPool>,
 }
 
 impl FilePool {
-    pub fn new(capacity: u64, write_behind: WriteBehind) -> FilePool {
+    pub fn new(capacity: u64, write_behind: WriteBehind, read_ahead: ReadAhead) -> FilePool {
         FilePool {
             files: Cache::new(capacity.max(1)),
             opens: Default::default(),
             write_behind,
+            read_ahead,
+            read_buffers: Arc::new(BufferPool::new(READ_BUFFERS_KEPT)),
         }
+    }
+
+    /// Reads up to `count` bytes at `offset` into a pooled buffer (it goes
+    /// back to the pool when the returned bytes are dropped, i.e. once the
+    /// reply is on the socket); short only at end of file. Returns the
+    /// bytes and whether the end of file was reached.
+    pub fn read_at(
+        &self,
+        file: &PooledFile,
+        offset: u64,
+        count: usize,
+    ) -> io::Result<(Bytes, bool)> {
+        self.read_ahead.before_read(file, offset + count as u64);
+        let mut buf = self.read_buffers.take(count);
+        let got = read_into(file, offset, &mut buf)?;
+        buf.truncate(got);
+        Ok((Bytes::from_owner(buf), got < count))
     }
 
     /// The open file for `fileid`, opening `path` on a miss (read-write
@@ -60,6 +84,7 @@ impl FilePool {
             file,
             writable,
             behind: AtomicU64::new(0),
+            ahead: AtomicU64::new(0),
         };
         self.opens.fetch_add(1, Ordering::Relaxed);
         let f = Arc::new(pooled);
@@ -222,6 +247,83 @@ impl WriteBehind {
     }
 }
 
+/// Prefetch for streaming READs. A client keeps several READs of one file
+/// in flight and the blocking pool runs them in any order, which the
+/// kernel's own read-ahead can take for random access; asking for the
+/// windows ahead of the reader explicitly (`POSIX_FADV_WILLNEED`, which
+/// starts the reads and returns) keeps the disk busy ahead of playback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadAhead {
+    /// Window size in bytes; 0 turns read-ahead off.
+    pub window: u64,
+    /// Windows kept requested ahead of the reader.
+    pub windows: u64,
+}
+
+impl ReadAhead {
+    pub const OFF: ReadAhead = ReadAhead {
+        window: 0,
+        windows: 0,
+    };
+
+    /// The window to prefetch for a READ ending at `end`, given the mark
+    /// (where the next window starts): the mark's window while it is less
+    /// than `windows` ahead of `end`; after a seek the stream restarts at
+    /// `end`.
+    fn plan(&self, mark: u64, end: u64) -> Option<u64> {
+        let w = self.window;
+        if w == 0 {
+            return None;
+        }
+        let want = end.saturating_add(self.windows * w);
+        let start = if mark.saturating_add(w) < end || mark > want.saturating_add(w) {
+            end
+        } else {
+            mark
+        };
+        (start < want).then_some(start)
+    }
+
+    fn before_read(&self, file: &PooledFile, end: u64) {
+        let mark = file.ahead.load(Ordering::Relaxed);
+        let Some(start) = self.plan(mark, end) else {
+            return;
+        };
+        if file
+            .ahead
+            .compare_exchange(
+                mark,
+                start + self.window,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            prefetch(&file.file, start, self.window);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn prefetch(f: &File, start: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise only reads its integer arguments; the
+    // descriptor is open for the call's duration.
+    unsafe {
+        libc::posix_fadvise(
+            f.as_raw_fd(),
+            start as i64,
+            len as i64,
+            libc::POSIX_FADV_WILLNEED,
+        );
+    }
+}
+
+/// macOS: its own read-ahead follows sequential reads (F_RDADVISE would be
+/// the explicit form).
+#[cfg(not(target_os = "linux"))]
+fn prefetch(_f: &File, _start: u64, _len: u64) {}
+
 #[cfg(target_os = "linux")]
 fn flush_window(f: &File, start: u64, window: u64, retire: Option<u64>) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -275,12 +377,11 @@ pub fn sync_data(file: &File) -> io::Result<()> {
     file.sync_data()
 }
 
-/// Reads up to `count` bytes at `offset` into a new buffer; short only at
-/// end of file. Returns the bytes and whether the end of file was reached.
-pub fn read_at(file: &File, offset: u64, count: usize) -> io::Result<(Vec<u8>, bool)> {
-    let mut buf = vec![0u8; count];
+/// Fills `buf` from `offset`; returns how many bytes were read (fewer
+/// only at end of file).
+fn read_into(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
-    while got < count {
+    while got < buf.len() {
         match file.read_at(&mut buf[got..], offset + got as u64) {
             Ok(0) => break,
             Ok(n) => got += n,
@@ -288,8 +389,75 @@ pub fn read_at(file: &File, offset: u64, count: usize) -> io::Result<(Vec<u8>, b
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(got);
-    Ok((buf, got < count))
+    Ok(got)
+}
+
+/// Read buffers kept for reuse: enough for every READ in flight on a few
+/// busy connections (64 × 1 MiB at most).
+const READ_BUFFERS_KEPT: usize = 64;
+
+/// Buffers for READ data. A fresh 1 MiB `Vec` per READ costs an allocation
+/// that the allocator zero-fills (or maps and faults in page by page); a
+/// reused one is already resident.
+#[derive(Debug)]
+struct BufferPool {
+    free: parking_lot::Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl BufferPool {
+    fn new(keep: usize) -> BufferPool {
+        BufferPool {
+            free: parking_lot::Mutex::new(Vec::new()),
+            keep,
+        }
+    }
+
+    /// A buffer of `len` bytes whose content is left over from earlier use.
+    fn take(self: &Arc<Self>, len: usize) -> PooledBuf {
+        let mut buf = self.free.lock().pop().unwrap_or_default();
+        // Only growth writes zeros: a reused buffer keeps its bytes.
+        buf.resize(len, 0);
+        PooledBuf {
+            buf,
+            pool: self.clone(),
+        }
+    }
+}
+
+/// A buffer that returns to its pool when dropped.
+#[derive(Debug)]
+struct PooledBuf {
+    buf: Vec<u8>,
+    pool: Arc<BufferPool>,
+}
+
+impl std::ops::Deref for PooledBuf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.buf
+    }
+}
+
+impl std::ops::DerefMut for PooledBuf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+}
+
+impl AsRef<[u8]> for PooledBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        let mut free = self.pool.free.lock();
+        if free.len() < self.pool.keep {
+            free.push(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 /// Space and file-count figures for FSSTAT-like attributes.
@@ -344,13 +512,19 @@ mod tests {
             .unwrap()
             .write_all(b"0123456789")
             .unwrap();
-        let pool = FilePool::new(4, WriteBehind::OFF);
+        let pool = FilePool::new(4, WriteBehind::OFF, ReadAhead::OFF);
         let f = pool.get(7, &p).unwrap();
-        let (data, eof) = read_at(&f, 2, 4).unwrap();
+        let (data, eof) = pool.read_at(&f, 2, 4).unwrap();
         assert_eq!((&data[..], eof), (&b"2345"[..], false));
+        drop(data);
+        // The buffer is reused (it still holds "2345"), and a short read
+        // shows only the bytes read.
         let f = pool.get(7, &p).unwrap();
-        let (data, eof) = read_at(&f, 8, 4).unwrap();
+        let (data, eof) = pool.read_at(&f, 8, 4).unwrap();
         assert_eq!((&data[..], eof), (&b"89"[..], true));
+        assert_eq!(pool.read_buffers.free.lock().len(), 0);
+        drop(data);
+        assert_eq!(pool.read_buffers.free.lock().len(), 1);
         assert_eq!(pool.opens(), 1);
         assert!(pool.get(8, &dir.path().join("missing")).is_err());
         assert!(volume_stats(dir.path()).unwrap().bytes_total > 0);
@@ -388,6 +562,10 @@ mod tests {
                 window: 64 << 10,
                 lag: 1,
             },
+            ReadAhead {
+                window: 64 << 10,
+                windows: 2,
+            },
         );
         let f = pool.get(1, &p).unwrap();
         let chunk: Vec<u8> = (0..32u32 << 10).map(|i| (i % 251) as u8).collect();
@@ -398,5 +576,30 @@ mod tests {
         let back = std::fs::read(&p).unwrap();
         assert_eq!(back.len(), 16 * chunk.len());
         assert!(back.chunks(chunk.len()).all(|c| c == chunk));
+        // Reading the stream back keeps two windows requested ahead.
+        let (data, _) = pool.read_at(&f, 0, chunk.len()).unwrap();
+        assert_eq!(&data[..], &chunk[..]);
+        assert_eq!(f.ahead.load(Ordering::Relaxed), 64 << 10);
+        let (data, _) = pool.read_at(&f, 32 << 10, chunk.len()).unwrap();
+        assert_eq!(&data[..], &chunk[..]);
+        assert_eq!(f.ahead.load(Ordering::Relaxed), 128 << 10);
+    }
+
+    #[test]
+    fn read_ahead_stays_ahead_and_restarts_after_a_seek() {
+        let ra = ReadAhead {
+            window: 8,
+            windows: 2,
+        };
+        // From the start: windows up to 2 ahead of the reader's end.
+        assert_eq!(ra.plan(0, 4), Some(0));
+        assert_eq!(ra.plan(8, 4), Some(8));
+        assert_eq!(ra.plan(16, 4), Some(16));
+        assert_eq!(ra.plan(24, 4), None);
+        assert_eq!(ra.plan(24, 12), Some(24));
+        // A seek forward or back restarts at the reader's end.
+        assert_eq!(ra.plan(24, 1000), Some(1000));
+        assert_eq!(ra.plan(1008, 3), Some(3));
+        assert_eq!(ReadAhead::OFF.plan(0, 10), None);
     }
 }

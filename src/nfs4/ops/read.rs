@@ -6,7 +6,6 @@ use crate::catalog::NodeKind;
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, Status};
 use crate::rpc::ReplyBody;
-use crate::storage;
 use crate::xdr::Decoder;
 
 pub(crate) fn read(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
@@ -32,7 +31,7 @@ pub(crate) fn read(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
         c.srv.report_missing(&node, &e);
         Status::Io
     })?;
-    let (data, eof) = storage::read_at(&file.file, offset, count).map_err(|e| {
+    let (data, eof) = c.srv.files().read_at(&file, offset, count).map_err(|e| {
         tracing::error!(node = %node.id, offset, count, error = %e, "READ failed");
         Status::Io
     })?;
