@@ -190,7 +190,7 @@ impl Default for StorageConfig {
         StorageConfig {
             open_files: 512,
             write_behind: 8 << 20,
-            write_behind_lag: 4,
+            write_behind_lag: 32,
             read_ahead: 8 << 20,
             read_ahead_windows: 4,
         }
