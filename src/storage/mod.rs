@@ -37,16 +37,26 @@ pub struct FilePool {
     files: Cache<u64, Arc<PooledFile>>,
     opens: AtomicU64,
     write_behind: WriteBehind,
+    /// None when write-behind is off (or its thread could not start).
+    flusher: Option<Flusher>,
     read_ahead: ReadAhead,
     read_buffers: Arc<BufferPool>,
 }
 
 impl FilePool {
     pub fn new(capacity: u64, write_behind: WriteBehind, read_ahead: ReadAhead) -> FilePool {
+        let flusher = if write_behind.window > 0 {
+            Flusher::start()
+                .map_err(|e| tracing::error!(error = %e, "write-behind thread did not start: off"))
+                .ok()
+        } else {
+            None
+        };
         FilePool {
             files: Cache::new(capacity.max(1)),
             opens: Default::default(),
             write_behind,
+            flusher,
             read_ahead,
             read_buffers: Arc::new(BufferPool::new(READ_BUFFERS_KEPT)),
         }
@@ -113,11 +123,36 @@ impl FilePool {
 
     /// Writes all of `data` at `offset`, then lets write-behind send the
     /// windows this write completed to disk.
-    pub fn write_at(&self, file: &PooledFile, offset: u64, data: &[u8]) -> io::Result<()> {
+    pub fn write_at(&self, file: &Arc<PooledFile>, offset: u64, data: &[u8]) -> io::Result<()> {
         file.write_all_at(data, offset)?;
-        self.write_behind
-            .after_write(file, offset + data.len() as u64);
+        self.after_write(file, offset + data.len() as u64);
         Ok(())
+    }
+
+    /// Hands the windows a write ending at `end` completed to the
+    /// write-behind thread.
+    fn after_write(&self, file: &Arc<PooledFile>, end: u64) {
+        let Some(flusher) = &self.flusher else {
+            return;
+        };
+        let mark = file.behind.load(Ordering::Relaxed);
+        let Some(flush) = self.write_behind.plan(mark, end) else {
+            return;
+        };
+        // Concurrent WRITEs of one file: one of them takes each window.
+        if file
+            .behind
+            .compare_exchange(mark, flush.mark, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let _ = flusher.jobs.send(FlushJob {
+            file: file.clone(),
+            start: flush.start,
+            window: self.write_behind.window,
+            retire: flush.retire,
+        });
     }
 
     /// Closes the pooled descriptor of a file being removed. The cache's
@@ -231,26 +266,47 @@ impl WriteBehind {
             retire: start.checked_sub(self.lag * w),
         })
     }
+}
 
-    /// Called after a write ending at `end` has reached the page cache.
-    /// Errors are logged, never returned: the data is already written and
-    /// COMMIT's fdatasync reports what the disk refuses.
-    pub fn after_write(&self, file: &PooledFile, end: u64) {
-        let mark = file.behind.load(Ordering::Relaxed);
-        let Some(flush) = self.plan(mark, end) else {
-            return;
-        };
-        // Concurrent WRITEs of one file: one of them takes each window.
-        if file
-            .behind
-            .compare_exchange(mark, flush.mark, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            return;
-        }
-        if let Err(e) = flush_window(&file.file, flush.start, self.window, flush.retire) {
-            tracing::debug!(error = %e, start = flush.start, "write-behind failed");
-        }
+/// One window's disk work, done by the write-behind thread.
+struct FlushJob {
+    file: Arc<PooledFile>,
+    start: u64,
+    window: u64,
+    retire: Option<u64>,
+}
+
+/// Windows waiting for the write-behind thread before a WRITE waits for
+/// it: the disk may fall this far behind the network before writers are
+/// paced.
+const FLUSH_QUEUE: usize = 4;
+
+/// The write-behind thread. Starting writeback of a window and waiting for
+/// an old one take 5–15 ms each on this disk; done inside the WRITE they
+/// landed in frame times. Here they run beside the stream, and a WRITE
+/// waits only when the queue is full, i.e. when the disk is really behind.
+struct Flusher {
+    jobs: crossbeam_channel::Sender<FlushJob>,
+}
+
+impl Flusher {
+    fn start() -> io::Result<Flusher> {
+        let (jobs, rx) = crossbeam_channel::bounded::<FlushJob>(FLUSH_QUEUE);
+        std::thread::Builder::new()
+            .name("write-behind".into())
+            .spawn(move || {
+                // Ends when the pool (the only sender) is dropped.
+                for job in rx {
+                    // Errors are logged, never returned: the data is
+                    // already written and COMMIT's fdatasync reports what
+                    // the disk refuses.
+                    if let Err(e) = flush_window(&job.file.file, job.start, job.window, job.retire)
+                    {
+                        tracing::debug!(error = %e, start = job.start, "write-behind failed");
+                    }
+                }
+            })?;
+        Ok(Flusher { jobs })
     }
 }
 
