@@ -40,6 +40,9 @@ pub struct FilePool {
     /// None when write-behind is off (or its thread could not start).
     flusher: Option<Flusher>,
     read_ahead: ReadAhead,
+    /// The read-ahead thread's queue: WILLNEED starts reads but can take
+    /// milliseconds to submit them, which a READ should not wait for.
+    prefetcher: Option<crossbeam_channel::Sender<PrefetchJob>>,
     read_buffers: Arc<BufferPool>,
 }
 
@@ -52,12 +55,22 @@ impl FilePool {
         } else {
             None
         };
+        let prefetcher = if read_ahead.window > 0 {
+            spawn_disk_thread("read-ahead", PREFETCH_QUEUE, |job: PrefetchJob| {
+                prefetch(&job.file.file, job.start, job.len)
+            })
+            .map_err(|e| tracing::error!(error = %e, "read-ahead thread did not start: off"))
+            .ok()
+        } else {
+            None
+        };
         FilePool {
             files: Cache::new(capacity.max(1)),
             opens: Default::default(),
             write_behind,
             flusher,
             read_ahead,
+            prefetcher,
             read_buffers: Arc::new(BufferPool::new(READ_BUFFERS_KEPT)),
         }
     }
@@ -68,11 +81,20 @@ impl FilePool {
     /// bytes and whether the end of file was reached.
     pub fn read_at(
         &self,
-        file: &PooledFile,
+        file: &Arc<PooledFile>,
         offset: u64,
         count: usize,
     ) -> io::Result<(Bytes, bool)> {
-        self.read_ahead.before_read(file, offset + count as u64);
+        if let Some(prefetcher) = &self.prefetcher {
+            if let Some(start) = self.read_ahead.claim(file, offset + count as u64) {
+                // A full queue means the disk is busy reading ahead already.
+                let _ = prefetcher.try_send(PrefetchJob {
+                    file: file.clone(),
+                    start,
+                    len: self.read_ahead.window,
+                });
+            }
+        }
         let mut buf = self.read_buffers.take(count);
         let got = read_into(file, offset, &mut buf)?;
         buf.truncate(got);
@@ -281,6 +303,9 @@ struct FlushJob {
 /// paced.
 const FLUSH_QUEUE: usize = 4;
 
+/// Read-ahead windows queued for the read-ahead thread; more are dropped.
+const PREFETCH_QUEUE: usize = 8;
+
 /// The write-behind thread. Starting writeback of a window and waiting for
 /// an old one take 5–15 ms each on this disk; done inside the WRITE they
 /// landed in frame times. Here they run beside the stream, and a WRITE
@@ -291,23 +316,36 @@ struct Flusher {
 
 impl Flusher {
     fn start() -> io::Result<Flusher> {
-        let (jobs, rx) = crossbeam_channel::bounded::<FlushJob>(FLUSH_QUEUE);
-        std::thread::Builder::new()
-            .name("write-behind".into())
-            .spawn(move || {
-                // Ends when the pool (the only sender) is dropped.
-                for job in rx {
-                    // Errors are logged, never returned: the data is
-                    // already written and COMMIT's fdatasync reports what
-                    // the disk refuses.
-                    if let Err(e) = flush_window(&job.file.file, job.start, job.window, job.retire)
-                    {
-                        tracing::debug!(error = %e, start = job.start, "write-behind failed");
-                    }
-                }
-            })?;
+        let jobs = spawn_disk_thread("write-behind", FLUSH_QUEUE, |job: FlushJob| {
+            // Errors are logged, never returned: the data is already
+            // written and COMMIT's fdatasync reports what the disk refuses.
+            if let Err(e) = flush_window(&job.file.file, job.start, job.window, job.retire) {
+                tracing::debug!(error = %e, start = job.start, "write-behind failed");
+            }
+        })?;
         Ok(Flusher { jobs })
     }
+}
+
+/// A thread that runs disk work beside the RPC path, fed through a bounded
+/// queue; it ends when the queue's sender is dropped.
+fn spawn_disk_thread<J: Send + 'static>(
+    name: &str,
+    queue: usize,
+    run: impl Fn(J) + Send + 'static,
+) -> io::Result<crossbeam_channel::Sender<J>> {
+    let (jobs, rx) = crossbeam_channel::bounded::<J>(queue);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || rx.into_iter().for_each(run))?;
+    Ok(jobs)
+}
+
+/// One read-ahead window, requested by the read-ahead thread.
+struct PrefetchJob {
+    file: Arc<PooledFile>,
+    start: u64,
+    len: u64,
 }
 
 /// Prefetch for streaming READs. A client keeps several READs of one file
@@ -347,23 +385,20 @@ impl ReadAhead {
         (start < want).then_some(start)
     }
 
-    fn before_read(&self, file: &PooledFile, end: u64) {
+    /// The window a READ ending at `end` should have requested, if any
+    /// (claimed on the file so concurrent READs ask once).
+    fn claim(&self, file: &PooledFile, end: u64) -> Option<u64> {
         let mark = file.ahead.load(Ordering::Relaxed);
-        let Some(start) = self.plan(mark, end) else {
-            return;
-        };
-        if file
-            .ahead
+        let start = self.plan(mark, end)?;
+        file.ahead
             .compare_exchange(
                 mark,
                 start + self.window,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             )
-            .is_ok()
-        {
-            prefetch(&file.file, start, self.window);
-        }
+            .ok()
+            .map(|_| start)
     }
 }
 
