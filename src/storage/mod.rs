@@ -37,8 +37,13 @@ pub struct FilePool {
     files: Cache<u64, Arc<PooledFile>>,
     opens: AtomicU64,
     write_behind: WriteBehind,
-    /// None when write-behind is off (or its thread could not start).
-    flusher: Option<Flusher>,
+    /// The write-behind thread's queue; None when write-behind is off (or
+    /// its thread could not start). Starting writeback of a window and
+    /// waiting for an old one take 5–15 ms each on this disk: done inside
+    /// the WRITE they landed in frame times. On their own thread they run
+    /// beside the stream, and a WRITE waits only when the queue is full,
+    /// i.e. when the disk is really behind.
+    flusher: Option<crossbeam_channel::Sender<FlushJob>>,
     read_ahead: ReadAhead,
     /// The read-ahead thread's queue: WILLNEED starts reads but can take
     /// milliseconds to submit them, which a READ should not wait for.
@@ -49,7 +54,7 @@ pub struct FilePool {
 impl FilePool {
     pub fn new(capacity: u64, write_behind: WriteBehind, read_ahead: ReadAhead) -> FilePool {
         let flusher = if write_behind.window > 0 {
-            Flusher::start()
+            spawn_disk_thread("write-behind", FLUSH_QUEUE, run_flush)
                 .map_err(|e| tracing::error!(error = %e, "write-behind thread did not start: off"))
                 .ok()
         } else {
@@ -169,7 +174,7 @@ impl FilePool {
         {
             return;
         }
-        let _ = flusher.jobs.send(FlushJob {
+        let _ = flusher.send(FlushJob {
             file: file.clone(),
             start: flush.start,
             window: self.write_behind.window,
@@ -306,24 +311,12 @@ const FLUSH_QUEUE: usize = 4;
 /// Read-ahead windows queued for the read-ahead thread; more are dropped.
 const PREFETCH_QUEUE: usize = 8;
 
-/// The write-behind thread. Starting writeback of a window and waiting for
-/// an old one take 5–15 ms each on this disk; done inside the WRITE they
-/// landed in frame times. Here they run beside the stream, and a WRITE
-/// waits only when the queue is full, i.e. when the disk is really behind.
-struct Flusher {
-    jobs: crossbeam_channel::Sender<FlushJob>,
-}
-
-impl Flusher {
-    fn start() -> io::Result<Flusher> {
-        let jobs = spawn_disk_thread("write-behind", FLUSH_QUEUE, |job: FlushJob| {
-            // Errors are logged, never returned: the data is already
-            // written and COMMIT's fdatasync reports what the disk refuses.
-            if let Err(e) = flush_window(&job.file.file, job.start, job.window, job.retire) {
-                tracing::debug!(error = %e, start = job.start, "write-behind failed");
-            }
-        })?;
-        Ok(Flusher { jobs })
+/// Does one window's write-behind on the write-behind thread. Errors are
+/// logged, never returned: the data is already written and COMMIT's
+/// fdatasync reports what the disk refuses.
+fn run_flush(job: FlushJob) {
+    if let Err(e) = flush_window(&job.file.file, job.start, job.window, job.retire) {
+        tracing::debug!(error = %e, start = job.start, "write-behind failed");
     }
 }
 
