@@ -208,7 +208,7 @@ impl MountFrames {
     fn create(path: &Path, frame_bytes: u64, caching: Caching) -> anyhow::Result<MountFrames> {
         let file = match caching {
             Caching::Uncached => open_uncached(path),
-            Caching::Buffered => new_file(path),
+            Caching::Buffered => create_options().open(path),
         }
         .with_context(|| format!("creating {}", path.display()))?;
         let mut buf = AlignedBuf::new((frame_bytes as usize).div_ceil(4096) * 4096);
@@ -219,21 +219,18 @@ impl MountFrames {
     }
 }
 
-fn new_file(path: &Path) -> io::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
+/// Read-write, created or truncated: how every test file is opened.
+fn create_options() -> std::fs::OpenOptions {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true).write(true).create(true).truncate(true);
+    o
 }
 
 /// Opens the test file bypassing the client's cache where the OS allows,
 /// as AJA does: O_DIRECT on Linux (falling back to buffered I/O where the
 /// file system refuses it), F_NOCACHE on macOS.
 fn open_uncached(path: &Path) -> io::Result<File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.read(true).write(true).create(true).truncate(true);
+    let o = create_options();
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::fs::OpenOptionsExt;

@@ -117,7 +117,8 @@ pub struct StorageConfig {
     /// render never piles up dirty pages and stalls in the kernel's throttling.
     /// 0 turns it off.
     pub write_behind: u64,
-    /// How many windows may be in flight to disk before a writer waits.
+    /// Windows in flight to disk before the write-behind thread waits for
+    /// the oldest (WRITEs wait only when its queue is full).
     pub write_behind_lag: u64,
     /// Read-ahead window in bytes for streaming READs; 0 turns it off.
     pub read_ahead: u64,

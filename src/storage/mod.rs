@@ -1,6 +1,6 @@
 //! Content files on local disk: a bounded pool of open descriptors shared by
-//! every connection, positional reads into a caller's buffer, and the
-//! statistics NFS reports about the volume.
+//! every connection, positional reads into pooled buffers, write-behind and
+//! read-ahead for streams, and the statistics NFS reports about the volume.
 
 use std::fs::File;
 use std::io;
@@ -252,7 +252,8 @@ pub fn create_content(path: &Path) -> io::Result<File> {
 pub struct WriteBehind {
     /// Window size in bytes; 0 turns write-behind off.
     pub window: u64,
-    /// Windows allowed in flight to disk before a writer waits.
+    /// Windows in flight to disk before the write-behind thread waits for
+    /// the oldest.
     pub lag: u64,
 }
 
