@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod net;
 pub mod nfs4;
+pub mod pipe;
 pub mod rpc;
 pub mod serve;
 pub mod storage;

@@ -363,6 +363,7 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
                 };
                 while usr1.recv().await.is_some() {
                     eprintln!("per-operation latency:\n{}", nfs.latency_report());
+                    eprintln!("{}", splice_report());
                 }
             });
         }
@@ -371,8 +372,15 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down: flushing the catalog");
         nfs.catalog().shutdown();
         eprintln!("per-operation latency:\n{}", nfs.latency_report());
+        eprintln!("{}", splice_report());
         Ok(())
     })
+}
+
+/// How many WRITE payloads went socket -> pipe -> file.
+fn splice_report() -> String {
+    let (spliced, copied) = net::splice_counts();
+    format!("WRITE payloads spliced: {spliced}; copied after a pipe filled: {copied}")
 }
 
 async fn shutdown_signal() {

@@ -82,6 +82,17 @@ echo SUM-BEGIN; cat /tmp/sums; echo SUM-END
         assert_eq!(&sha256_file(Path::new(path)), sum, "content of {label}");
     }
     assert_eq!(files["big.bin"].1, 1 << 30);
+    if cfg!(target_os = "linux") {
+        // The kernel client's 1 MiB WRITEs took the zero-copy route
+        // (socket -> pipe -> file); the byte-exact sums above cover it.
+        let log = server.log();
+        let spliced: u64 = log
+            .lines()
+            .find_map(|l| l.strip_prefix("WRITE payloads spliced: "))
+            .and_then(|rest| rest.split(';').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no splice count in the server log:\n{log}"));
+        assert!(spliced >= 512, "only {spliced} WRITE payloads were spliced");
+    }
 }
 
 /// The same shell script on the mount and on the guest's local tmpfs must

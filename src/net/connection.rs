@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 
+use super::receive::CallReader;
 use crate::config::NetworkConfig;
 use crate::rpc::message::Outcome;
-use crate::rpc::record::{read_record, record_mark, RecordError};
+use crate::rpc::record::{record_mark, RecordError};
 use crate::rpc::{Dispatcher, Reply};
 
 /// Most replies gathered into one writev.
@@ -31,15 +32,16 @@ pub async fn handle_connection(
     let (tx, rx) = mpsc::unbounded_channel::<Reply>();
     let writer = tokio::spawn(write_replies(write_half, rx, peer));
     let inflight = Arc::new(Semaphore::new(cfg.max_inflight_per_connection));
-    let mut reader = BufReader::with_capacity(256 << 10, read_half);
+    let mut reader = CallReader::new(read_half, cfg.max_record, cfg.splice_writes);
+    let pipes = reader.pipes.clone();
     // Record buffers come back here after dispatch and are reused.
     let buffers: Arc<Mutex<Vec<Vec<u8>>>> = Arc::new(Mutex::new(Vec::new()));
     let keep = cfg.max_inflight_per_connection;
     loop {
         let mut record = buffers.lock().pop().unwrap_or_default();
-        match read_record(&mut reader, &mut record, cfg.max_record).await {
-            Ok(true) => {}
-            Ok(false) => break,
+        let bulk = match reader.next(&mut record, &dispatcher).await {
+            Ok(Some(bulk)) => bulk.map(Arc::new),
+            Ok(None) => break,
             Err(RecordError::Io(e)) => {
                 tracing::debug!(%peer, error = %e, "connection read error");
                 break;
@@ -48,15 +50,16 @@ pub async fn handle_connection(
                 tracing::warn!(%peer, error = %e, "closing connection");
                 break;
             }
-        }
+        };
         let Ok(permit) = inflight.clone().acquire_owned().await else {
             break;
         };
         let dispatcher = dispatcher.clone();
         let tx = tx.clone();
         let buffers = buffers.clone();
+        let pipes = pipes.clone();
         tokio::task::spawn_blocking(move || {
-            match dispatcher.dispatch(&record, Some(peer)) {
+            match dispatcher.dispatch_with_bulk(&record, bulk.clone(), Some(peer)) {
                 Outcome::Reply(reply) => {
                     let _ = tx.send(reply);
                 }
@@ -73,6 +76,7 @@ pub async fn handle_connection(
                 pool.push(record);
             }
             drop(pool);
+            pipes.give_back(bulk);
             drop(permit);
         });
     }

@@ -1,9 +1,11 @@
 //! The network side: a listener with tuned sockets and a pipelined
-//! connection handler. Knows the RPC record format and the dispatcher,
-//! nothing of NFS.
+//! connection handler that splices large WRITE payloads (Linux). Knows the
+//! RPC record format and the dispatcher, nothing of NFS.
 
 mod connection;
 mod listener;
+mod receive;
 
 pub use connection::handle_connection;
 pub use listener::{bind, serve};
+pub use receive::splice_counts;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::consts::{op, OpResult, Status, NFS4_OPAQUE_LIMIT};
+use super::consts::{op, OpResult, Status, NFS4_FHSIZE, NFS4_OPAQUE_LIMIT};
 use super::ops;
 use super::server::Nfs4Server;
 use crate::catalog::Node;
@@ -112,4 +112,98 @@ pub(crate) fn run(
     out.patch_u32(status_at, status.code());
     out.patch_u32(count_at, results);
     Ok(cacheable)
+}
+
+/// Where the data of a streaming WRITE lies in COMPOUND arguments, judged
+/// from their head: `(offset, length)`. Only the shape clients use to
+/// stream — PUTFH, then WRITE, then anything — is recognised (Linux and
+/// macOS send PUTFH, WRITE, GETATTR); `run` decodes the same bytes the same
+/// way, so the WRITE found here is the first WRITE it executes.
+pub(crate) fn locate_write_data(args: &[u8], max_write: usize) -> Option<(usize, usize)> {
+    let mut d = Decoder::new(args);
+    d.opaque(NFS4_OPAQUE_LIMIT).ok()?; // tag
+    if d.u32().ok()? != 0 || d.u32().ok()? < 2 {
+        return None; // minor version, operation count
+    }
+    if d.u32().ok()? != op::PUTFH {
+        return None;
+    }
+    d.opaque(NFS4_FHSIZE).ok()?;
+    if d.u32().ok()? != op::WRITE {
+        return None;
+    }
+    d.skip(16 + 8 + 4).ok()?; // stateid, offset, stable_how
+    let len = d.u32().ok()? as usize;
+    (len <= max_write).then_some((d.position(), len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xdr::Encoder;
+
+    /// An operation number and the encoder of its arguments.
+    type Op<'a> = (u32, &'a dyn Fn(&mut Encoder));
+
+    fn compound(tag: &str, minor: u32, ops: &[Op<'_>]) -> Vec<u8> {
+        let mut e = Encoder::new();
+        e.string(tag);
+        e.u32(minor);
+        e.u32(ops.len() as u32);
+        for (opnum, body) in ops {
+            e.u32(*opnum);
+            body(&mut e);
+        }
+        e.buf
+    }
+
+    fn putfh(e: &mut Encoder) {
+        e.opaque(&[7u8; 26]);
+    }
+
+    fn write(e: &mut Encoder) {
+        e.fixed(&[1u8; 16]);
+        e.u64(1 << 30);
+        e.u32(0);
+        e.opaque(&[0xa5; 1000]);
+    }
+
+    fn getattr(e: &mut Encoder) {
+        e.u32(1);
+        e.u32(0x18);
+    }
+
+    #[test]
+    fn write_data_is_found_after_putfh() {
+        let args = compound(
+            "w",
+            0,
+            &[
+                (op::PUTFH, &putfh),
+                (op::WRITE, &write),
+                (op::GETATTR, &getattr),
+            ],
+        );
+        let (at, len) = locate_write_data(&args, 1 << 20).unwrap();
+        assert_eq!(len, 1000);
+        assert_eq!(&args[at..at + len], &[0xa5; 1000][..]);
+        // The head alone is enough.
+        assert_eq!(locate_write_data(&args[..at], 1 << 20), Some((at, len)));
+        assert_eq!(locate_write_data(&args[..at - 1], 1 << 20), None);
+    }
+
+    #[test]
+    fn other_shapes_are_not_located() {
+        let max = 1 << 20;
+        let no_putfh = compound("", 0, &[(op::WRITE, &write), (op::GETATTR, &getattr)]);
+        assert_eq!(locate_write_data(&no_putfh, max), None);
+        let minor1 = compound("", 1, &[(op::PUTFH, &putfh), (op::WRITE, &write)]);
+        assert_eq!(locate_write_data(&minor1, max), None);
+        let read = compound("", 0, &[(op::PUTFH, &putfh), (op::READ, &getattr)]);
+        assert_eq!(locate_write_data(&read, max), None);
+        let too_big = compound("", 0, &[(op::PUTFH, &putfh), (op::WRITE, &write)]);
+        assert_eq!(locate_write_data(&too_big, 999), None);
+        let one_op = compound("", 0, &[(op::PUTFH, &putfh)]);
+        assert_eq!(locate_write_data(&one_op, max), None);
+    }
 }

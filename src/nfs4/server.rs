@@ -303,6 +303,18 @@ impl Program for Nfs4Server {
         (NFS4_VERSION, NFS4_VERSION)
     }
 
+    fn bulk_argument(
+        &self,
+        version: u32,
+        procedure: u32,
+        args_head: &[u8],
+    ) -> Option<(usize, usize)> {
+        if version != NFS4_VERSION || procedure != PROC_COMPOUND {
+            return None;
+        }
+        compound::locate_write_data(args_head, self.config.nfs.max_write as usize)
+    }
+
     fn call(&self, ctx: &CallContext, args: &[u8], out: &mut ReplyBody) -> Result<(), AcceptError> {
         match ctx.procedure {
             PROC_NULL => Ok(()),

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::pipe::Pipe;
 use crate::xdr::{Decoder, Encoder, XdrResult};
 
 const RPC_VERSION: u32 = 2;
@@ -79,6 +80,33 @@ pub struct CallContext {
     pub procedure: u32,
     pub credentials: Credentials,
     pub peer: Option<SocketAddr>,
+    /// The call's bulk argument when the transport kept it out of the
+    /// record (see [`BulkData`]).
+    pub bulk: Option<Arc<BulkData>>,
+}
+
+/// Where a call's bulk argument (a WRITE payload) lies in its record, as
+/// found from the record's head by [`Dispatcher::locate_bulk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkSpan {
+    /// Offset of the first data byte in the record.
+    pub record_at: usize,
+    /// The same offset counted from the start of the program's arguments.
+    pub args_at: usize,
+    /// Data bytes (the XDR padding after them is not counted).
+    pub len: usize,
+}
+
+/// A bulk argument that never entered user space: the transport moved it
+/// from the socket into a pipe and cut it (with its XDR padding) out of
+/// the record, so the arguments go on right after its length word. The
+/// operation that owns it writes it from the pipe to its destination.
+#[derive(Debug)]
+pub struct BulkData {
+    /// Offset, in the arguments, where the data would have started.
+    pub at: usize,
+    pub len: usize,
+    pub pipe: Pipe,
 }
 
 /// The accept_stat failures a program can return instead of a result.
@@ -247,6 +275,17 @@ pub trait Program: Send + Sync {
     /// Handles one call; writes the results (after the accept header) into
     /// `out`.
     fn call(&self, ctx: &CallContext, args: &[u8], out: &mut ReplyBody) -> Result<(), AcceptError>;
+    /// Where the bulk argument of a call is — `(offset in args, length)` —
+    /// judged from the head of its arguments alone, or None when the call
+    /// has none worth keeping out of the record.
+    fn bulk_argument(
+        &self,
+        _version: u32,
+        _procedure: u32,
+        _args_head: &[u8],
+    ) -> Option<(usize, usize)> {
+        None
+    }
 }
 
 /// What to do with one received record.
@@ -330,8 +369,45 @@ impl Dispatcher {
         self.programs.insert(program.number(), program);
     }
 
+    /// Finds a call's bulk argument from the first bytes of its record
+    /// (`head`), so the transport can move it without copying. None for
+    /// anything that is not a well-formed call to a registered program that
+    /// places one within `head`'s reach.
+    pub fn locate_bulk(&self, head: &[u8]) -> Option<BulkSpan> {
+        let mut d = Decoder::new(head);
+        let _xid = d.u32().ok()?;
+        if d.u32().ok()? != MSG_CALL || d.u32().ok()? != RPC_VERSION {
+            return None;
+        }
+        let (prog, vers, procedure) = (d.u32().ok()?, d.u32().ok()?, d.u32().ok()?);
+        for _ in 0..2 {
+            // Credentials, then verifier: flavor and opaque body.
+            let _flavor = d.u32().ok()?;
+            d.opaque(MAX_AUTH_BYTES).ok()?;
+        }
+        let args_start = d.position();
+        let program = self.programs.get(&prog)?;
+        let (args_at, len) = program.bulk_argument(vers, procedure, d.rest())?;
+        Some(BulkSpan {
+            record_at: args_start + args_at,
+            args_at,
+            len,
+        })
+    }
+
     /// Decodes one record, calls the program and encodes the reply.
     pub fn dispatch(&self, record: &[u8], peer: Option<SocketAddr>) -> Outcome {
+        self.dispatch_with_bulk(record, None, peer)
+    }
+
+    /// [`Dispatcher::dispatch`] for a record whose bulk argument was cut
+    /// out of it and travels in `bulk`.
+    pub fn dispatch_with_bulk(
+        &self,
+        record: &[u8],
+        bulk: Option<Arc<BulkData>>,
+        peer: Option<SocketAddr>,
+    ) -> Outcome {
         let mut d = Decoder::new(record);
         let Ok(xid) = d.u32() else {
             return Outcome::Close("record too short for an RPC header");
@@ -395,6 +471,7 @@ impl Dispatcher {
             procedure: h.procedure,
             credentials,
             peer,
+            bulk,
         };
         let mut body = ReplyBody::new(accepted(h.xid, ACCEPT_SUCCESS).buf);
         match program.call(&ctx, d.rest(), &mut body) {

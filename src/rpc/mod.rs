@@ -8,6 +8,6 @@ pub mod message;
 pub mod record;
 
 pub use message::{
-    AcceptError, AuthSys, CallContext, Credentials, Dispatcher, Outcome, Program, Reply, ReplyBody,
-    ReplyPart,
+    AcceptError, AuthSys, BulkData, BulkSpan, CallContext, Credentials, Dispatcher, Outcome,
+    Program, Reply, ReplyBody, ReplyPart,
 };

@@ -25,44 +25,99 @@ pub async fn read_record<R: AsyncRead + Unpin>(
     limit: usize,
 ) -> Result<bool, RecordError> {
     buf.clear();
+    let Some(first) = read_fragment_header(reader, buf.len(), limit).await? else {
+        return Ok(false);
+    };
+    finish_record(reader, buf, first.len, first.last, limit).await?;
+    Ok(true)
+}
+
+/// One fragment header: the fragment's length and whether it ends its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment {
+    pub len: usize,
+    pub last: bool,
+}
+
+/// Reads a fragment header; `have` bytes of the record came before it.
+/// `Ok(None)` is a clean end of stream before a new record.
+pub async fn read_fragment_header<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    have: usize,
+    limit: usize,
+) -> Result<Option<Fragment>, RecordError> {
+    let mut header = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = reader.read(&mut header[got..]).await?;
+        if n == 0 {
+            if got == 0 && have == 0 {
+                return Ok(None);
+            }
+            return Err(RecordError::Truncated {
+                got: have + got,
+                expected: have + 4,
+            });
+        }
+        got += n;
+    }
+    let word = u32::from_be_bytes(header);
+    let len = (word & !LAST_FRAGMENT) as usize;
+    let total = have as u64 + len as u64;
+    if total > limit as u64 {
+        return Err(RecordError::TooLarge { size: total, limit });
+    }
+    Ok(Some(Fragment {
+        len,
+        last: word & LAST_FRAGMENT != 0,
+    }))
+}
+
+/// Appends exactly `n` bytes from `reader` to `buf`.
+pub async fn read_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    n: usize,
+) -> Result<(), RecordError> {
+    // Read into spare capacity: no zero-filling of a 1 MiB payload, and a
+    // reused buffer keeps its pages (no page faults per record).
+    let expected = buf.len() + n;
+    buf.reserve(n);
+    let mut limited = reader.take(n as u64);
+    while buf.len() < expected {
+        if limited.read_buf(buf).await? == 0 {
+            return Err(RecordError::Truncated {
+                got: buf.len(),
+                expected,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads the rest of a record of which `left` bytes of the current
+/// fragment are still to come (`last`: it is the record's last fragment).
+pub async fn finish_record<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    left: usize,
+    last: bool,
+    limit: usize,
+) -> Result<(), RecordError> {
+    let (mut left, mut last) = (left, last);
     loop {
-        let mut header = [0u8; 4];
-        let mut got = 0;
-        while got < 4 {
-            let n = reader.read(&mut header[got..]).await?;
-            if n == 0 {
-                if got == 0 && buf.is_empty() {
-                    return Ok(false);
-                }
-                return Err(RecordError::Truncated {
-                    got: buf.len() + got,
-                    expected: buf.len() + 4,
-                });
-            }
-            got += n;
+        read_into(reader, buf, left).await?;
+        if last {
+            return Ok(());
         }
-        let word = u32::from_be_bytes(header);
-        let len = (word & !LAST_FRAGMENT) as usize;
-        let total = buf.len() as u64 + len as u64;
-        if total > limit as u64 {
-            return Err(RecordError::TooLarge { size: total, limit });
-        }
-        // Read into spare capacity: no zero-filling of a 1 MiB payload, and a
-        // reused buffer keeps its pages (no page faults per record).
-        let expected = buf.len() + len;
-        buf.reserve(len);
-        let mut fragment = (&mut *reader).take(len as u64);
-        while buf.len() < expected {
-            if fragment.read_buf(buf).await? == 0 {
-                return Err(RecordError::Truncated {
-                    got: buf.len(),
-                    expected,
-                });
-            }
-        }
-        if word & LAST_FRAGMENT != 0 {
-            return Ok(true);
-        }
+        let Some(next) = read_fragment_header(reader, buf.len(), limit).await? else {
+            return Err(RecordError::Truncated {
+                got: buf.len(),
+                expected: buf.len() + 4,
+            });
+        };
+        left = next.len;
+        last = next.last;
     }
 }
 

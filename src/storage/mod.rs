@@ -156,6 +156,20 @@ impl FilePool {
         Ok(())
     }
 
+    /// Writes `len` bytes queued in `pipe` at `offset` (the WRITE payloads
+    /// the transport spliced from the socket): one copy, pipe to page cache.
+    pub fn write_from_pipe(
+        &self,
+        file: &Arc<PooledFile>,
+        offset: u64,
+        pipe: &crate::pipe::Pipe,
+        len: usize,
+    ) -> io::Result<()> {
+        pipe.write_to(file, offset, len)?;
+        self.after_write(file, offset + len as u64);
+        Ok(())
+    }
+
     /// Hands the windows a write ending at `end` completed to the
     /// write-behind thread.
     fn after_write(&self, file: &Arc<PooledFile>, end: u64) {

@@ -1,5 +1,6 @@
 //! WRITE and COMMIT. A WRITE's payload is a slice of the received record
-//! handed straight to `pwrite` through a pooled descriptor; size, mtime and
+//! handed straight to `pwrite` through a pooled descriptor, or, when the
+//! transport spliced it into a pipe, spliced from there into the file; size, mtime and
 //! change move in memory and the node is queued for the background writer,
 //! so no SQL runs on this path.
 
@@ -7,7 +8,7 @@ use super::open::stateid;
 use crate::catalog::NodeKind;
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, Status};
-use crate::rpc::ReplyBody;
+use crate::rpc::{BulkData, ReplyBody};
 use crate::storage;
 use crate::xdr::Decoder;
 
@@ -25,11 +26,37 @@ pub(crate) fn io_status(e: &std::io::Error) -> Status {
     }
 }
 
+/// Where a WRITE's data is.
+enum Payload<'a> {
+    Bytes(&'a [u8]),
+    Pipe(&'a BulkData),
+}
+
+impl Payload<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Bytes(b) => b.len(),
+            Payload::Pipe(p) => p.len,
+        }
+    }
+}
+
 pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
     let sid = stateid(d)?;
     let offset = d.u64()?;
     let stable = d.u32()?;
-    let data = d.opaque(c.srv.config().nfs.max_write as usize)?;
+    // The payload is in the record, or — cut out of it by the transport —
+    // in a pipe, when this is the WRITE the transport located.
+    let payload = match c.ctx.bulk.as_deref() {
+        Some(bulk) if bulk.at == d.position() + 4 => {
+            if d.u32()? as usize != bulk.len {
+                return Err(Status::ServerFault);
+            }
+            Payload::Pipe(bulk)
+        }
+        _ => Payload::Bytes(d.opaque(c.srv.config().nfs.max_write as usize)?),
+    };
+    let len = payload.len();
     if stable > FILE_SYNC4 {
         return Err(Status::Inval);
     }
@@ -38,7 +65,7 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
         return Err(Status::IsDir);
     }
     let end = offset
-        .checked_add(data.len() as u64)
+        .checked_add(len as u64)
         .filter(|e| *e <= i64::MAX as u64)
         .ok_or(Status::FBig)?;
     c.srv
@@ -50,8 +77,13 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
         tracing::warn!(node = %node.id, path = %path.display(), error = %e, "WRITE cannot open content");
         io_status(&e)
     })?;
-    c.srv.files().write_at(&file, offset, data).map_err(|e| {
-        tracing::error!(node = %node.id, offset, len = data.len(), error = %e, "WRITE failed");
+    let files = c.srv.files();
+    match payload {
+        Payload::Bytes(data) => files.write_at(&file, offset, data),
+        Payload::Pipe(bulk) => files.write_from_pipe(&file, offset, &bulk.pipe, bulk.len),
+    }
+    .map_err(|e| {
+        tracing::error!(node = %node.id, offset, len, error = %e, "WRITE failed");
         io_status(&e)
     })?;
     c.srv.catalog().data_written(&node, end);
@@ -62,7 +94,7 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
         })?;
     }
     let e = out.enc();
-    e.u32(data.len() as u32);
+    e.u32(len as u32);
     e.u32(stable);
     e.fixed(&c.srv.write_verifier());
     Ok(())

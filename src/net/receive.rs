@@ -1,0 +1,201 @@
+//! Reading calls off a connection. Small records go through a small
+//! buffer; a large WRITE's payload, on Linux, is `splice`d from the socket
+//! into a pipe instead of being copied into the record (see `crate::pipe`):
+//! the record keeps everything else, and the WRITE moves the data from the
+//! pipe into the file — one CPU copy per byte instead of two.
+
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncBufRead, BufReader, Interest};
+use tokio::net::tcp::OwnedReadHalf;
+
+use crate::pipe::{bytes_readable, Pipe};
+use crate::rpc::record::{finish_record, read_fragment_header, read_into, RecordError};
+use crate::rpc::{BulkData, Dispatcher};
+
+/// Read buffer for record headers and small records. Kept small because a
+/// large WRITE's head is read through it and whatever it over-reads of the
+/// payload is copied into the pipe.
+const READ_BUFFER: usize = 8 << 10;
+/// Bytes of a large record read before deciding whether to splice: enough
+/// for the RPC header with AUTH_SYS credentials, the COMPOUND header, a
+/// PUTFH and the WRITE arguments up to the data.
+const HEAD: usize = 1024;
+/// Smaller payloads are copied: splicing them saves less than it costs.
+const SPLICE_MIN: usize = 64 << 10;
+/// Pipe size, and so the largest payload spliced: 1 MiB, the most an
+/// unprivileged process may ask for by default (`/proc/sys/fs/pipe-max-size`)
+/// and the `nfs.max_write` clients are offered.
+const PIPE_SIZE: usize = 1 << 20;
+/// Pipes kept per connection for reuse.
+const KEEP_PIPES: usize = 16;
+
+/// WRITE payloads spliced, and those that went back to being copied
+/// because the pipe filled up first — for tests and for the operator.
+static SPLICED: AtomicU64 = AtomicU64::new(0);
+static SPLICE_FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// (payloads spliced, payloads copied after a pipe filled) since start.
+pub fn splice_counts() -> (u64, u64) {
+    (
+        SPLICED.load(Ordering::Relaxed),
+        SPLICE_FALLBACKS.load(Ordering::Relaxed),
+    )
+}
+
+/// The pipes of one connection: taken for a WRITE, given back once the
+/// WRITE has emptied them.
+#[derive(Default)]
+pub(crate) struct PipePool {
+    pipes: Mutex<Vec<Pipe>>,
+}
+
+impl PipePool {
+    fn take(&self, capacity: usize) -> Option<Pipe> {
+        if let Some(p) = self.pipes.lock().pop() {
+            return Some(p);
+        }
+        match Pipe::with_capacity(capacity) {
+            Ok(p) if p.capacity() >= capacity => Some(p),
+            Ok(_) => None,
+            Err(e) => {
+                // Pipe limits reached (or no splice here): copy instead.
+                tracing::debug!(error = %e, "no pipe for a WRITE payload; copying it");
+                None
+            }
+        }
+    }
+
+    /// Takes back a call's pipe once the call is done with it.
+    pub(crate) fn give_back(&self, bulk: Option<Arc<BulkData>>) {
+        if let Some(bulk) = bulk.and_then(|b| Arc::try_unwrap(b).ok()) {
+            self.put(bulk.pipe);
+        }
+    }
+
+    /// Keeps an empty pipe for the next payload. One that still holds
+    /// data (a WRITE that failed before moving it) is closed, and the
+    /// data goes with it.
+    fn put(&self, pipe: Pipe) {
+        if pipe.queued().ok() != Some(0) {
+            return;
+        }
+        let mut pipes = self.pipes.lock();
+        if pipes.len() < KEEP_PIPES {
+            pipes.push(pipe);
+        }
+    }
+}
+
+/// Reads calls from one connection.
+pub(crate) struct CallReader {
+    reader: BufReader<OwnedReadHalf>,
+    max_record: usize,
+    /// Largest payload spliced (the pipes' capacity); None: never splice.
+    splice: Option<usize>,
+    pub(crate) pipes: Arc<PipePool>,
+}
+
+impl CallReader {
+    /// `splice`: move large WRITE payloads through pipes (Linux only).
+    pub(crate) fn new(read_half: OwnedReadHalf, max_record: usize, splice: bool) -> Self {
+        CallReader {
+            reader: BufReader::with_capacity(READ_BUFFER, read_half),
+            max_record,
+            splice: (splice && cfg!(target_os = "linux")).then_some(PIPE_SIZE),
+            pipes: Arc::default(),
+        }
+    }
+
+    /// Reads the next record into `buf` (cleared first). `Ok(None)` is a
+    /// clean end of stream; `Ok(Some(bulk))` a record, with its WRITE
+    /// payload in `bulk` when it was spliced out of the record.
+    pub(crate) async fn next(
+        &mut self,
+        buf: &mut Vec<u8>,
+        dispatcher: &Dispatcher,
+    ) -> Result<Option<Option<BulkData>>, RecordError> {
+        buf.clear();
+        let r = &mut self.reader;
+        let Some(fragment) = read_fragment_header(r, 0, self.max_record).await? else {
+            return Ok(None);
+        };
+        let Some(max_payload) = self
+            .splice
+            .filter(|_| fragment.last && fragment.len >= SPLICE_MIN)
+        else {
+            finish_record(r, buf, fragment.len, fragment.last, self.max_record).await?;
+            return Ok(Some(None));
+        };
+        let head = fragment.len.min(HEAD);
+        read_into(r, buf, head).await?;
+        let span = dispatcher.locate_bulk(buf).filter(|s| {
+            s.len >= SPLICE_MIN
+                && s.len <= max_payload
+                && s.record_at + s.len.next_multiple_of(4) <= fragment.len
+                && s.record_at + s.len >= head
+        });
+        let Some(span) = span else {
+            finish_record(r, buf, fragment.len - head, true, self.max_record).await?;
+            return Ok(Some(None));
+        };
+        let Some(pipe) = self.pipes.take(max_payload) else {
+            finish_record(r, buf, fragment.len - head, true, self.max_record).await?;
+            return Ok(Some(None));
+        };
+        // The payload: what the head read took of it, what the read buffer
+        // holds, then the socket.
+        pipe.push(&buf[span.record_at..]).map_err(RecordError::Io)?;
+        buf.truncate(span.record_at);
+        let mut left = span.len - (head - span.record_at);
+        let buffered = r.buffer();
+        let n = buffered.len().min(left);
+        pipe.push(&buffered[..n]).map_err(RecordError::Io)?;
+        Pin::new(&mut *r).consume(n);
+        left -= n;
+        let stream = r.get_ref().as_ref();
+        let fd = stream.as_raw_fd();
+        while left > 0 {
+            match stream.try_io(Interest::READABLE, || pipe.splice_from(fd, left)) {
+                Ok(0) => {
+                    return Err(RecordError::Truncated {
+                        got: fragment.len - left,
+                        expected: fragment.len,
+                    })
+                }
+                Ok(n) => left -= n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if bytes_readable(fd)? > 0 {
+                        // The socket has data but the pipe took no more (it
+                        // counts buffers, and small ones fill it early):
+                        // copy this payload after all.
+                        pipe.drain_into(buf)?;
+                        self.pipes.put(pipe);
+                        SPLICE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+                        finish_record(r, buf, fragment.len - buf.len(), true, self.max_record)
+                            .await?;
+                        return Ok(Some(None));
+                    }
+                    stream.readable().await?;
+                }
+                Err(e) => return Err(RecordError::Io(e)),
+            }
+        }
+        // Skip the XDR padding; the rest of the record follows in `buf`.
+        let padding = span.len.next_multiple_of(4) - span.len;
+        let mut pad = Vec::with_capacity(4);
+        read_into(r, &mut pad, padding).await?;
+        let tail = fragment.len - span.record_at - span.len - padding;
+        read_into(r, buf, tail).await?;
+        SPLICED.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(Some(BulkData {
+            at: span.args_at,
+            len: span.len,
+            pipe,
+        })))
+    }
+}
