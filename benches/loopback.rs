@@ -43,19 +43,27 @@ fn summary(name: &str, s: &Samples) -> f64 {
     med
 }
 
-fn bench(c: &mut Criterion) {
-    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("loopback-bench");
-    let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(&base).unwrap();
+/// CPU time (user + system, all threads) this process has used.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let t = |v: libc::timeval| Duration::new(v.tv_sec as u64, v.tv_usec as u32 * 1000);
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// Starts an in-process server on `rt` and returns its address.
+fn start_server(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    tune: impl FnOnce(&mut Config),
+) -> (std::net::SocketAddr, Arc<markbase_nfs::nfs4::Nfs4Server>) {
+    std::fs::create_dir_all(dir).unwrap();
     let mut cfg = Config::default();
-    cfg.export.db = base.join("bench.sqlite");
+    cfg.export.db = dir.join("bench.sqlite");
     cfg.server.port = 0;
+    tune(&mut cfg);
     let nfs = open_export(&cfg).expect("open export");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let listener = rt
         .block_on(async { markbase_nfs::net::bind(listen_addr(&cfg).unwrap(), &cfg.network) })
         .unwrap();
@@ -65,11 +73,75 @@ fn bench(c: &mut Criterion) {
         dispatcher_for(nfs.clone()),
         cfg.network.clone(),
     ));
+    (addr, nfs)
+}
 
-    let nfs_stream: Samples = Default::default();
+/// Streams TOTAL bytes into a new file; (stream time, stream + COMMIT
+/// time, CPU used by the stream).
+fn nfs_stream(
+    client: &mut Nfs4Client,
+    root: &[u8],
+    name: &str,
+    chunk: usize,
+    inflight: usize,
+    commit: bool,
+) -> (Duration, Duration, Duration) {
+    let f = client
+        .open(root, name, Create::Unchecked { mode: 0o644 }, 3)
+        .unwrap();
+    let cpu = cpu_time();
+    let t = Instant::now();
+    pipelined_writes(&mut client.rpc, &f, TOTAL, chunk, inflight, 0).unwrap();
+    let streamed = t.elapsed();
+    let cpu = cpu_time() - cpu;
+    if commit {
+        client.commit(&f.fh).unwrap();
+    }
+    let committed = t.elapsed();
+    client.close(&f).unwrap();
+    // Like the local baseline, do not let files pile up.
+    client.remove(root, name).unwrap();
+    (streamed, committed, cpu)
+}
+
+fn ratio(name: &str, s: &Samples) {
+    let mut v = s.lock().unwrap().clone();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if let (Some(lo), Some(hi)) = (v.first(), v.last()) {
+        println!(
+            "{name:<42} min {lo:.2}  median {:.2}  max {hi:.2}  ({} runs)",
+            v[v.len() / 2],
+            v.len()
+        );
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("loopback-bench");
+    let _ = std::fs::remove_dir_all(&base);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The server as configured (WRITE payloads spliced on Linux), and the
+    // same server receiving payloads by copying them, for comparison.
+    let (addr, nfs) = start_server(&rt, &base.join("spliced"), |_| {});
+    let (copy_addr, copy_nfs) = start_server(&rt, &base.join("copied"), |cfg| {
+        cfg.network.splice_writes = false
+    });
+
+    let nfs_stream_mbps: Samples = Default::default();
     let nfs_commit: Samples = Default::default();
+    let copied_stream: Samples = Default::default();
     let local: Samples = Default::default();
     let local_sync: Samples = Default::default();
+    let ratio_local: Samples = Default::default();
+    let ratio_sync: Samples = Default::default();
+    let ratio_copied: Samples = Default::default();
+    let cpu_nfs: Samples = Default::default();
+    let cpu_copied: Samples = Default::default();
+    let cpu_local: Samples = Default::default();
     let tcp: Samples = Default::default();
 
     let mut g = c.benchmark_group("loopback");
@@ -80,31 +152,61 @@ fn bench(c: &mut Criterion) {
 
     let mut client = Nfs4Client::connect(addr, "bench").unwrap();
     let root = client.lookup("").unwrap();
+    let mut copy_client = Nfs4Client::connect(copy_addr, "bench-copy").unwrap();
+    let copy_root = copy_client.lookup("").unwrap();
+    let chunk = vec![0xa5u8; CHUNK];
+    let cpu_ms_per_gib =
+        |cpu: Duration| cpu.as_secs_f64() * 1e3 * (1u64 << 30) as f64 / TOTAL as f64;
     let mut n = 0;
+    // Each run: the NFS stream (+ COMMIT), then the same bytes pwritten
+    // locally (+ fdatasync), then the NFS stream into the copying server —
+    // back to back, so each ratio compares runs made seconds apart on this
+    // noisy machine.
     g.bench_function("write_1MiB_x16_then_commit", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 n += 1;
-                let f = client
-                    .open(
-                        &root,
-                        &format!("w{n}.bin"),
-                        Create::Unchecked { mode: 0o644 },
-                        3,
-                    )
-                    .unwrap();
-                let t = Instant::now();
-                pipelined_writes(&mut client.rpc, &f, TOTAL, CHUNK, INFLIGHT, 0).unwrap();
-                let streamed = t.elapsed();
-                client.commit(&f.fh).unwrap();
-                let committed = t.elapsed();
-                client.close(&f).unwrap();
-                // Like the local baseline, do not let files pile up.
-                client.remove(&root, &format!("w{n}.bin")).unwrap();
-                nfs_stream.lock().unwrap().push(mbps(TOTAL, streamed));
-                nfs_commit.lock().unwrap().push(mbps(TOTAL, committed));
+                let name = format!("w{n}.bin");
+                let (streamed, committed, cpu) =
+                    nfs_stream(&mut client, &root, &name, CHUNK, INFLIGHT, true);
                 total += streamed;
+
+                let p = base.join(format!("local{n}.bin"));
+                let f = std::fs::File::create(&p).unwrap();
+                let lcpu = cpu_time();
+                let t = Instant::now();
+                for k in 0..TOTAL / CHUNK as u64 {
+                    f.write_all_at(&chunk, k * CHUNK as u64).unwrap();
+                }
+                let written = t.elapsed();
+                let lcpu = cpu_time() - lcpu;
+                f.sync_data().unwrap();
+                let synced = t.elapsed();
+                drop(f);
+                let _ = std::fs::remove_file(&p);
+
+                let (copied, _, ccpu) =
+                    nfs_stream(&mut copy_client, &copy_root, &name, CHUNK, INFLIGHT, false);
+
+                let (s, sc, l, ls, cp) = (
+                    mbps(TOTAL, streamed),
+                    mbps(TOTAL, committed),
+                    mbps(TOTAL, written),
+                    mbps(TOTAL, synced),
+                    mbps(TOTAL, copied),
+                );
+                nfs_stream_mbps.lock().unwrap().push(s);
+                nfs_commit.lock().unwrap().push(sc);
+                local.lock().unwrap().push(l);
+                local_sync.lock().unwrap().push(ls);
+                copied_stream.lock().unwrap().push(cp);
+                ratio_local.lock().unwrap().push(s / l);
+                ratio_sync.lock().unwrap().push(sc / ls);
+                ratio_copied.lock().unwrap().push(s / cp);
+                cpu_nfs.lock().unwrap().push(cpu_ms_per_gib(cpu));
+                cpu_copied.lock().unwrap().push(cpu_ms_per_gib(ccpu));
+                cpu_local.lock().unwrap().push(cpu_ms_per_gib(lcpu));
             }
             total
         })
@@ -185,29 +287,6 @@ fn bench(c: &mut Criterion) {
     }
     client.close(&f).unwrap();
 
-    let chunk = vec![0xa5u8; CHUNK];
-    g.bench_function("baseline_local_pwrite", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for i in 0..iters {
-                let p = base.join(format!("local{i}.bin"));
-                let f = std::fs::File::create(&p).unwrap();
-                let t = Instant::now();
-                for k in 0..TOTAL / CHUNK as u64 {
-                    f.write_all_at(&chunk, k * CHUNK as u64).unwrap();
-                }
-                let written = t.elapsed();
-                f.sync_data().unwrap();
-                let synced = t.elapsed();
-                local.lock().unwrap().push(mbps(TOTAL, written));
-                local_sync.lock().unwrap().push(mbps(TOTAL, synced));
-                total += written;
-                let _ = std::fs::remove_file(&p);
-            }
-            total
-        })
-    });
-
     let sink = TcpListener::bind("127.0.0.1:0").unwrap();
     let sink_addr = sink.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -254,17 +333,32 @@ fn bench(c: &mut Criterion) {
         "\n== WRITE over loopback: {} MiB per run, 1 MiB WRITEs, {INFLIGHT} in flight ==",
         TOTAL >> 20
     );
-    let s = summary("NFS UNSTABLE stream", &nfs_stream);
+    let s = summary("NFS UNSTABLE stream", &nfs_stream_mbps);
     let sc = summary("NFS stream + COMMIT", &nfs_commit);
     let l = summary("local pwrite (page cache)", &local);
-    let ls = summary("local pwrite + fdatasync", &local_sync);
+    summary("local pwrite + fdatasync", &local_sync);
+    summary("NFS stream, payloads copied", &copied_stream);
     let t = summary("raw TCP loopback", &tcp);
-    println!(
-        "ratios (median): stream/local pwrite {:.2}, stream+COMMIT/local+fdatasync {:.2}, stream/raw TCP {:.2}",
-        s / l,
-        sc / ls,
-        s / t
-    );
+    println!("same-run ratios (each run against the baselines measured right after it):");
+    ratio("  stream / local pwrite", &ratio_local);
+    ratio("  stream+COMMIT / local pwrite+fdatasync", &ratio_sync);
+    ratio("  stream spliced / stream copied", &ratio_copied);
+    println!("CPU per GiB written (all threads: client, server, kernel work they do):");
+    for (name, v) in [
+        ("  NFS stream", &cpu_nfs),
+        ("  NFS stream, payloads copied", &cpu_copied),
+        ("  local pwrite", &cpu_local),
+    ] {
+        let mut v = v.lock().unwrap().clone();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        if let (Some(lo), Some(hi)) = (v.first(), v.last()) {
+            println!(
+                "{name:<34} min {lo:>8.0}  median {:>8.0}  max {hi:>8.0} ms",
+                v[v.len() / 2]
+            );
+        }
+    }
+    println!("stream / raw TCP (medians) {:.2}", s / t);
     println!(
         "600 MB/s target: stream {} ({s:.0} MB/s), stream+COMMIT {} ({sc:.0} MB/s)",
         if s >= 600.0 { "MET" } else { "NOT met" },
@@ -281,6 +375,7 @@ fn bench(c: &mut Criterion) {
         );
     }
     nfs.catalog().shutdown();
+    copy_nfs.catalog().shutdown();
     let _ = std::fs::remove_dir_all(&base);
 }
 

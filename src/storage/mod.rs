@@ -21,6 +21,12 @@ pub struct PooledFile {
     behind: AtomicU64,
     /// Read-ahead mark: where the next window to prefetch starts.
     ahead: AtomicU64,
+    /// WRITEs of one file take turns here. The kernel lets only one write
+    /// into a file at a time anyway (the inode lock), and waiters there
+    /// spin on a CPU while the holder copies a megabyte — a core the
+    /// client and the socket need (5.8 % of all CPU in the profile of
+    /// 16 WRITEs in flight). Waiters here sleep.
+    serial: parking_lot::Mutex<()>,
 }
 
 impl std::ops::Deref for PooledFile {
@@ -122,6 +128,7 @@ impl FilePool {
             writable,
             behind: AtomicU64::new(0),
             ahead: AtomicU64::new(0),
+            serial: parking_lot::Mutex::new(()),
         };
         self.opens.fetch_add(1, Ordering::Relaxed);
         let f = Arc::new(pooled);
@@ -151,7 +158,10 @@ impl FilePool {
     /// Writes all of `data` at `offset`, then lets write-behind send the
     /// windows this write completed to disk.
     pub fn write_at(&self, file: &Arc<PooledFile>, offset: u64, data: &[u8]) -> io::Result<()> {
-        file.write_all_at(data, offset)?;
+        {
+            let _turn = file.serial.lock();
+            file.write_all_at(data, offset)?;
+        }
         self.after_write(file, offset + data.len() as u64);
         Ok(())
     }
@@ -165,7 +175,10 @@ impl FilePool {
         pipe: &crate::pipe::Pipe,
         len: usize,
     ) -> io::Result<()> {
-        pipe.write_to(file, offset, len)?;
+        {
+            let _turn = file.serial.lock();
+            pipe.write_to(file, offset, len)?;
+        }
         self.after_write(file, offset + len as u64);
         Ok(())
     }
