@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use markbase_nfs::client::{pipelined_reads, pipelined_writes, Create, Nfs4Client};
+use markbase_nfs::client::{pipelined_reads, pipelined_writes, Create, Nfs4Client, WriteStream};
 use markbase_nfs::config::Config;
 use markbase_nfs::serve::{dispatcher_for, listen_addr, open_export};
 
@@ -85,13 +85,20 @@ fn nfs_stream(
     chunk: usize,
     inflight: usize,
     commit: bool,
+    lend: bool,
 ) -> (Duration, Duration, Duration) {
     let f = client
         .open(root, name, Create::Unchecked { mode: 0o644 }, 3)
         .unwrap();
+    let mut stream = WriteStream::new(&client.rpc, &f, chunk, 0);
+    if lend {
+        assert!(stream.lend_payload(), "no pipe for the lending client");
+    }
     let cpu = cpu_time();
     let t = Instant::now();
-    pipelined_writes(&mut client.rpc, &f, TOTAL, chunk, inflight, 0).unwrap();
+    stream
+        .write(&mut client.rpc, &f, 0, TOTAL, inflight)
+        .unwrap();
     let streamed = t.elapsed();
     let cpu = cpu_time() - cpu;
     if commit {
@@ -143,6 +150,12 @@ fn bench(c: &mut Criterion) {
     let cpu_copied: Samples = Default::default();
     let cpu_local: Samples = Default::default();
     let tcp: Samples = Default::default();
+    // Linux: the same stream from a client that lends its pages instead of
+    // copying them (vmsplice), i.e. with the client's copy off these CPUs.
+    let lent_stream: Samples = Default::default();
+    let ratio_lent: Samples = Default::default();
+    let cpu_lent: Samples = Default::default();
+    let lending = cfg!(target_os = "linux");
 
     let mut g = c.benchmark_group("loopback");
     g.throughput(Throughput::Bytes(TOTAL));
@@ -169,7 +182,7 @@ fn bench(c: &mut Criterion) {
                 n += 1;
                 let name = format!("w{n}.bin");
                 let (streamed, committed, cpu) =
-                    nfs_stream(&mut client, &root, &name, CHUNK, INFLIGHT, true);
+                    nfs_stream(&mut client, &root, &name, CHUNK, INFLIGHT, true, false);
                 total += streamed;
 
                 let p = base.join(format!("local{n}.bin"));
@@ -186,8 +199,17 @@ fn bench(c: &mut Criterion) {
                 drop(f);
                 let _ = std::fs::remove_file(&p);
 
-                let (copied, _, ccpu) =
-                    nfs_stream(&mut copy_client, &copy_root, &name, CHUNK, INFLIGHT, false);
+                let (copied, _, ccpu) = nfs_stream(
+                    &mut copy_client,
+                    &copy_root,
+                    &name,
+                    CHUNK,
+                    INFLIGHT,
+                    false,
+                    false,
+                );
+                let lent = lending
+                    .then(|| nfs_stream(&mut client, &root, &name, CHUNK, INFLIGHT, false, true));
 
                 let (s, sc, l, ls, cp) = (
                     mbps(TOTAL, streamed),
@@ -207,6 +229,12 @@ fn bench(c: &mut Criterion) {
                 cpu_nfs.lock().unwrap().push(cpu_ms_per_gib(cpu));
                 cpu_copied.lock().unwrap().push(cpu_ms_per_gib(ccpu));
                 cpu_local.lock().unwrap().push(cpu_ms_per_gib(lcpu));
+                if let Some((lent, _, lcpu)) = lent {
+                    let lm = mbps(TOTAL, lent);
+                    lent_stream.lock().unwrap().push(lm);
+                    ratio_lent.lock().unwrap().push(lm / l);
+                    cpu_lent.lock().unwrap().push(cpu_ms_per_gib(lcpu));
+                }
             }
             total
         })
@@ -338,15 +366,18 @@ fn bench(c: &mut Criterion) {
     let l = summary("local pwrite (page cache)", &local);
     summary("local pwrite + fdatasync", &local_sync);
     summary("NFS stream, payloads copied", &copied_stream);
+    summary("NFS stream, client lends pages", &lent_stream);
     let t = summary("raw TCP loopback", &tcp);
     println!("same-run ratios (each run against the baselines measured right after it):");
     ratio("  stream / local pwrite", &ratio_local);
     ratio("  stream+COMMIT / local pwrite+fdatasync", &ratio_sync);
     ratio("  stream spliced / stream copied", &ratio_copied);
+    ratio("  stream, client lends pages / local pwrite", &ratio_lent);
     println!("CPU per GiB written (all threads: client, server, kernel work they do):");
     for (name, v) in [
         ("  NFS stream", &cpu_nfs),
         ("  NFS stream, payloads copied", &cpu_copied),
+        ("  NFS stream, client lends pages", &cpu_lent),
         ("  local pwrite", &cpu_local),
     ] {
         let mut v = v.lock().unwrap().clone();

@@ -400,8 +400,26 @@ fn squashed_callers_cannot_change_owners() {
 /// WRITE whose payload must vanish without upsetting the next record.
 #[test]
 fn large_writes_land_byte_exact_whatever_their_route() {
+    large_writes_land_byte_exact(false);
+}
+
+/// The same with payloads that arrive as 4 KiB pieces (the client lends
+/// its pages to the socket, as a NIC's small frames would look): a pipe
+/// fills before a megabyte is in, and the payload goes on in the next one.
+/// Until that was handled, a full pipe stalled the connection for good.
+#[cfg(target_os = "linux")]
+#[test]
+fn large_writes_in_small_pieces_land_byte_exact() {
+    large_writes_land_byte_exact(true);
+}
+
+fn large_writes_land_byte_exact(lend: bool) {
     use markbase_nfs::nfs4::consts::{NFS4_PROGRAM, NFS4_VERSION, PROC_COMPOUND};
+    use markbase_nfs::rpc::message::encode_call;
+    use markbase_nfs::rpc::record::LAST_FRAGMENT;
+    use markbase_nfs::xdr::Encoder;
     let srv = InProcess::start();
+    let dispatcher = markbase_nfs::serve::dispatcher_for(srv.nfs.clone());
     let mut c = Nfs4Client::connect(srv.addr, "splice").unwrap();
     let root = c.lookup("").unwrap();
     let f = c
@@ -425,20 +443,47 @@ fn large_writes_land_byte_exact_whatever_their_route() {
         (500_000, 700_002),
     ];
     let mut want = vec![0u8; 6 << 20];
+    let lender = lend.then(|| markbase_nfs::pipe::Pipe::with_capacity(1 << 20).unwrap());
+    // Lent pages must stay as they are until the server has answered.
+    let mut records = Vec::new();
     // All in flight at once, each followed by a GETATTR (the record goes
     // on after the payload).
     for (i, &(offset, len)) in writes.iter().enumerate() {
         let data = pattern(i as u64, len);
         want[offset as usize..offset as usize + len].copy_from_slice(&data);
         let args = Nfs4Client::write_args(&f, offset, &data, 0).getattr(&[4]);
-        c.rpc
-            .send_call(
-                NFS4_PROGRAM,
-                NFS4_VERSION,
-                PROC_COMPOUND,
-                &args.encode("w", 0),
-            )
-            .unwrap();
+        let Some(pipe) = &lender else {
+            c.rpc
+                .send_call(
+                    NFS4_PROGRAM,
+                    NFS4_VERSION,
+                    PROC_COMPOUND,
+                    &args.encode("w", 0),
+                )
+                .unwrap();
+            continue;
+        };
+        let mut e = Encoder::with_buffer(vec![0; 4]);
+        let xid = 0x5000 + i as u32;
+        encode_call(
+            &mut e,
+            xid,
+            NFS4_PROGRAM,
+            NFS4_VERSION,
+            PROC_COMPOUND,
+            &c.rpc.credentials,
+        );
+        e.buf.extend_from_slice(&args.encode("w", 0));
+        let record_len = e.buf.len() - 4;
+        e.patch_u32(0, LAST_FRAGMENT | record_len as u32);
+        let record = e.buf;
+        let span = dispatcher.locate_bulk(&record[4..]).unwrap();
+        let (at, end) = (4 + span.record_at, 4 + span.record_at + span.len);
+        c.rpc.send_raw(&record[..at]).unwrap();
+        let socket = std::os::fd::AsRawFd::as_raw_fd(c.rpc.stream());
+        pipe.send_lent(socket, &record[at..end]).unwrap();
+        c.rpc.send_raw(&record[end..]).unwrap();
+        records.push(record);
     }
     for _ in &writes {
         let reply = c.rpc.read_record().unwrap().expect("a reply per WRITE");
@@ -447,6 +492,7 @@ fn large_writes_land_byte_exact_whatever_their_route() {
         assert_eq!(r.status, 0, "WRITE + GETATTR failed");
         assert_eq!(r.results, 3);
     }
+    drop(records);
     // A WRITE with a stateid the server never issued: refused, its
     // megabyte discarded, and the connection goes on.
     let forged = markbase_nfs::client::OpenFile {

@@ -27,10 +27,13 @@ const READ_BUFFER: usize = 8 << 10;
 const HEAD: usize = 1024;
 /// Smaller payloads are copied: splicing them saves less than it costs.
 const SPLICE_MIN: usize = 64 << 10;
-/// Pipe size, and so the largest payload spliced: 1 MiB, the most an
-/// unprivileged process may ask for by default (`/proc/sys/fs/pipe-max-size`)
-/// and the `nfs.max_write` clients are offered.
+/// Pipe size: 1 MiB, the most an unprivileged process may ask for by
+/// default (`/proc/sys/fs/pipe-max-size`). A pipe holds that much only in
+/// full pages; payloads that arrive in smaller pieces take several pipes.
 const PIPE_SIZE: usize = 1 << 20;
+/// Most pipes one payload may fill: a megabyte received in 1500-byte
+/// frames takes three.
+const MAX_PIPES_PER_PAYLOAD: usize = 8;
 /// Pipes kept per connection for reuse.
 const KEEP_PIPES: usize = 16;
 
@@ -55,12 +58,12 @@ pub(crate) struct PipePool {
 }
 
 impl PipePool {
-    fn take(&self, capacity: usize) -> Option<Pipe> {
+    fn take(&self) -> Option<Pipe> {
         if let Some(p) = self.pipes.lock().pop() {
             return Some(p);
         }
-        match Pipe::with_capacity(capacity) {
-            Ok(p) if p.capacity() >= capacity => Some(p),
+        match Pipe::with_capacity(PIPE_SIZE) {
+            Ok(p) if p.capacity() >= PIPE_SIZE => Some(p),
             Ok(_) => None,
             Err(e) => {
                 // Pipe limits reached (or no splice here): copy instead.
@@ -73,7 +76,9 @@ impl PipePool {
     /// Takes back a call's pipe once the call is done with it.
     pub(crate) fn give_back(&self, bulk: Option<Arc<BulkData>>) {
         if let Some(bulk) = bulk.and_then(|b| Arc::try_unwrap(b).ok()) {
-            self.put(bulk.pipe);
+            for pipe in bulk.pipes {
+                self.put(pipe);
+            }
         }
     }
 
@@ -91,11 +96,23 @@ impl PipePool {
     }
 }
 
+/// A pipe took all the buffers it could while the socket still had data.
+#[derive(Debug)]
+struct PipeFull;
+
+impl std::fmt::Display for PipeFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("pipe full")
+    }
+}
+
+impl std::error::Error for PipeFull {}
+
 /// Reads calls from one connection.
 pub(crate) struct CallReader {
     reader: BufReader<OwnedReadHalf>,
     max_record: usize,
-    /// Largest payload spliced (the pipes' capacity); None: never splice.
+    /// Largest payload spliced; None: never splice.
     splice: Option<usize>,
     pub(crate) pipes: Arc<PipePool>,
 }
@@ -143,24 +160,38 @@ impl CallReader {
             finish_record(r, buf, fragment.len - head, true, self.max_record).await?;
             return Ok(Some(None));
         };
-        let Some(pipe) = self.pipes.take(max_payload) else {
+        let Some(first) = self.pipes.take() else {
             finish_record(r, buf, fragment.len - head, true, self.max_record).await?;
             return Ok(Some(None));
         };
         // The payload: what the head read took of it, what the read buffer
         // holds, then the socket.
-        pipe.push(&buf[span.record_at..]).map_err(RecordError::Io)?;
+        first
+            .push(&buf[span.record_at..])
+            .map_err(RecordError::Io)?;
         buf.truncate(span.record_at);
         let mut left = span.len - (head - span.record_at);
         let buffered = r.buffer();
         let n = buffered.len().min(left);
-        pipe.push(&buffered[..n]).map_err(RecordError::Io)?;
+        first.push(&buffered[..n]).map_err(RecordError::Io)?;
         Pin::new(&mut *r).consume(n);
         left -= n;
+        let mut pipes = vec![first];
         let stream = r.get_ref().as_ref();
         let fd = stream.as_raw_fd();
         while left > 0 {
-            match stream.try_io(Interest::READABLE, || pipe.splice_from(fd, left)) {
+            let pipe = pipes.last().expect("at least one pipe");
+            // WouldBlock from this closure means the socket is empty: tokio
+            // then clears its readiness and `readable` waits for more data.
+            // A full pipe must not look like that — the socket is still
+            // readable and no new data may ever come to wake us.
+            let spliced = stream.try_io(Interest::READABLE, || match pipe.splice_from(fd, left) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && bytes_readable(fd)? > 0 => {
+                    Err(std::io::Error::other(PipeFull))
+                }
+                other => other,
+            });
+            match spliced {
                 Ok(0) => {
                     return Err(RecordError::Truncated {
                         got: fragment.len - left,
@@ -168,19 +199,28 @@ impl CallReader {
                     })
                 }
                 Ok(n) => left -= n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if bytes_readable(fd)? > 0 {
-                        // The socket has data but the pipe took no more (it
-                        // counts buffers, and small ones fill it early):
-                        // copy this payload after all.
-                        pipe.drain_into(buf)?;
-                        self.pipes.put(pipe);
-                        SPLICE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
-                        finish_record(r, buf, fragment.len - buf.len(), true, self.max_record)
-                            .await?;
-                        return Ok(Some(None));
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.readable().await?,
+                Err(e) if e.get_ref().is_some_and(|i| i.is::<PipeFull>()) => {
+                    // Pipes count buffers, not bytes: received data in small
+                    // pieces (1500-byte frames, 4 KiB pages) fills one before
+                    // a megabyte is in. Go on in another pipe, or, with none
+                    // to be had, copy this payload after all.
+                    let more = (pipes.len() < MAX_PIPES_PER_PAYLOAD)
+                        .then(|| self.pipes.take())
+                        .flatten();
+                    match more {
+                        Some(p) => pipes.push(p),
+                        None => {
+                            for p in pipes {
+                                p.drain_into(buf)?;
+                                self.pipes.put(p);
+                            }
+                            SPLICE_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+                            finish_record(r, buf, fragment.len - buf.len(), true, self.max_record)
+                                .await?;
+                            return Ok(Some(None));
+                        }
                     }
-                    stream.readable().await?;
                 }
                 Err(e) => return Err(RecordError::Io(e)),
             }
@@ -195,7 +235,7 @@ impl CallReader {
         Ok(Some(Some(BulkData {
             at: span.args_at,
             len: span.len,
-            pipe,
+            pipes,
         })))
     }
 }

@@ -98,15 +98,17 @@ pub struct BulkSpan {
 }
 
 /// A bulk argument that never entered user space: the transport moved it
-/// from the socket into a pipe and cut it (with its XDR padding) out of
-/// the record, so the arguments go on right after its length word. The
-/// operation that owns it writes it from the pipe to its destination.
+/// from the socket into pipes (one after another, as each filled) and cut
+/// it (with its XDR padding) out of the record, so the arguments go on
+/// right after its length word. The operation that owns it writes it from
+/// the pipes to its destination.
 #[derive(Debug)]
 pub struct BulkData {
     /// Offset, in the arguments, where the data would have started.
     pub at: usize,
     pub len: usize,
-    pub pipe: Pipe,
+    /// The data in order: all of the first pipe's, then the next one's.
+    pub pipes: Vec<Pipe>,
 }
 
 /// The accept_stat failures a program can return instead of a result.

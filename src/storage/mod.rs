@@ -166,18 +166,30 @@ impl FilePool {
         Ok(())
     }
 
-    /// Writes `len` bytes queued in `pipe` at `offset` (the WRITE payloads
-    /// the transport spliced from the socket): one copy, pipe to page cache.
-    pub fn write_from_pipe(
+    /// Writes the `len` bytes queued in `pipes` (in order) at `offset`: the
+    /// WRITE payloads the transport spliced from the socket. One copy,
+    /// pipe to page cache.
+    pub fn write_from_pipes(
         &self,
         file: &Arc<PooledFile>,
         offset: u64,
-        pipe: &crate::pipe::Pipe,
+        pipes: &[crate::pipe::Pipe],
         len: usize,
     ) -> io::Result<()> {
         {
             let _turn = file.serial.lock();
-            pipe.write_to(file, offset, len)?;
+            let mut at = offset;
+            for pipe in pipes {
+                let n = pipe.queued()?;
+                pipe.write_to(file, at, n)?;
+                at += n as u64;
+            }
+            if at - offset != len as u64 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("pipes held {} of {len} payload bytes", at - offset),
+                ));
+            }
         }
         self.after_write(file, offset + len as u64);
         Ok(())

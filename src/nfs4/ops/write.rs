@@ -80,7 +80,7 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
     let files = c.srv.files();
     match payload {
         Payload::Bytes(data) => files.write_at(&file, offset, data),
-        Payload::Pipe(bulk) => files.write_from_pipe(&file, offset, &bulk.pipe, bulk.len),
+        Payload::Pipe(bulk) => files.write_from_pipes(&file, offset, &bulk.pipes, bulk.len),
     }
     .map_err(|e| {
         tracing::error!(node = %node.id, offset, len, error = %e, "WRITE failed");
