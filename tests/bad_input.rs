@@ -117,6 +117,55 @@ fn record_level_damage_closes_only_that_connection() {
         f.server.log().contains("exceeds the limit"),
         "oversize not logged"
     );
+
+    // A WRITE whose megabyte stops a third of the way in (on Linux the
+    // payload was on its way into a pipe), then the client goes away.
+    let mut c = f.fresh();
+    let call = write_call(1 << 20, 1 << 20);
+    c.send_raw(&call[..call.len() - (700 << 10)]).unwrap();
+    c.stream().shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(
+        closed_by_server(&mut c),
+        "WRITE cut short: connection not closed"
+    );
+    f.witness_is_served();
+
+    // A WRITE whose data length claims more than its record holds: an
+    // answer (the arguments do not decode), and the connection goes on.
+    let mut c = f.fresh();
+    c.send_raw(&write_call(1 << 20, 100 << 10)).unwrap();
+    c.stream()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let reply = c
+        .read_record()
+        .unwrap()
+        .expect("a reply to the short WRITE");
+    let (_, st, at) = markbase_nfs::rpc::message::decode_reply(&reply).unwrap();
+    assert_eq!(st, ReplyStatus::Success);
+    let res = markbase_nfs::client::CompoundReply::decode(&reply[at..]).unwrap();
+    assert_ne!(res.status, 0, "short WRITE succeeded");
+    let (st, res) = compound(&mut c, &CompoundArgs::new().putrootfh().getfh(), 0).unwrap();
+    assert_eq!((st, res.map(|r| r.status)), (ReplyStatus::Success, Some(0)));
+    f.witness_is_served();
+}
+
+/// A whole WRITE call record (mark included) to a made-up file handle whose
+/// data length field says `claimed` while `sent` bytes of data follow.
+fn write_call(claimed: u32, sent: usize) -> Vec<u8> {
+    use markbase_nfs::rpc::message::{encode_call, Credentials};
+    use markbase_nfs::xdr::Encoder;
+    let args = CompoundArgs::new().putfh(&[7u8; 16]).op(op::WRITE, |e| {
+        e.fixed(&[0u8; 16]);
+        e.u64(0);
+        e.u32(0);
+        e.u32(claimed);
+        e.fixed(&vec![0x5a; sent]);
+    });
+    let mut e = Encoder::new();
+    encode_call(&mut e, 77, NFS4_PROGRAM, 4, 1, &Credentials::None);
+    e.buf.extend_from_slice(&args.encode("", 0));
+    record(&e.buf)
 }
 
 #[test]
