@@ -180,6 +180,26 @@ impl Pipe {
         Err(io::ErrorKind::Unsupported.into())
     }
 
+    /// Reads exactly `out.len()` queued bytes into `out` (a copy).
+    pub fn read_exact(&self, out: &mut [u8]) -> io::Result<()> {
+        let mut got = 0;
+        while got < out.len() {
+            // SAFETY: reading into the unfilled part of `out`.
+            let n = cvt(unsafe {
+                libc::read(
+                    self.read.as_raw_fd(),
+                    out[got..].as_mut_ptr().cast(),
+                    out.len() - got,
+                )
+            })?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            got += n;
+        }
+        Ok(())
+    }
+
     /// Writes exactly `len` queued bytes to `file` at `offset`: with
     /// `splice` on Linux (the one copy, into the page cache), elsewhere
     /// through a buffer.

@@ -400,7 +400,15 @@ fn squashed_callers_cannot_change_owners() {
 /// WRITE whose payload must vanish without upsetting the next record.
 #[test]
 fn large_writes_land_byte_exact_whatever_their_route() {
-    large_writes_land_byte_exact(false);
+    large_writes_land_byte_exact(false, false);
+}
+
+/// With `storage.direct_writes`, aligned payloads go to disk with O_DIRECT
+/// while unaligned ones (one overlapping a direct one) stay buffered: the
+/// file must still read back exactly.
+#[test]
+fn direct_and_buffered_writes_mix_byte_exact() {
+    large_writes_land_byte_exact(false, true);
 }
 
 /// The same with payloads that arrive as 4 KiB pieces (the client lends
@@ -410,15 +418,15 @@ fn large_writes_land_byte_exact_whatever_their_route() {
 #[cfg(target_os = "linux")]
 #[test]
 fn large_writes_in_small_pieces_land_byte_exact() {
-    large_writes_land_byte_exact(true);
+    large_writes_land_byte_exact(true, false);
 }
 
-fn large_writes_land_byte_exact(lend: bool) {
+fn large_writes_land_byte_exact(lend: bool, direct: bool) {
     use markbase_nfs::nfs4::consts::{NFS4_PROGRAM, NFS4_VERSION, PROC_COMPOUND};
     use markbase_nfs::rpc::message::encode_call;
     use markbase_nfs::rpc::record::LAST_FRAGMENT;
     use markbase_nfs::xdr::Encoder;
-    let srv = InProcess::start();
+    let srv = InProcess::start_with(|cfg| cfg.storage.direct_writes = direct);
     let dispatcher = markbase_nfs::serve::dispatcher_for(srv.nfs.clone());
     let mut c = Nfs4Client::connect(srv.addr, "splice").unwrap();
     let root = c.lookup("").unwrap();

@@ -106,7 +106,8 @@ impl Nfs4Server {
                     window: config.storage.read_ahead,
                     windows: config.storage.read_ahead_windows,
                 },
-            ),
+            )
+            .with_direct_writes(config.storage.direct_writes),
             state: Mutex::new(state),
             config,
             catalog,
