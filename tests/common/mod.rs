@@ -29,15 +29,40 @@ pub struct Server {
     pub stdout_head: Vec<String>,
 }
 
+/// A free port under Linux's ephemeral range (32768-60999). Servers that
+/// tests kill and restart on the same port must not live in that range:
+/// while the server is down, a client retrying its connection from an
+/// ephemeral port can be given the server's own port and connect to itself
+/// (TCP simultaneous open), and the restart then finds the port taken.
+fn free_port_below_ephemeral() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(2654435761);
+    for _ in 0..2000 {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000 + (seed.wrapping_add(k.wrapping_mul(7919)) % 12000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999");
+}
+
 impl Server {
     /// Starts `markbase-nfs serve --db DB --storage STORAGE` on 127.0.0.1
-    /// (port 0 = any free port) with `dir` as working directory.
+    /// (port 0 = a free port below the ephemeral range) with `dir` as
+    /// working directory.
     pub fn start(dir: &Path, db: &Path, storage: &Path, port: u16) -> Server {
         Self::start_with(dir, db, storage, port, &[])
     }
 
     /// Like [`Server::start`] with extra `serve` options.
     pub fn start_with(dir: &Path, db: &Path, storage: &Path, port: u16, extra: &[&str]) -> Server {
+        let port = if port == 0 {
+            free_port_below_ephemeral()
+        } else {
+            port
+        };
         let mut args = vec![
             "serve".to_string(),
             "--address".into(),
@@ -59,6 +84,12 @@ impl Server {
     }
 
     pub fn spawn(dir: &Path, args: Vec<String>) -> Server {
+        Self::try_spawn(dir, args).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Starts the server; Err (with its log) when it exits before
+    /// printing its address.
+    fn try_spawn(dir: &Path, args: Vec<String>) -> Result<Server, String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -90,19 +121,20 @@ impl Server {
         }
         // Keep draining stdout so the server never blocks on it.
         std::thread::spawn(move || for _ in lines {});
-        let addr = addr.unwrap_or_else(|| {
-            panic!(
+        let Some(addr) = addr else {
+            let _ = child.wait();
+            return Err(format!(
                 "server did not print its address; stdout: {head:?}; log:\n{}",
                 std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-            )
-        });
-        Server {
+            ));
+        };
+        Ok(Server {
             child: Some(child),
             addr,
             args,
             dir: dir.to_path_buf(),
             stdout_head: head,
-        }
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -128,13 +160,25 @@ impl Server {
         }
     }
 
-    /// Starts again on the same port after a kill or terminate.
+    /// Starts again on the same port after a kill or terminate. A port
+    /// still held (the killed server's connections being torn down) is
+    /// retried for up to 10 s.
     pub fn start_again(&mut self) {
         let mut args = self.args.clone();
         if let Some(i) = args.iter().position(|a| a == "--port") {
             args[i + 1] = self.addr.port().to_string();
         }
-        let fresh = Server::spawn(&self.dir, args);
+        let mut tries = 0;
+        let fresh = loop {
+            match Server::try_spawn(&self.dir, args.clone()) {
+                Ok(s) => break s,
+                Err(why) if why.contains("Address already in use") && tries < 40 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(why) => panic!("{why}"),
+            }
+        };
         assert_eq!(fresh.addr, self.addr);
         *self = fresh;
     }
@@ -142,13 +186,7 @@ impl Server {
     /// Kills and starts again on the same port.
     pub fn restart(&mut self) {
         self.kill();
-        let mut args = self.args.clone();
-        if let Some(i) = args.iter().position(|a| a == "--port") {
-            args[i + 1] = self.addr.port().to_string();
-        }
-        let fresh = Server::spawn(&self.dir, args);
-        assert_eq!(fresh.addr, self.addr);
-        *self = fresh;
+        self.start_again();
     }
 
     pub fn is_running(&mut self) -> bool {
