@@ -26,9 +26,15 @@ fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e6
 }
 
-fn summary(name: &str, s: &Samples) -> f64 {
+/// The samples sorted, for min / median / max.
+fn sorted(s: &Samples) -> Vec<f64> {
     let mut v = s.lock().unwrap().clone();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v
+}
+
+fn summary(name: &str, s: &Samples) -> f64 {
+    let v = sorted(s);
     if v.is_empty() {
         return 0.0;
     }
@@ -112,8 +118,7 @@ fn nfs_stream(
 }
 
 fn ratio(name: &str, s: &Samples) {
-    let mut v = s.lock().unwrap().clone();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let v = sorted(s);
     if let (Some(lo), Some(hi)) = (v.first(), v.last()) {
         println!(
             "{name:<42} min {lo:.2}  median {:.2}  max {hi:.2}  ({} runs)",
@@ -380,8 +385,7 @@ fn bench(c: &mut Criterion) {
         ("  NFS stream, client lends pages", &cpu_lent),
         ("  local pwrite", &cpu_local),
     ] {
-        let mut v = v.lock().unwrap().clone();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let v = sorted(v);
         if let (Some(lo), Some(hi)) = (v.first(), v.last()) {
             println!(
                 "{name:<34} min {lo:>8.0}  median {:>8.0}  max {hi:>8.0} ms",

@@ -116,21 +116,12 @@ impl Pipe {
     /// Moves everything queued back into user space, appended to `out`:
     /// the way out when a payload did not fit and must be copied after all.
     pub fn drain_into(&self, out: &mut Vec<u8>) -> io::Result<()> {
-        let mut left = self.queued()?;
-        while left > 0 {
-            out.reserve(left);
-            let spare = out.spare_capacity_mut();
-            // SAFETY: reading into spare capacity of at least `left` bytes;
-            // set_len below covers only what read() initialised.
-            let n =
-                cvt(unsafe { libc::read(self.read.as_raw_fd(), spare.as_mut_ptr().cast(), left) })?;
-            if n == 0 {
-                break;
-            }
-            unsafe { out.set_len(out.len() + n) };
-            left -= n.min(left);
-        }
-        Ok(())
+        // Only the rare path where a payload could not be spliced comes
+        // here: zero-filling before the read costs nothing worth an unsafe
+        // read into spare capacity.
+        let at = out.len();
+        out.resize(at + self.queued()?, 0);
+        self.read_exact(&mut out[at..])
     }
 
     /// Sends `data` to a blocking stream socket through the pipe with no

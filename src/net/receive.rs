@@ -112,8 +112,8 @@ impl std::error::Error for PipeFull {}
 pub(crate) struct CallReader {
     reader: BufReader<OwnedReadHalf>,
     max_record: usize,
-    /// Largest payload spliced; None: never splice.
-    splice: Option<usize>,
+    /// Move large WRITE payloads through pipes (Linux only).
+    splice: bool,
     pub(crate) pipes: Arc<PipePool>,
 }
 
@@ -123,7 +123,7 @@ impl CallReader {
         CallReader {
             reader: BufReader::with_capacity(READ_BUFFER, read_half),
             max_record,
-            splice: (splice && cfg!(target_os = "linux")).then_some(PIPE_SIZE),
+            splice: splice && cfg!(target_os = "linux"),
             pipes: Arc::default(),
         }
     }
@@ -141,18 +141,15 @@ impl CallReader {
         let Some(fragment) = read_fragment_header(r, 0, self.max_record).await? else {
             return Ok(None);
         };
-        let Some(max_payload) = self
-            .splice
-            .filter(|_| fragment.last && fragment.len >= SPLICE_MIN)
-        else {
+        if !(self.splice && fragment.last && fragment.len >= SPLICE_MIN) {
             finish_record(r, buf, fragment.len, fragment.last, self.max_record).await?;
             return Ok(Some(None));
-        };
+        }
         let head = fragment.len.min(HEAD);
         read_into(r, buf, head).await?;
         let span = dispatcher.locate_bulk(buf).filter(|s| {
             s.len >= SPLICE_MIN
-                && s.len <= max_payload
+                && s.len <= PIPE_SIZE
                 && s.record_at + s.len.next_multiple_of(4) <= fragment.len
                 && s.record_at + s.len >= head
         });
