@@ -124,6 +124,12 @@ pub struct StorageConfig {
     /// Windows in flight to disk before the write-behind thread waits for
     /// the oldest (WRITEs wait only when its queue is full).
     pub write_behind_lag: u64,
+    /// Windows that may queue for the write-behind thread (for all files
+    /// together). Past 4, WRITEs complete at the disk's measured rate, so
+    /// the room left in the queue takes in spells of slow disk at full
+    /// speed; in its last quarter they slow down further; full, they wait.
+    /// Each queued window is dirty memory: 128 × 8 MiB = 1 GiB at most.
+    pub write_behind_backlog: u64,
     /// Read-ahead window in bytes for streaming READs; 0 turns it off.
     pub read_ahead: u64,
     /// Windows kept requested ahead of a streaming reader.
@@ -202,6 +208,7 @@ impl Default for StorageConfig {
             open_files: 512,
             write_behind: 8 << 20,
             write_behind_lag: 32,
+            write_behind_backlog: 128,
             read_ahead: 8 << 20,
             read_ahead_windows: 4,
             direct_writes: false,
@@ -237,6 +244,10 @@ impl Config {
         anyhow::ensure!(
             self.storage.open_files > 0,
             "storage.open_files must be at least 1"
+        );
+        anyhow::ensure!(
+            self.storage.write_behind == 0 || self.storage.write_behind_backlog > 0,
+            "storage.write_behind_backlog must be at least 1 while write_behind is on"
         );
         Ok(())
     }

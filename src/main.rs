@@ -364,6 +364,7 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
                 while usr1.recv().await.is_some() {
                     eprintln!("per-operation latency:\n{}", nfs.latency_report());
                     eprintln!("{}", splice_report());
+                    eprintln!("{}", pacing_report(&nfs));
                 }
             });
         }
@@ -373,6 +374,7 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
         nfs.catalog().shutdown();
         eprintln!("per-operation latency:\n{}", nfs.latency_report());
         eprintln!("{}", splice_report());
+        eprintln!("{}", pacing_report(&nfs));
         Ok(())
     })
 }
@@ -381,6 +383,14 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
 fn splice_report() -> String {
     let (spliced, copied) = net::splice_counts();
     format!("WRITE payloads spliced: {spliced}; copied after a pipe filled: {copied}")
+}
+
+/// How long WRITEs were held back to the disk's pace.
+fn pacing_report(nfs: &markbase_nfs::nfs4::Nfs4Server) -> String {
+    format!(
+        "WRITEs paced to the disk for {:.1} s in all",
+        nfs.files().paced().as_secs_f64()
+    )
 }
 
 async fn shutdown_signal() {

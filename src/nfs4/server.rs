@@ -101,6 +101,7 @@ impl Nfs4Server {
                 WriteBehind {
                     window: config.storage.write_behind,
                     lag: config.storage.write_behind_lag,
+                    backlog: config.storage.write_behind_backlog,
                 },
                 ReadAhead {
                     window: config.storage.read_ahead,
