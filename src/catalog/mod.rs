@@ -648,15 +648,24 @@ impl Catalog {
             }
             m.modified_ns = now;
         });
-        self.pins.pin_node(node);
-        self.writer.dirty(node.clone());
+        self.queue_for_writer(node);
     }
 
     /// Sets a file's size to exactly `size` (start-up reconciliation).
     fn data_written_exact(&self, node: &Arc<Node>, size: u64) {
         node.update(|m| m.size = size);
-        self.pins.pin_node(node);
-        self.writer.dirty(node.clone());
+        self.queue_for_writer(node);
+    }
+
+    /// Pins a changed node in memory and hands it to the background writer,
+    /// unless it is already waiting there (a stream's WRITEs then cost the
+    /// writer thread one wake-up per batch, not one each). The pin stays
+    /// until the writer has persisted the node's latest version.
+    fn queue_for_writer(&self, node: &Arc<Node>) {
+        if node.queue_for_writer() {
+            self.pins.pin_node(node);
+            self.writer.dirty(node.clone());
+        }
     }
 
     /// NFS clients recorded as holding state (by their client id string).

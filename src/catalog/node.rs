@@ -205,6 +205,10 @@ pub struct Node {
     /// Bumped at every change; the background writer compares it to know
     /// whether what it persisted is still the latest.
     version: AtomicU64,
+    /// Queued for the background writer and not yet taken into a batch:
+    /// further data writes need not tell it again (see
+    /// [`Node::queue_for_writer`]).
+    queued: std::sync::atomic::AtomicBool,
 }
 
 pub fn now_ns() -> i64 {
@@ -223,7 +227,25 @@ impl Node {
             created_ns,
             meta: RwLock::new(meta),
             version: AtomicU64::new(0),
+            queued: Default::default(),
         }
+    }
+
+    /// Marks the node queued for the background writer; false when it
+    /// already was (the writer has not taken it yet and will persist its
+    /// latest state, so there is nothing to tell it). Saves a message and a
+    /// wake-up of the writer thread per WRITE of a stream.
+    pub fn queue_for_writer(&self) -> bool {
+        !self.queued.swap(true, Ordering::AcqRel)
+    }
+
+    /// The writer takes the node into a batch: changes from here on queue
+    /// it again. Called before the writer reads the node's state.
+    pub fn taken_by_writer(&self) {
+        // A swap, not a store: it synchronises with the writer's
+        // `queue_for_writer` that found the node queued, so the version and
+        // state read next include that write's change.
+        self.queued.swap(false, Ordering::AcqRel);
     }
 
     pub fn root() -> Node {

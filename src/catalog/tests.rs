@@ -164,3 +164,69 @@ fn readdir_cookies_survive_changes_to_the_folder() {
         assert!(!rest.contains(s), "{s} delivered twice");
     }
 }
+
+/// WRITEs of a stream tell the writer about their node once per batch
+/// (`Node::queue_for_writer`); racing the writer's batches, the latest
+/// size must still reach SQLite and every pin must be released.
+#[test]
+fn racing_data_writes_reach_the_database_and_leave_nothing_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("race.sqlite");
+    let cat = Arc::new(
+        Catalog::open_with(
+            &db,
+            &CacheConfig::default(),
+            WriterConfig {
+                interval: Duration::from_millis(1),
+                max_batch: 4,
+            },
+        )
+        .unwrap(),
+    );
+    let id = cat.allocate_id();
+    let (node, _, pending) = cat
+        .create(
+            &NodeId::Root,
+            NewNode {
+                id,
+                kind: NodeKind::File,
+                name: "race.mov".into(),
+                content: Some(dir.path().join("race.mov")),
+                mode: None,
+                create_verifier: None,
+            },
+        )
+        .unwrap();
+    pending.wait().unwrap();
+    let before = cat.writer_stats().nodes_written.load(Ordering::Relaxed);
+    let writers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (cat, node) = (cat.clone(), node.clone());
+            std::thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    cat.data_written(&node, (i * 2 + t + 1) * 4096);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    cat.flush().unwrap();
+    let last = 40_000 * 4096;
+    assert_eq!(node.size(), last);
+    let c = Connection::open(&db).unwrap();
+    let on_disk: u64 = c
+        .query_row(
+            "SELECT file_size FROM file_nodes WHERE label = 'race.mov'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(on_disk, last, "the latest size was not persisted");
+    assert_eq!(cat.pinned(), (0, 0), "a pin outlived its write");
+    // 40,000 writes, far fewer persisted node rows: the writer was told
+    // once per batch, not once per write.
+    let rows = cat.writer_stats().nodes_written.load(Ordering::Relaxed) - before;
+    assert!((1..40_000).contains(&rows), "{rows}");
+}

@@ -206,6 +206,8 @@ impl WriterLoop {
             .dirty
             .drain()
             .map(|(_, n)| {
+                // Before reading its state: a change after this queues it again.
+                n.taken_by_writer();
                 let v = n.version();
                 (n, v)
             })
