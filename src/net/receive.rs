@@ -233,6 +233,7 @@ impl CallReader {
             at: span.args_at,
             len: span.len,
             pipes,
+            order: span.order,
         })))
     }
 }

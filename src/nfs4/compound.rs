@@ -7,7 +7,7 @@ use super::consts::{op, OpResult, Status, NFS4_FHSIZE, NFS4_OPAQUE_LIMIT};
 use super::ops;
 use super::server::Nfs4Server;
 use crate::catalog::Node;
-use crate::rpc::{AcceptError, CallContext, ReplyBody};
+use crate::rpc::{AcceptError, BulkArgument, CallContext, ReplyBody};
 use crate::xdr::Decoder;
 
 /// The evaluation state of one COMPOUND.
@@ -118,8 +118,10 @@ pub(crate) fn run(
 /// from their head: `(offset, length)`. Only the shape clients use to
 /// stream — PUTFH, then WRITE, then anything — is recognised (Linux and
 /// macOS send PUTFH, WRITE, GETATTR); `run` decodes the same bytes the same
-/// way, so the WRITE found here is the first WRITE it executes.
-pub(crate) fn locate_write_data(args: &[u8], max_write: usize) -> Option<(usize, usize)> {
+/// way, so the WRITE found here is the first WRITE it executes. The order
+/// key is a hash of the file handle: WRITEs of one file wait for each
+/// other on the file anyway.
+pub(crate) fn locate_write_data(args: &[u8], max_write: usize) -> Option<BulkArgument> {
     let mut d = Decoder::new(args);
     d.opaque(NFS4_OPAQUE_LIMIT).ok()?; // tag
     if d.u32().ok()? != 0 || d.u32().ok()? < 2 {
@@ -128,13 +130,24 @@ pub(crate) fn locate_write_data(args: &[u8], max_write: usize) -> Option<(usize,
     if d.u32().ok()? != op::PUTFH {
         return None;
     }
-    d.opaque(NFS4_FHSIZE).ok()?;
+    let fh = d.opaque(NFS4_FHSIZE).ok()?;
     if d.u32().ok()? != op::WRITE {
         return None;
     }
     d.skip(16 + 8 + 4).ok()?; // stateid, offset, stable_how
     let len = d.u32().ok()? as usize;
-    (len <= max_write).then_some((d.position(), len))
+    (len <= max_write).then(|| BulkArgument {
+        at: d.position(),
+        len,
+        order: order_key(fh),
+    })
+}
+
+/// FNV-1a of a file handle: cheap, and only ever compared on one connection.
+fn order_key(fh: &[u8]) -> u64 {
+    fh.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -184,12 +197,27 @@ mod tests {
                 (op::GETATTR, &getattr),
             ],
         );
-        let (at, len) = locate_write_data(&args, 1 << 20).unwrap();
+        let found = locate_write_data(&args, 1 << 20).unwrap();
+        let (at, len) = (found.at, found.len);
         assert_eq!(len, 1000);
         assert_eq!(&args[at..at + len], &[0xa5; 1000][..]);
+        assert_eq!(found.order, order_key(&[7u8; 26]));
         // The head alone is enough.
-        assert_eq!(locate_write_data(&args[..at], 1 << 20), Some((at, len)));
+        assert_eq!(locate_write_data(&args[..at], 1 << 20), Some(found));
         assert_eq!(locate_write_data(&args[..at - 1], 1 << 20), None);
+        // Another file, another order key.
+        let other = compound(
+            "w",
+            0,
+            &[
+                (op::PUTFH, &|e: &mut Encoder| e.opaque(&[8u8; 26])),
+                (op::WRITE, &write),
+            ],
+        );
+        assert_ne!(
+            locate_write_data(&other, 1 << 20).unwrap().order,
+            found.order
+        );
     }
 
     #[test]

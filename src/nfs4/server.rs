@@ -310,7 +310,7 @@ impl Program for Nfs4Server {
         version: u32,
         procedure: u32,
         args_head: &[u8],
-    ) -> Option<(usize, usize)> {
+    ) -> Option<crate::rpc::BulkArgument> {
         if version != NFS4_VERSION || procedure != PROC_COMPOUND {
             return None;
         }

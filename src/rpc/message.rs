@@ -95,6 +95,23 @@ pub struct BulkSpan {
     pub args_at: usize,
     /// Data bytes (the XDR padding after them is not counted).
     pub len: usize,
+    /// Calls with the same key are run one at a time in arrival order on
+    /// their connection (see [`BulkArgument::order`]).
+    pub order: u64,
+}
+
+/// A call's bulk argument as its program locates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkArgument {
+    /// Offset of the first data byte in the program's arguments.
+    pub at: usize,
+    /// Data bytes.
+    pub len: usize,
+    /// Which calls this one would only queue behind anyway — for a WRITE,
+    /// the file's: the transport runs calls with the same key in arrival
+    /// order, one at a time, instead of waking a thread for each to wait
+    /// its turn on the file.
+    pub order: u64,
 }
 
 /// A bulk argument that never entered user space: the transport moved it
@@ -109,6 +126,8 @@ pub struct BulkData {
     pub len: usize,
     /// The data in order: all of the first pipe's, then the next one's.
     pub pipes: Vec<Pipe>,
+    /// [`BulkSpan::order`].
+    pub order: u64,
 }
 
 /// The accept_stat failures a program can return instead of a result.
@@ -277,15 +296,14 @@ pub trait Program: Send + Sync {
     /// Handles one call; writes the results (after the accept header) into
     /// `out`.
     fn call(&self, ctx: &CallContext, args: &[u8], out: &mut ReplyBody) -> Result<(), AcceptError>;
-    /// Where the bulk argument of a call is — `(offset in args, length)` —
-    /// judged from the head of its arguments alone, or None when the call
+    /// Where the bulk argument of a call is, judged from the head of its arguments alone, or None when the call
     /// has none worth keeping out of the record.
     fn bulk_argument(
         &self,
         _version: u32,
         _procedure: u32,
         _args_head: &[u8],
-    ) -> Option<(usize, usize)> {
+    ) -> Option<BulkArgument> {
         None
     }
 }
@@ -389,11 +407,12 @@ impl Dispatcher {
         }
         let args_start = d.position();
         let program = self.programs.get(&prog)?;
-        let (args_at, len) = program.bulk_argument(vers, procedure, d.rest())?;
+        let arg = program.bulk_argument(vers, procedure, d.rest())?;
         Some(BulkSpan {
-            record_at: args_start + args_at,
-            args_at,
-            len,
+            record_at: args_start + arg.at,
+            args_at: arg.at,
+            len: arg.len,
+            order: arg.order,
         })
     }
 

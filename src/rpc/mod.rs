@@ -8,6 +8,6 @@ pub mod message;
 pub mod record;
 
 pub use message::{
-    AcceptError, AuthSys, BulkData, BulkSpan, CallContext, Credentials, Dispatcher, Outcome,
-    Program, Reply, ReplyBody, ReplyPart,
+    AcceptError, AuthSys, BulkArgument, BulkData, BulkSpan, CallContext, Credentials, Dispatcher,
+    Outcome, Program, Reply, ReplyBody, ReplyPart,
 };
