@@ -20,6 +20,7 @@ use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 
 use crate::client::{pipelined_reads, Create, Nfs4Client, OpenFile, WriteStream};
+use crate::stalls::{self, Stall, StallWitness};
 
 /// Frame sizes of AJA's presets, in bytes.
 pub const PRESETS: &[(&str, u64, &str)] = &[
@@ -66,6 +67,11 @@ pub struct Direction {
     pub elapsed: Duration,
     /// Frame times in microseconds.
     pub times_us: Vec<u64>,
+    /// When each frame started, in microseconds since the run began.
+    pub starts_us: Vec<u64>,
+    /// How much of each frame the machine was stalled (see
+    /// [`crate::stalls`]), in microseconds; empty without a witness.
+    pub stalled_us: Vec<u64>,
     /// Time of the final COMMIT/fsync (writes only).
     pub flush: Duration,
 }
@@ -95,6 +101,40 @@ impl Direction {
         let b = budget.as_micros() as u64;
         self.times_us.iter().filter(|t| **t > b).count()
     }
+
+    /// Places the machine's stalls on the frames.
+    fn mark_stalls(&mut self, stalls: &[Stall]) {
+        self.stalled_us = self
+            .starts_us
+            .iter()
+            .zip(&self.times_us)
+            .map(|(s, t)| {
+                stalls::overlap(stalls, Duration::from_micros(*s), Duration::from_micros(*t))
+                    .as_micros() as u64
+            })
+            .collect();
+    }
+
+    /// The frames no machine stall touched: (their count, their p99 in ms,
+    /// how many of them are over `budget`).
+    pub fn unstalled(&self, budget: Duration) -> (usize, f64, usize) {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+        let b = budget.as_micros() as u64;
+        let mut over = 0;
+        for (t, st) in self.times_us.iter().zip(&self.stalled_us) {
+            if *st == 0 {
+                let _ = h.record((*t).max(1));
+                over += usize::from(*t > b);
+            }
+        }
+        let n = h.len() as usize;
+        let p99 = if n > 0 {
+            h.value_at_quantile(0.99) as f64 / 1000.0
+        } else {
+            0.0
+        };
+        (n, p99, over)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +144,17 @@ pub struct AjaReport {
     pub read: Direction,
     /// Same-run local baselines: (name, write, read).
     pub baselines: Vec<(&'static str, Direction, Direction)>,
+    /// What the stall witness saw over the whole run; None when its thread
+    /// could not start.
+    pub stalls: Option<MachineStalls>,
+}
+
+/// The machine's stalls during a run (see [`crate::stalls`]).
+#[derive(Debug, Clone)]
+pub struct MachineStalls {
+    pub list: Vec<Stall>,
+    /// Whether the ticker ran at real-time priority.
+    pub realtime: bool,
 }
 
 /// Moves frames to and from the storage under test.
@@ -290,13 +341,16 @@ fn run_direction(
     frame_bytes: u64,
     write: bool,
     progress: bool,
+    epoch: Instant,
 ) -> anyhow::Result<Direction> {
     let stride = frame_bytes.div_ceil(4096) * 4096;
     let mut times = Vec::with_capacity(frames as usize);
+    let mut starts = Vec::with_capacity(frames as usize);
     let start = Instant::now();
     let mut last_report = Instant::now();
     for i in 0..frames {
         let t = Instant::now();
+        starts.push(t.saturating_duration_since(epoch).as_micros() as u64);
         if write {
             io.write_frame(i * stride, frame_bytes)
         } else {
@@ -333,6 +387,8 @@ fn run_direction(
         bytes: frames * frame_bytes,
         elapsed,
         times_us: times,
+        starts_us: starts,
+        stalled_us: Vec::new(),
         flush,
     })
 }
@@ -343,6 +399,10 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
         bail!("file size must hold at least one frame");
     }
     let frames = opts.file_bytes / opts.frame_bytes;
+    let witness = StallWitness::start()
+        .map_err(|e| tracing::warn!(error = %e, "no stall witness: frame times are not set against machine stalls"))
+        .ok();
+    let epoch = Instant::now();
     let mut io: Box<dyn FrameIo> = match &opts.target {
         Target::Nfs(addr) => {
             let mut client = Nfs4Client::connect(*addr, "markbase-aja")
@@ -372,8 +432,22 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
             )?)
         }
     };
-    let write = run_direction(io.as_mut(), frames, opts.frame_bytes, true, opts.progress)?;
-    let read = run_direction(io.as_mut(), frames, opts.frame_bytes, false, opts.progress)?;
+    let mut write = run_direction(
+        io.as_mut(),
+        frames,
+        opts.frame_bytes,
+        true,
+        opts.progress,
+        epoch,
+    )?;
+    let mut read = run_direction(
+        io.as_mut(),
+        frames,
+        opts.frame_bytes,
+        false,
+        opts.progress,
+        epoch,
+    )?;
     drop(io);
     let mut baselines = Vec::new();
     if let Some(dir) = &opts.baseline {
@@ -386,14 +460,51 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
             }
             let path = dir.join(format!("aja-baseline-{}.mov", std::process::id()));
             let mut local = MountFrames::create(&path, opts.frame_bytes, caching)?;
-            let w = run_direction(&mut local, frames, opts.frame_bytes, true, opts.progress);
+            let w = run_direction(
+                &mut local,
+                frames,
+                opts.frame_bytes,
+                true,
+                opts.progress,
+                epoch,
+            );
             let r = w.and_then(|w| {
-                run_direction(&mut local, frames, opts.frame_bytes, false, opts.progress)
-                    .map(|r| (w, r))
+                run_direction(
+                    &mut local,
+                    frames,
+                    opts.frame_bytes,
+                    false,
+                    opts.progress,
+                    epoch,
+                )
+                .map(|r| (w, r))
             });
             let _ = std::fs::remove_file(&path);
             let (w, r) = r.with_context(|| format!("baseline {name}"))?;
             baselines.push((name, w, r));
+        }
+    }
+    let stalls = witness.map(|w| {
+        let realtime = w.realtime.load(std::sync::atomic::Ordering::Relaxed);
+        // The witness's epoch is a moment before `epoch`: shift its stalls.
+        let shift = w.since_start(epoch);
+        let list = w
+            .finish()
+            .into_iter()
+            .filter(|s| s.at + s.len > shift)
+            .map(|s| Stall {
+                at: s.at.saturating_sub(shift),
+                len: s.len - shift.saturating_sub(s.at),
+            })
+            .collect();
+        MachineStalls { list, realtime }
+    });
+    if let Some(st) = &stalls {
+        write.mark_stalls(&st.list);
+        read.mark_stalls(&st.list);
+        for (_, w, r) in &mut baselines {
+            w.mark_stalls(&st.list);
+            r.mark_stalls(&st.list);
         }
     }
     let report = AjaReport {
@@ -401,6 +512,7 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
         write,
         read,
         baselines,
+        stalls,
     };
     write_csv(&report, &opts.csv)?;
     write_svg(&report, &opts.svg)?;
@@ -453,6 +565,33 @@ pub fn summary(r: &AjaReport, target_mbps: Option<f64>) -> String {
             budget.as_secs_f64() * 1e3,
             d.over_budget(budget)
         );
+        if r.stalls.is_some() {
+            let (n, p99, over) = d.unstalled(budget);
+            let _ = writeln!(
+                s,
+                "      {} frames overlapped a machine stall; the other {n}: p99 {p99:.2} ms, {over} over {:.2} ms",
+                d.times_us.len() - n,
+                budget.as_secs_f64() * 1e3,
+            );
+        }
+    }
+    if let Some(st) = &r.stalls {
+        let total: Duration = st.list.iter().map(|s| s.len).sum();
+        let max = st.list.iter().map(|s| s.len).max().unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "machine stalls: {} times a {}1 ms ticker could not run for >= {} ms ({:.0} ms in all, max {:.1} ms){}",
+            st.list.len(),
+            if st.realtime { "real-time " } else { "" },
+            stalls::STALL.as_millis(),
+            total.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3,
+            if st.realtime {
+                ": the machine itself did not run (on a VM, its host)"
+            } else {
+                " (normal priority: includes the machine's own CPU contention)"
+            }
+        );
     }
     for (name, w, rd) in &r.baselines {
         let _ = writeln!(
@@ -469,13 +608,16 @@ pub fn summary(r: &AjaReport, target_mbps: Option<f64>) -> String {
 }
 
 fn write_csv(r: &AjaReport, path: &Path) -> anyhow::Result<()> {
-    let mut out = String::from("frame,write_ms,read_ms\n");
+    let mut out = String::from("frame,write_ms,read_ms,write_stalled_ms,read_stalled_ms\n");
+    let ms = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0) as f64 / 1000.0;
     for i in 0..r.write.times_us.len() {
         let _ = writeln!(
             out,
-            "{i},{:.3},{:.3}",
-            r.write.times_us[i] as f64 / 1000.0,
-            r.read.times_us.get(i).copied().unwrap_or(0) as f64 / 1000.0
+            "{i},{:.3},{:.3},{:.3},{:.3}",
+            ms(&r.write.times_us, i),
+            ms(&r.read.times_us, i),
+            ms(&r.write.stalled_us, i),
+            ms(&r.read.stalled_us, i)
         );
     }
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))

@@ -13,5 +13,6 @@ pub mod nfs4;
 pub mod pipe;
 pub mod rpc;
 pub mod serve;
+pub mod stalls;
 pub mod storage;
 pub mod xdr;
