@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 
 use crate::client::{pipelined_reads, Create, Nfs4Client, OpenFile, WriteStream};
-use crate::stalls::{self, Stall, StallWitness};
+use crate::stalls::{self, MachineStalls, Stall, StallWitness};
 
 /// Frame sizes of AJA's presets, in bytes.
 pub const PRESETS: &[(&str, u64, &str)] = &[
@@ -82,11 +82,7 @@ impl Direction {
     }
 
     fn histogram(&self) -> Histogram<u64> {
-        let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
-        for t in &self.times_us {
-            let _ = h.record((*t).max(1));
-        }
-        h
+        frame_histogram(self.times_us.iter().copied())
     }
 
     pub fn percentile_ms(&self, q: f64) -> f64 {
@@ -118,15 +114,16 @@ impl Direction {
     /// The frames no machine stall touched: (their count, their p99 in ms,
     /// how many of them are over `budget`).
     pub fn unstalled(&self, budget: Duration) -> (usize, f64, usize) {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+        let clear = || {
+            self.times_us
+                .iter()
+                .zip(&self.stalled_us)
+                .filter(|(_, st)| **st == 0)
+                .map(|(t, _)| *t)
+        };
+        let h = frame_histogram(clear());
         let b = budget.as_micros() as u64;
-        let mut over = 0;
-        for (t, st) in self.times_us.iter().zip(&self.stalled_us) {
-            if *st == 0 {
-                let _ = h.record((*t).max(1));
-                over += usize::from(*t > b);
-            }
-        }
+        let over = clear().filter(|t| *t > b).count();
         let n = h.len() as usize;
         let p99 = if n > 0 {
             h.value_at_quantile(0.99) as f64 / 1000.0
@@ -135,6 +132,15 @@ impl Direction {
         };
         (n, p99, over)
     }
+}
+
+/// Frame times (µs) in a histogram.
+fn frame_histogram(times_us: impl Iterator<Item = u64>) -> Histogram<u64> {
+    let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+    for t in times_us {
+        let _ = h.record(t.max(1));
+    }
+    h
 }
 
 #[derive(Debug, Clone)]
@@ -147,14 +153,6 @@ pub struct AjaReport {
     /// What the stall witness saw over the whole run; None when its thread
     /// could not start.
     pub stalls: Option<MachineStalls>,
-}
-
-/// The machine's stalls during a run (see [`crate::stalls`]).
-#[derive(Debug, Clone)]
-pub struct MachineStalls {
-    pub list: Vec<Stall>,
-    /// Whether the ticker ran at real-time priority.
-    pub realtime: bool,
 }
 
 /// Moves frames to and from the storage under test.
@@ -399,10 +397,10 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
         bail!("file size must hold at least one frame");
     }
     let frames = opts.file_bytes / opts.frame_bytes;
-    let witness = StallWitness::start()
+    let epoch = Instant::now();
+    let witness = StallWitness::start(epoch)
         .map_err(|e| tracing::warn!(error = %e, "no stall witness: frame times are not set against machine stalls"))
         .ok();
-    let epoch = Instant::now();
     let mut io: Box<dyn FrameIo> = match &opts.target {
         Target::Nfs(addr) => {
             let mut client = Nfs4Client::connect(*addr, "markbase-aja")
@@ -484,21 +482,7 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
             baselines.push((name, w, r));
         }
     }
-    let stalls = witness.map(|w| {
-        let realtime = w.realtime.load(std::sync::atomic::Ordering::Relaxed);
-        // The witness's epoch is a moment before `epoch`: shift its stalls.
-        let shift = w.since_start(epoch);
-        let list = w
-            .finish()
-            .into_iter()
-            .filter(|s| s.at + s.len > shift)
-            .map(|s| Stall {
-                at: s.at.saturating_sub(shift),
-                len: s.len - shift.saturating_sub(s.at),
-            })
-            .collect();
-        MachineStalls { list, realtime }
-    });
+    let stalls = witness.map(StallWitness::finish);
     if let Some(st) = &stalls {
         write.mark_stalls(&st.list);
         read.mark_stalls(&st.list);

@@ -28,19 +28,27 @@ pub struct Stall {
     pub len: Duration,
 }
 
+/// What the witness saw.
+#[derive(Debug, Clone)]
+pub struct MachineStalls {
+    /// In order of start, overlapping ones (several CPUs at once) merged.
+    pub list: Vec<Stall>,
+    /// Whether every ticker ran pinned at real-time priority; without it, a
+    /// busy machine's own scheduling also shows up as stalls.
+    pub realtime: bool,
+}
+
 /// The running witness.
 pub struct StallWitness {
-    epoch: Instant,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Vec<Stall>>>,
-    /// Whether the ticker got real-time priority; without it, a busy
-    /// machine's own scheduling also shows up as stalls.
-    pub realtime: Arc<AtomicBool>,
+    realtime: Arc<AtomicBool>,
 }
 
 impl StallWitness {
-    pub fn start() -> std::io::Result<StallWitness> {
-        let epoch = Instant::now();
+    /// Starts the tickers; stalls are placed in time from `epoch` (which
+    /// must not be later than now).
+    pub fn start(epoch: Instant) -> std::io::Result<StallWitness> {
         let stop = Arc::new(AtomicBool::new(false));
         let realtime = Arc::new(AtomicBool::new(true));
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_CPUS));
@@ -64,21 +72,14 @@ impl StallWitness {
             }
         }
         Ok(StallWitness {
-            epoch,
             stop,
             threads,
             realtime,
         })
     }
 
-    /// Time since the witness started: how frame times are placed.
-    pub fn since_start(&self, t: Instant) -> Duration {
-        t.saturating_duration_since(self.epoch)
-    }
-
-    /// Stops the tickers and returns the stalls they saw, in order of
-    /// start, overlapping ones (several CPUs at once) merged.
-    pub fn finish(mut self) -> Vec<Stall> {
+    /// Stops the tickers and returns what they saw.
+    pub fn finish(mut self) -> MachineStalls {
         self.stop.store(true, Ordering::Relaxed);
         let mut all: Vec<Stall> = self
             .threads
@@ -87,7 +88,10 @@ impl StallWitness {
             .flatten()
             .collect();
         all.sort_by_key(|s| s.at);
-        merge(all)
+        MachineStalls {
+            list: merge(all),
+            realtime: self.realtime.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -219,7 +223,7 @@ mod tests {
 
     #[test]
     fn the_witness_sees_a_stopped_process() {
-        let w = StallWitness::start().unwrap();
+        let w = StallWitness::start(Instant::now()).unwrap();
         // SIGSTOP stops every thread, as a host that does not run the VM
         // does; a child sends SIGCONT every 50 ms for a while (more than
         // once, so an early one cannot leave us stopped).
@@ -239,7 +243,7 @@ mod tests {
             std::thread::sleep(ms(60));
             let mut waker = waker;
             waker.wait().unwrap();
-            let stalls = w.finish();
+            let stalls = w.finish().list;
             assert!(
                 stalls.iter().any(|s| s.len >= ms(20)),
                 "no stall seen: {stalls:?}"

@@ -523,7 +523,7 @@ struct FlushJob {
 
 /// Windows that may wait for the write-behind thread before WRITEs are
 /// paced: a short burst goes at page-cache speed.
-pub const PACE_FREE: usize = 4;
+const PACE_FREE: usize = 4;
 /// How fast the disk-rate estimate follows the disk: a sample moves it by
 /// the share of this its interval covers. Long enough that one slow
 /// window does not slow every WRITE, short enough to follow a disk whose
