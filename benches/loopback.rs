@@ -102,9 +102,7 @@ fn nfs_stream(
     }
     let cpu = cpu_time();
     let t = Instant::now();
-    stream
-        .write(&mut client.rpc, &f, 0, TOTAL, inflight)
-        .unwrap();
+    stream.write(&mut client.rpc, 0, TOTAL, inflight).unwrap();
     let streamed = t.elapsed();
     let cpu = cpu_time() - cpu;
     if commit {

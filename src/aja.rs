@@ -57,6 +57,9 @@ pub struct AjaOptions {
     /// same frames with buffered `pwrite` + fdatasync, and with O_DIRECT);
     /// None skips them.
     pub baseline: Option<PathBuf>,
+    /// The built-in client lends its payload pages to the socket instead
+    /// of copying them (Linux; see [`WriteStream::lend_payload`]).
+    pub lend_payloads: bool,
 }
 
 /// Per-direction results.
@@ -146,6 +149,8 @@ fn frame_histogram(times_us: impl Iterator<Item = u64>) -> Histogram<u64> {
 #[derive(Debug, Clone)]
 pub struct AjaReport {
     pub frame_bytes: u64,
+    /// How the frames were moved: which client, copying or not.
+    pub client: &'static str,
     pub write: Direction,
     pub read: Direction,
     /// Same-run local baselines: (name, write, read).
@@ -178,7 +183,7 @@ struct NfsFrames {
 impl FrameIo for NfsFrames {
     fn write_frame(&mut self, offset: u64, len: u64) -> io::Result<()> {
         self.stream
-            .write(&mut self.client.rpc, &self.file, offset, len, self.inflight)
+            .write(&mut self.client.rpc, offset, len, self.inflight)
             .map_err(io_err)
     }
 
@@ -401,6 +406,7 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
     let witness = StallWitness::start(epoch)
         .map_err(|e| tracing::warn!(error = %e, "no stall witness: frame times are not set against machine stalls"))
         .ok();
+    let how;
     let mut io: Box<dyn FrameIo> = match &opts.target {
         Target::Nfs(addr) => {
             let mut client = Nfs4Client::connect(*addr, "markbase-aja")
@@ -412,7 +418,12 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
             let file = client
                 .open(&root, &name, Create::Unchecked { mode: 0o644 }, 3)
                 .map_err(|e| anyhow::anyhow!("creating {name}: {e}"))?;
-            let stream = WriteStream::new(&client.rpc, &file, opts.chunk, 0);
+            let mut stream = WriteStream::new(&client.rpc, &file, opts.chunk, 0);
+            how = if opts.lend_payloads && stream.lend_payload() {
+                "built-in NFSv4 client, payload pages lent to the socket (no client copy)"
+            } else {
+                "built-in NFSv4 client, payloads copied into the socket"
+            };
             Box::new(NfsFrames {
                 client,
                 file,
@@ -422,6 +433,7 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
             })
         }
         Target::Mount(dir) => {
+            how = "a volume the OS mounted, its cache bypassed (F_NOCACHE / O_DIRECT)";
             let path = dir.join(format!("aja-{}.mov", std::process::id()));
             Box::new(MountFrames::create(
                 &path,
@@ -493,6 +505,7 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
     }
     let report = AjaReport {
         frame_bytes: opts.frame_bytes,
+        client: how,
         write,
         read,
         baselines,
@@ -515,10 +528,11 @@ pub fn summary(r: &AjaReport, target_mbps: Option<f64>) -> String {
     let budget = budget_at_mbps(r.frame_bytes, target);
     let _ = writeln!(
         s,
-        "frame {} bytes, {} frames ({:.2} GiB)",
+        "frame {} bytes, {} frames ({:.2} GiB), {}",
         r.frame_bytes,
         r.write.frames,
-        r.write.bytes as f64 / (1u64 << 30) as f64
+        r.write.bytes as f64 / (1u64 << 30) as f64,
+        r.client
     );
     for (name, d) in [("write", &r.write), ("read", &r.read)] {
         let _ =
@@ -730,6 +744,7 @@ mod tests {
             inflight: 4,
             progress: false,
             baseline: Some(dir.path().to_path_buf()),
+            lend_payloads: true,
         };
         let r = run(&opts).unwrap();
         assert_eq!((r.write.frames, r.read.frames), (20, 20));
@@ -746,6 +761,7 @@ mod tests {
             .contains("<polyline"));
         let text = summary(&r, Some(600.0));
         assert!(text.contains("frames over budget"), "{text}");
+        assert!(text.contains("a volume the OS mounted"), "{text}");
         assert!(
             text.contains("same-run baseline local pwrite+fdatasync"),
             "{text}"

@@ -684,10 +684,13 @@ pub struct WriteStream {
     /// `new`, which is what lets [`WriteStream::lend_payload`] work.
     data_at: usize,
     chunk: usize,
-    stable: u32,
     next_xid: u32,
-    /// Set by `lend_payload`: full-chunk payloads go out through this pipe.
+    /// Set by `lend_payload`: payloads go out through this pipe.
     lender: Option<crate::pipe::Pipe>,
+    /// The call of a WRITE of no data (record mark, RPC header, COMPOUND up
+    /// to the opaque's length word): a shorter WRITE (a frame's last) sends
+    /// it re-stamped, then its data straight from `record`.
+    head: Vec<u8>,
 }
 
 impl WriteStream {
@@ -697,18 +700,20 @@ impl WriteStream {
         // The opaque's length word sits right after the offset and
         // stable_how fields; the data follows it.
         let data_at = offset_at + 8 + 4 + 4;
+        let (head, _) = write_record(rpc, f, &[], stable);
+        debug_assert_eq!(head.len(), data_at);
         WriteStream {
             record,
             offset_at,
             data_at,
             chunk,
-            stable,
             next_xid: 0x1000_0000,
             lender: None,
+            head,
         }
     }
 
-    /// Linux: send full-chunk payloads without copying them (vmsplice +
+    /// Linux: send payloads without copying them (vmsplice +
     /// splice, see [`crate::pipe::Pipe::send_lent`]). Over loopback the
     /// client shares the server's CPUs; a remote client's copy costs the
     /// server nothing, and this shows what the server does in that case.
@@ -725,7 +730,6 @@ impl WriteStream {
     pub fn write(
         &mut self,
         rpc: &mut RpcClient,
-        f: &OpenFile,
         offset: u64,
         len: u64,
         inflight: usize,
@@ -737,24 +741,7 @@ impl WriteStream {
                 let at = offset + sent * self.chunk as u64;
                 let this = (len - sent * self.chunk as u64).min(self.chunk as u64) as usize;
                 self.next_xid = self.next_xid.wrapping_add(1);
-                if this == self.chunk {
-                    let r = &mut self.record;
-                    r[4..8].copy_from_slice(&self.next_xid.to_be_bytes());
-                    r[self.offset_at..self.offset_at + 8].copy_from_slice(&at.to_be_bytes());
-                    match &self.lender {
-                        Some(pipe) => {
-                            rpc.send_raw(&r[..self.data_at])?;
-                            let socket = std::os::fd::AsRawFd::as_raw_fd(rpc.stream());
-                            pipe.send_lent(socket, &r[self.data_at..])?;
-                        }
-                        None => rpc.send_raw(r)?,
-                    }
-                } else {
-                    let (mut r, off_at) = write_record(rpc, f, &vec![0xa5u8; this], self.stable);
-                    r[4..8].copy_from_slice(&self.next_xid.to_be_bytes());
-                    r[off_at..off_at + 8].copy_from_slice(&at.to_be_bytes());
-                    rpc.send_raw(&r)?;
-                }
+                self.send_one(rpc, at, this)?;
                 sent += 1;
             }
             let body = read_compound_reply(rpc)?;
@@ -762,6 +749,43 @@ impl WriteStream {
             done += 1;
         }
         Ok(())
+    }
+
+    /// Sends one WRITE of `len` (at most a chunk) bytes at `offset`.
+    fn send_one(&mut self, rpc: &mut RpcClient, offset: u64, len: usize) -> ClientResult<()> {
+        let xid = self.next_xid.to_be_bytes();
+        let (offset, data_at) = (offset.to_be_bytes(), self.data_at);
+        let pad = len.next_multiple_of(4) - len;
+        let head = if len == self.chunk {
+            &mut self.record[..data_at]
+        } else {
+            let h = &mut self.head;
+            let record_len = (h.len() - 4 + len + pad) as u32;
+            h[0..4].copy_from_slice(&(LAST_FRAGMENT | record_len).to_be_bytes());
+            h[data_at - 4..data_at].copy_from_slice(&(len as u32).to_be_bytes());
+            &mut h[..]
+        };
+        head[4..8].copy_from_slice(&xid);
+        head[self.offset_at..self.offset_at + 8].copy_from_slice(&offset);
+        let data = &self.record[data_at..data_at + len];
+        if len == self.chunk && self.lender.is_none() {
+            // The whole record (its padding included) in one send.
+            return Ok(rpc.send_raw(&self.record)?);
+        }
+        let head = if len == self.chunk {
+            &self.record[..data_at]
+        } else {
+            &self.head[..]
+        };
+        rpc.send_raw(head)?;
+        match &self.lender {
+            Some(pipe) => {
+                let socket = std::os::fd::AsRawFd::as_raw_fd(rpc.stream());
+                pipe.send_lent(socket, data)?;
+            }
+            None => rpc.send_raw(data)?,
+        }
+        Ok(rpc.send_raw(&[0u8; 3][..pad])?)
     }
 }
 
@@ -799,7 +823,7 @@ pub fn pipelined_writes(
     inflight: usize,
     stable: u32,
 ) -> ClientResult<()> {
-    WriteStream::new(rpc, f, chunk, stable).write(rpc, f, 0, total, inflight)
+    WriteStream::new(rpc, f, chunk, stable).write(rpc, 0, total, inflight)
 }
 
 /// Reads `len` bytes at `offset` in `chunk`-sized READs with up to

@@ -94,6 +94,12 @@ enum Command {
         /// of the same frames in the same folder).
         #[arg(long)]
         no_baseline: bool,
+        /// The built-in client copies each payload into its socket, as a
+        /// plain client does, instead of lending the payload's pages to it
+        /// (Linux; elsewhere it always copies). Over loopback that copy
+        /// runs on the server's own CPUs; a remote client's does not.
+        #[arg(long)]
+        client_copies: bool,
     },
     /// Build a synthetic catalog shaped like the seed user's.
     Gen {
@@ -195,6 +201,7 @@ fn main() -> anyhow::Result<()> {
             inflight,
             config,
             no_baseline,
+            client_copies,
         } => {
             let frame_bytes = match frame_bytes {
                 Some(b) => b,
@@ -218,6 +225,7 @@ fn main() -> anyhow::Result<()> {
                 inflight,
                 progress: true,
                 baseline: None,
+                lend_payloads: !client_copies,
             };
             let cfg = load_config(config)?;
             run_aja(opts, mount, server, dir, cfg, !no_baseline)

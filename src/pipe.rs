@@ -143,6 +143,14 @@ impl Pipe {
             let lent = cvt(unsafe { libc::vmsplice(self.write.as_raw_fd(), &iov, 1, 0) })?;
             let mut left = lent;
             while left > 0 {
+                // "More is coming" lets the socket hold a part-filled
+                // segment back, for up to 200 ms if nothing follows: said
+                // only while `data` has more than this splice takes.
+                let more = if left < data.len() {
+                    libc::SPLICE_F_MORE
+                } else {
+                    0
+                };
                 // SAFETY: plain descriptors, no offsets.
                 match cvt(unsafe {
                     libc::splice(
@@ -151,7 +159,7 @@ impl Pipe {
                         socket,
                         std::ptr::null_mut(),
                         left,
-                        libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
+                        libc::SPLICE_F_MOVE | more,
                     )
                 }) {
                     Ok(n) => left -= n,

@@ -421,6 +421,54 @@ fn large_writes_in_small_pieces_land_byte_exact() {
     large_writes_land_byte_exact(true, false);
 }
 
+/// The streaming client of the benches and `aja` sends a frame's last,
+/// shorter WRITE from the same buffer as its whole ones (its own head,
+/// then the data, then the XDR padding): frames of odd lengths must land
+/// whole and in place, copied or lent.
+#[test]
+fn write_stream_frames_of_odd_lengths_land_whole() {
+    use markbase_nfs::client::WriteStream;
+    let srv = InProcess::start();
+    let mut c = Nfs4Client::connect(srv.addr, "frames").unwrap();
+    let root = c.lookup("").unwrap();
+    let modes: &[bool] = if cfg!(target_os = "linux") {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    for &lend in modes {
+        let name = format!("stream-{lend}.mov");
+        let f = c
+            .open(&root, &name, Create::Unchecked { mode: 0o644 }, BOTH)
+            .unwrap();
+        let chunk = 64 << 10;
+        let mut stream = WriteStream::new(&c.rpc, &f, chunk, 0);
+        if lend {
+            assert!(stream.lend_payload(), "no pipe to lend pages through");
+        }
+        // Frames of 3 chunks + 1001 bytes (padding 3), exactly 2 chunks,
+        // and 5 bytes (padding 3, a WRITE of one short chunk only).
+        let frames = [3 * chunk as u64 + 1001, 2 * chunk as u64, 5, 70_002];
+        let mut at = 0;
+        for len in frames {
+            stream.write(&mut c.rpc, at, len, 3).unwrap();
+            at += len;
+        }
+        let mut got = Vec::new();
+        loop {
+            let (data, eof) = c.read(&f, got.len() as u64, 1 << 20).unwrap();
+            got.extend_from_slice(&data);
+            if eof || data.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(got.len() as u64, at, "{name}: size");
+        let stray = got.iter().position(|&b| b != 0xa5);
+        assert_eq!(stray, None, "{name}: a byte not written by the stream");
+        c.close(&f).unwrap();
+    }
+}
+
 fn large_writes_land_byte_exact(lend: bool, direct: bool) {
     use markbase_nfs::nfs4::consts::{NFS4_PROGRAM, NFS4_VERSION, PROC_COMPOUND};
     use markbase_nfs::rpc::message::encode_call;
