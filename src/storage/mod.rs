@@ -524,16 +524,27 @@ struct FlushJob {
 /// Windows that may wait for the write-behind thread before WRITEs are
 /// paced: a short burst goes at page-cache speed.
 const PACE_FREE: usize = 4;
-/// How fast the disk-rate estimate follows the disk: a sample moves it by
-/// the share of this its interval covers. Long enough that one slow
-/// window does not slow every WRITE, short enough to follow a disk whose
-/// rate wanders (this VM's: 0.6–2 GB/s over minutes).
+/// How fast the present disk-rate estimate follows the disk: a sample
+/// moves it by the share of this its interval covers. Long enough that one
+/// slow window does not slow every WRITE, short enough to follow a disk
+/// whose rate wanders (this VM's: 0.6–2 GB/s over minutes).
 const RATE_SMOOTHING: Duration = Duration::from_secs(1);
-/// Pacing never goes below this share of the disk's rate; a full queue
-/// still makes WRITEs wait outright.
+/// The same for the disk's long-run rate, which WRITEs are paced to while
+/// the queue has room: a spell of slow disk shorter than this is taken in
+/// by the queue instead of slowing frames.
+const RATE_MEMORY: Duration = Duration::from_secs(10);
+/// The share of the queue (past [`PACE_FREE`]) that pacing steers it
+/// towards: WRITEs go a little faster than the disk below it and a little
+/// slower above, so the room above stays free for the next slow spell.
+const PACE_SETTLE: f64 = 0.25;
+/// How strongly: the rate changes by this share of the disk's per unit of
+/// queue share away from [`PACE_SETTLE`].
+const PACE_GAIN: f64 = 0.5;
+/// Pacing never goes below this share of the disk's present rate; a full
+/// queue still makes WRITEs wait outright.
 const PACE_FLOOR: f64 = 0.1;
 /// The share of the queue, at its top, over which pacing slows from the
-/// disk's rate to [`PACE_FLOOR`] of it.
+/// disk's present rate to [`PACE_FLOOR`] of it.
 const PACE_SLOWING: f64 = 0.25;
 
 /// Why pace: when a stream comes in faster than the disk drains it, the
@@ -541,17 +552,20 @@ const PACE_SLOWING: f64 = 0.25;
 /// disk's rate wanders (spells of writeback at half speed, stalls of
 /// 20–40 ms), so those waits land in bursts: most frames at page-cache
 /// speed, some held for a whole stall — the tail of frame times an editor
-/// sees as dropped frames. Completing WRITEs at the disk's measured rate
-/// instead keeps the queue where it is, with room left to take in a slow
-/// spell at full speed. Measured with aja (16 GiB, frames not overlapping a
-/// stall of the VM itself, see `crate::stalls`): p99 frame write 13.1 and
-/// 13.6 ms unpaced (a 4-window queue, as before pacing), 6.4 and 7.8 ms
-/// paced with this queue of 128.
+/// sees as dropped frames. Completing WRITEs at the disk's long-run rate
+/// instead keeps the queue low, with room left to take in a slow spell at
+/// full speed. Measured with aja (16 GiB, frames not overlapping a stall
+/// of the VM itself, see `crate::stalls`): p99 frame write 13.1 and 13.6 ms
+/// unpaced (a 4-window queue, as before pacing), 6.4 and 7.8 ms paced with
+/// this queue of 128.
 #[derive(Default)]
 struct Pacer {
     /// The disk's drain rate in bytes/s as the write-behind thread
-    /// measured it while windows were queued; 0 until measured.
+    /// measured it while windows were queued, over [`RATE_SMOOTHING`]; 0
+    /// until measured.
     rate: AtomicU64,
+    /// The same over [`RATE_MEMORY`].
+    long_rate: AtomicU64,
     /// When the last paced byte is due.
     clock: parking_lot::Mutex<Option<Instant>>,
     /// Total time WRITEs were held back, in nanoseconds.
@@ -563,15 +577,23 @@ impl Pacer {
     /// were waiting: one sample of the disk's rate.
     fn disk_drained(&self, bytes: u64, took: Duration) {
         let sample = bytes as f64 / took.as_secs_f64().max(1e-6);
-        let old = self.rate.load(Ordering::Relaxed) as f64;
-        let rate = blend_rate(old, sample, took);
-        self.rate.store(rate as u64, Ordering::Relaxed);
+        for (estimate, over) in [(&self.rate, RATE_SMOOTHING), (&self.long_rate, RATE_MEMORY)] {
+            let old = estimate.load(Ordering::Relaxed) as f64;
+            estimate.store(
+                blend_rate(old, sample, took, over) as u64,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// How long a WRITE of `len` bytes waits, with `waiting` windows of a
     /// `backlog` queued for the disk; None when it goes at once.
     fn pace(&self, len: u64, waiting: usize, backlog: usize, now: Instant) -> Option<Duration> {
-        let rate = paced_rate(self.rate.load(Ordering::Relaxed) as f64, waiting, backlog)?;
+        let disk = DiskRate {
+            present: self.rate.load(Ordering::Relaxed) as f64,
+            long_run: self.long_rate.load(Ordering::Relaxed) as f64,
+        };
+        let rate = paced_rate(disk, waiting, backlog)?;
         let mut clock = self.clock.lock();
         let (due, wait) = reserve(*clock, now, len, rate);
         *clock = Some(due);
@@ -582,30 +604,43 @@ impl Pacer {
     }
 }
 
-/// The disk-rate estimate after a new sample measured over `dt`.
-fn blend_rate(old: f64, sample: f64, dt: Duration) -> f64 {
+/// The disk-rate estimate after a new sample measured over `dt`, smoothed
+/// `over` that long.
+fn blend_rate(old: f64, sample: f64, dt: Duration, over: Duration) -> f64 {
     if old <= 0.0 {
         return sample;
     }
-    let share = (dt.as_secs_f64() / RATE_SMOOTHING.as_secs_f64()).min(1.0);
+    let share = (dt.as_secs_f64() / over.as_secs_f64()).min(1.0);
     old + (sample - old) * share
 }
 
+/// The disk's drain rate in bytes/s, two ways.
+#[derive(Debug, Clone, Copy)]
+struct DiskRate {
+    /// Over the last second or so ([`RATE_SMOOTHING`]).
+    present: f64,
+    /// Over [`RATE_MEMORY`].
+    long_run: f64,
+}
+
 /// The rate WRITEs may complete at with `waiting` of `backlog` windows
-/// queued for a disk draining `disk` bytes/s: unpaced up to [`PACE_FREE`],
-/// then the disk's rate, and in the queue's last [`PACE_SLOWING`] share
-/// falling linearly towards [`PACE_FLOOR`] of it. Pacing at the disk's
-/// rate keeps the queue where it is, so the room above stays free to take
-/// in a spell of slow disk at full speed; only once that room is mostly
-/// used do frames slow down. None: no pacing (disk rate not measured yet,
-/// or a queue too short to pace in).
-fn paced_rate(disk: f64, waiting: usize, backlog: usize) -> Option<f64> {
-    if disk <= 0.0 || waiting <= PACE_FREE || backlog <= PACE_FREE {
+/// queued for the disk: unpaced up to [`PACE_FREE`]; then about the disk's
+/// rate — the faster of its present and long-run rates, so a slow spell
+/// fills the queue rather than slowing frames — steered to keep the queue
+/// near [`PACE_SETTLE`]; and once the queue's last [`PACE_SLOWING`] share
+/// is reached, falling towards [`PACE_FLOOR`] of the present rate. None: no
+/// pacing (disk rate not measured yet, or a queue too short to pace in).
+fn paced_rate(disk: DiskRate, waiting: usize, backlog: usize) -> Option<f64> {
+    if disk.present <= 0.0 || waiting <= PACE_FREE || backlog <= PACE_FREE {
         return None;
     }
-    let slowing = ((backlog - PACE_FREE) as f64 * PACE_SLOWING).max(1.0);
-    let room = backlog.saturating_sub(waiting) as f64 / slowing;
-    Some(disk * room.clamp(PACE_FLOOR, 1.0))
+    let fill = ((waiting - PACE_FREE) as f64 / (backlog - PACE_FREE) as f64).min(1.0);
+    let steady = disk.present.max(disk.long_run) * (1.0 + PACE_GAIN * (PACE_SETTLE - fill));
+    if fill <= 1.0 - PACE_SLOWING {
+        return Some(steady);
+    }
+    let running_out = disk.present * ((1.0 - fill) / PACE_SLOWING).max(PACE_FLOOR);
+    Some(steady.min(running_out))
 }
 
 /// Reserves `len` bytes at `rate` bytes/s on the pacing clock: the new
@@ -958,22 +993,52 @@ mod tests {
 
     #[test]
     fn pacing_starts_past_the_free_windows_and_slows_as_the_queue_fills() {
-        let disk = 1e9;
+        let gb = 1e9;
+        let steady = DiskRate {
+            present: gb,
+            long_run: gb,
+        };
         // Unmeasured disk, short queue, or too few windows waiting: no pacing.
-        assert_eq!(paced_rate(0.0, 40, 64), None);
-        assert_eq!(paced_rate(disk, 40, PACE_FREE), None);
-        assert_eq!(paced_rate(disk, PACE_FREE, 64), None);
-        // Past the free windows: the disk's own rate, up to the top
-        // quarter of the queue (64 - 60 / 4 = 49 windows).
-        assert_eq!(paced_rate(disk, PACE_FREE + 1, 64), Some(disk));
-        assert_eq!(paced_rate(disk, 49, 64), Some(disk));
-        // Then slower: 7.5 of the 15 windows left, half; full or over: the floor.
-        assert_eq!(paced_rate(disk, 56, 64), Some(8.0 / 15.0 * disk));
-        assert_eq!(paced_rate(disk, 64, 64), Some(PACE_FLOOR * disk));
-        assert_eq!(paced_rate(disk, 90, 64), Some(PACE_FLOOR * disk));
+        let unmeasured = DiskRate {
+            present: 0.0,
+            long_run: gb,
+        };
+        assert_eq!(paced_rate(unmeasured, 40, 64), None);
+        assert_eq!(paced_rate(steady, 40, PACE_FREE), None);
+        assert_eq!(paced_rate(steady, PACE_FREE, 64), None);
+        // Just past the free windows, a little faster than the disk; at the
+        // settling point (a quarter of the 60 windows past the free ones)
+        // the disk's rate; above it, slower.
+        let near = |got: Option<f64>, want: f64| (got.unwrap() - want).abs() < 1.0;
+        let eager = 1.0 + PACE_GAIN * (PACE_SETTLE - 1.0 / 60.0);
+        assert!(near(paced_rate(steady, PACE_FREE + 1, 64), eager * gb));
+        assert!(near(paced_rate(steady, PACE_FREE + 15, 64), gb));
+        assert!(near(paced_rate(steady, PACE_FREE + 45, 64), 0.75 * gb));
+        // In the top quarter, towards the floor: 8 of the 15 windows left,
+        // 8/15 of the rate; full or over: the floor.
+        assert!(near(paced_rate(steady, 56, 64), 8.0 / 15.0 * gb));
+        assert!(near(paced_rate(steady, 64, 64), PACE_FLOOR * gb));
+        assert!(near(paced_rate(steady, 90, 64), PACE_FLOOR * gb));
         // Monotonic in between.
-        let rates: Vec<f64> = (5..=64).map(|w| paced_rate(disk, w, 64).unwrap()).collect();
+        let rates: Vec<f64> = (5..=64)
+            .map(|w| paced_rate(steady, w, 64).unwrap())
+            .collect();
         assert!(rates.windows(2).all(|r| r[1] <= r[0]));
+        // A slow spell (present rate half the long-run one) with room in the
+        // queue: still the long-run rate, so the queue takes the spell in.
+        let spell = DiskRate {
+            present: 0.5 * gb,
+            long_run: gb,
+        };
+        assert!(near(paced_rate(spell, PACE_FREE + 15, 64), gb));
+        // But once it runs out of room, the present rate governs.
+        assert!(near(paced_rate(spell, 64, 64), PACE_FLOOR * 0.5 * gb));
+        // A disk faster than it was: its present rate.
+        let faster = DiskRate {
+            present: 2.0 * gb,
+            long_run: gb,
+        };
+        assert!(near(paced_rate(faster, PACE_FREE + 15, 64), 2.0 * gb));
     }
 
     #[test]
@@ -997,12 +1062,13 @@ mod tests {
     #[test]
     fn disk_rate_estimate_follows_samples_smoothly() {
         // The first sample is taken as is.
-        assert_eq!(blend_rate(0.0, 800.0, Duration::from_millis(10)), 800.0);
-        // A 10 ms sample moves the estimate 1 % of the way.
-        let r = blend_rate(1000.0, 500.0, Duration::from_millis(10));
+        let ms = Duration::from_millis;
+        assert_eq!(blend_rate(0.0, 800.0, ms(10), RATE_SMOOTHING), 800.0);
+        // A 10 ms sample moves a 1 s estimate 1 % of the way.
+        let r = blend_rate(1000.0, 500.0, ms(10), Duration::from_secs(1));
         assert!((r - 995.0).abs() < 1e-9, "{r}");
         // A sample as long as the smoothing replaces it.
-        assert_eq!(blend_rate(1000.0, 500.0, RATE_SMOOTHING * 2), 500.0);
+        assert_eq!(blend_rate(1000.0, 500.0, ms(2000), ms(1000)), 500.0);
         let p = Pacer::default();
         p.disk_drained(8 << 20, Duration::from_millis(8));
         let measured = p.rate.load(Ordering::Relaxed) as f64;
@@ -1010,7 +1076,8 @@ mod tests {
         // Paced only once windows queue up.
         let now = Instant::now();
         assert_eq!(p.pace(1 << 20, PACE_FREE, 64, now), None);
-        let wait = p.pace(1 << 20, 34, 64, now).unwrap();
+        // At the settling point: the disk's rate, 1 MiB a millisecond.
+        let wait = p.pace(1 << 20, PACE_FREE + 15, 64, now).unwrap();
         assert!(wait > Duration::from_micros(950) && wait < Duration::from_micros(1050));
         assert_eq!(p.paced_ns.load(Ordering::Relaxed), wait.as_nanos() as u64);
     }
