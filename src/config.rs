@@ -125,9 +125,10 @@ pub struct StorageConfig {
     /// the oldest (WRITEs wait only when its queue is full).
     pub write_behind_lag: u64,
     /// Windows that may queue for the write-behind thread (for all files
-    /// together). Past 4, WRITEs complete at the disk's measured rate, so
-    /// the room left in the queue takes in spells of slow disk at full
-    /// speed; in its last quarter they slow down further; full, they wait.
+    /// together). Past 4, WRITEs complete at about the disk's long-run
+    /// rate, so the room left in the queue takes in spells of slow disk;
+    /// in its last quarter they follow the disk's present rate down; full,
+    /// they wait.
     /// Each queued window is dirty memory: 128 × 8 MiB = 1 GiB at most.
     pub write_behind_backlog: u64,
     /// Read-ahead window in bytes for streaming READs; 0 turns it off.

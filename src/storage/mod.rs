@@ -556,8 +556,11 @@ const PACE_SLOWING: f64 = 0.25;
 /// instead keeps the queue low, with room left to take in a slow spell at
 /// full speed. Measured with aja (16 GiB, frames not overlapping a stall
 /// of the VM itself, see `crate::stalls`): p99 frame write 13.1 and 13.6 ms
-/// unpaced (a 4-window queue, as before pacing), 6.4 and 7.8 ms paced with
-/// this queue of 128.
+/// unpaced (a 4-window queue, as before pacing), 6.4 and 7.8 ms paced at
+/// the present rate with this queue of 128; pacing at the long-run rate
+/// (three alternating pairs) 16.8 / 6.6 / 6.9 ms against 13.7 / 8.8 / 8.9
+/// at the present rate, frames over 9.82 ms 263 / 7 / 1 against 286 / 15
+/// / 18 (the first pair: a disk below 1 GB/s throughout).
 #[derive(Default)]
 struct Pacer {
     /// The disk's drain rate in bytes/s as the write-behind thread
