@@ -122,7 +122,8 @@ pub struct StorageConfig {
     /// 0 turns it off.
     pub write_behind: u64,
     /// Windows in flight to disk before the write-behind thread waits for
-    /// the oldest (WRITEs wait only when its queue is full).
+    /// the oldest (WRITEs wait only when its queue is full). Short, so the
+    /// file system's own reads do not queue behind much data.
     pub write_behind_lag: u64,
     /// Windows that may queue for the write-behind thread (for all files
     /// together). Past 4, WRITEs complete at about the disk's long-run
@@ -208,7 +209,7 @@ impl Default for StorageConfig {
         StorageConfig {
             open_files: 512,
             write_behind: 8 << 20,
-            write_behind_lag: 32,
+            write_behind_lag: 8,
             write_behind_backlog: 128,
             read_ahead: 8 << 20,
             read_ahead_windows: 4,

@@ -459,12 +459,16 @@ pub struct WriteBehind {
     /// Window size in bytes; 0 turns write-behind off.
     pub window: u64,
     /// Windows in flight to disk before the write-behind thread waits for
-    /// the oldest.
+    /// the oldest. Kept short: all of them sit in the disk's queue, and so
+    /// does any read the file system needs meanwhile — a block bitmap for
+    /// the next allocation, read while writeback holds the inode's block map
+    /// lock, which the next WRITE then waits for (32 windows: frames of
+    /// 100–360 ms; 8: none over 81 ms).
     pub lag: u64,
     /// Windows that may wait for the write-behind thread. Past
-    /// [`PACE_FREE`] waiting, WRITEs are paced to the disk's measured rate
-    /// (slower still near the top, see [`paced_rate`]); when the queue is
-    /// full they wait for it.
+    /// [`PACE_FREE`] waiting, WRITEs are paced to about the disk's
+    /// long-run rate (see [`paced_rate`]); when the queue is full they
+    /// wait for it.
     pub backlog: u64,
 }
 
