@@ -145,8 +145,8 @@ impl Pipe {
             while left > 0 {
                 // "More is coming" lets the socket hold a part-filled
                 // segment back, for up to 200 ms if nothing follows: said
-                // only while `data` has more than this splice takes.
-                let more = if left < data.len() {
+                // only while `data` has more than this lent batch.
+                let more = if lent < data.len() {
                     libc::SPLICE_F_MORE
                 } else {
                     0
