@@ -753,37 +753,39 @@ impl WriteStream {
 
     /// Sends one WRITE of `len` (at most a chunk) bytes at `offset`.
     fn send_one(&mut self, rpc: &mut RpcClient, offset: u64, len: usize) -> ClientResult<()> {
-        let xid = self.next_xid.to_be_bytes();
-        let (offset, data_at) = (offset.to_be_bytes(), self.data_at);
+        let (full, data_at) = (len == self.chunk, self.data_at);
         let pad = len.next_multiple_of(4) - len;
-        let head = if len == self.chunk {
+        if !full {
+            // A shorter WRITE: its own head, with its record and data lengths.
+            let record_len = (data_at - 4 + len + pad) as u32;
+            self.head[0..4].copy_from_slice(&(LAST_FRAGMENT | record_len).to_be_bytes());
+            self.head[data_at - 4..data_at].copy_from_slice(&(len as u32).to_be_bytes());
+        }
+        let head = if full {
             &mut self.record[..data_at]
         } else {
-            let h = &mut self.head;
-            let record_len = (h.len() - 4 + len + pad) as u32;
-            h[0..4].copy_from_slice(&(LAST_FRAGMENT | record_len).to_be_bytes());
-            h[data_at - 4..data_at].copy_from_slice(&(len as u32).to_be_bytes());
-            &mut h[..]
+            &mut self.head[..]
         };
-        head[4..8].copy_from_slice(&xid);
-        head[self.offset_at..self.offset_at + 8].copy_from_slice(&offset);
-        let data = &self.record[data_at..data_at + len];
-        if len == self.chunk && self.lender.is_none() {
-            // The whole record (its padding included) in one send.
-            return Ok(rpc.send_raw(&self.record)?);
-        }
-        let head = if len == self.chunk {
+        head[4..8].copy_from_slice(&self.next_xid.to_be_bytes());
+        head[self.offset_at..self.offset_at + 8].copy_from_slice(&offset.to_be_bytes());
+        let head = if full {
             &self.record[..data_at]
         } else {
             &self.head[..]
         };
-        rpc.send_raw(head)?;
+        let data = &self.record[data_at..data_at + len];
         match &self.lender {
+            // The whole record (its padding included) in one send.
+            None if full => return Ok(rpc.send_raw(&self.record)?),
+            None => {
+                rpc.send_raw(head)?;
+                rpc.send_raw(data)?;
+            }
             Some(pipe) => {
+                rpc.send_raw(head)?;
                 let socket = std::os::fd::AsRawFd::as_raw_fd(rpc.stream());
                 pipe.send_lent(socket, data)?;
             }
-            None => rpc.send_raw(data)?,
         }
         Ok(rpc.send_raw(&[0u8; 3][..pad])?)
     }
