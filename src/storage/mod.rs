@@ -570,7 +570,7 @@ struct Pacer {
     /// The disk's drain rate in bytes/s as the write-behind thread
     /// measured it while windows were queued, over [`RATE_SMOOTHING`]; 0
     /// until measured.
-    rate: AtomicU64,
+    present_rate: AtomicU64,
     /// The same over [`RATE_MEMORY`].
     long_rate: AtomicU64,
     /// When the last paced byte is due.
@@ -584,7 +584,10 @@ impl Pacer {
     /// were waiting: one sample of the disk's rate.
     fn disk_drained(&self, bytes: u64, took: Duration) {
         let sample = bytes as f64 / took.as_secs_f64().max(1e-6);
-        for (estimate, over) in [(&self.rate, RATE_SMOOTHING), (&self.long_rate, RATE_MEMORY)] {
+        for (estimate, over) in [
+            (&self.present_rate, RATE_SMOOTHING),
+            (&self.long_rate, RATE_MEMORY),
+        ] {
             let old = estimate.load(Ordering::Relaxed) as f64;
             estimate.store(
                 blend_rate(old, sample, took, over) as u64,
@@ -597,7 +600,7 @@ impl Pacer {
     /// `backlog` queued for the disk; None when it goes at once.
     fn pace(&self, len: u64, waiting: usize, backlog: usize, now: Instant) -> Option<Duration> {
         let disk = DiskRate {
-            present: self.rate.load(Ordering::Relaxed) as f64,
+            present: self.present_rate.load(Ordering::Relaxed) as f64,
             long_run: self.long_rate.load(Ordering::Relaxed) as f64,
         };
         let rate = paced_rate(disk, waiting, backlog)?;
@@ -1078,7 +1081,7 @@ mod tests {
         assert_eq!(blend_rate(1000.0, 500.0, ms(2000), ms(1000)), 500.0);
         let p = Pacer::default();
         p.disk_drained(8 << 20, Duration::from_millis(8));
-        let measured = p.rate.load(Ordering::Relaxed) as f64;
+        let measured = p.present_rate.load(Ordering::Relaxed) as f64;
         assert!((measured - 1.048576e9).abs() < 1e3, "{measured}");
         // Paced only once windows queue up.
         let now = Instant::now();
