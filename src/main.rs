@@ -393,11 +393,13 @@ fn splice_report() -> String {
     format!("WRITE payloads spliced: {spliced}; copied after a pipe filled: {copied}")
 }
 
-/// How long WRITEs were held back to the disk's pace.
+/// How long WRITEs were held back to the disk's pace, and how much
+/// write-behind removals saved.
 fn pacing_report(nfs: &markbase_nfs::nfs4::Nfs4Server) -> String {
     format!(
-        "WRITEs paced to the disk for {:.1} s in all",
-        nfs.files().paced().as_secs_f64()
+        "WRITEs paced to the disk for {:.1} s in all; write-behind windows dropped with their removed file: {}",
+        nfs.files().paced().as_secs_f64(),
+        nfs.files().skipped_windows()
     )
 }
 

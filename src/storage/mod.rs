@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,10 @@ pub struct PooledFile {
     /// The same file opened with O_DIRECT, when direct writes are on and
     /// the file system takes them.
     direct: Option<File>,
+    /// Its node was removed: the write-behind windows still queued for it
+    /// are dropped (COMMIT, not write-behind, is what makes data durable,
+    /// and this data is going away).
+    removed: AtomicBool,
 }
 
 impl std::ops::Deref for PooledFile {
@@ -56,6 +60,8 @@ pub struct FilePool {
     flusher: Option<crossbeam_channel::Sender<FlushJob>>,
     /// Paces WRITEs to the disk's rate while windows queue up for it.
     pacer: Arc<Pacer>,
+    /// Write-behind windows dropped because their file was removed.
+    skipped: Arc<AtomicU64>,
     read_ahead: ReadAhead,
     /// The read-ahead thread's queue: WILLNEED starts reads but can take
     /// milliseconds to submit them, which a READ should not wait for.
@@ -68,22 +74,27 @@ pub struct FilePool {
 impl FilePool {
     pub fn new(capacity: u64, write_behind: WriteBehind, read_ahead: ReadAhead) -> FilePool {
         let pacer = Arc::new(Pacer::default());
+        let skipped = Arc::new(AtomicU64::new(0));
+        // Only the disk threads hand files to the closer.
+        let closer = (write_behind.window > 0 || read_ahead.window > 0)
+            .then(|| {
+                spawn_disk_thread("closer", CLOSER_QUEUE, drop::<Arc<PooledFile>>)
+                    .map_err(|e| tracing::error!(error = %e, "closer thread did not start"))
+                    .ok()
+            })
+            .flatten();
         let flusher = if write_behind.window > 0 {
-            let measure = pacer.clone();
-            let mut last_done: Option<Instant> = None;
+            let mut worker = WriteBehindWorker {
+                pacer: pacer.clone(),
+                skipped: skipped.clone(),
+                closer: closer.clone(),
+                last_done: None,
+            };
             spawn_disk_thread(
                 "write-behind",
                 write_behind.backlog.max(1) as usize,
                 move |job: FlushJob| {
-                    run_flush(&job);
-                    let done = Instant::now();
-                    // Queued before the previous window was done: the
-                    // thread went from one to the next, so the time between
-                    // them is what the disk took for this one.
-                    if let Some(last) = last_done.filter(|l| job.queued < *l) {
-                        measure.disk_drained(job.window, done - last);
-                    }
-                    last_done = Some(done);
+                    worker.run(job);
                 },
             )
             .map_err(|e| tracing::error!(error = %e, "write-behind thread did not start: off"))
@@ -92,8 +103,11 @@ impl FilePool {
             None
         };
         let prefetcher = if read_ahead.window > 0 {
-            spawn_disk_thread("read-ahead", PREFETCH_QUEUE, |job: PrefetchJob| {
-                prefetch(&job.file.file, job.start, job.len)
+            spawn_disk_thread("read-ahead", PREFETCH_QUEUE, move |job: PrefetchJob| {
+                if !job.file.removed.load(Ordering::Relaxed) {
+                    prefetch(&job.file.file, job.start, job.len);
+                }
+                release(closer.as_ref(), job.file);
             })
             .map_err(|e| tracing::error!(error = %e, "read-ahead thread did not start: off"))
             .ok()
@@ -106,6 +120,7 @@ impl FilePool {
             write_behind,
             flusher,
             pacer,
+            skipped,
             read_ahead,
             prefetcher,
             read_buffers: Arc::new(BufferPool::new(READ_BUFFERS_KEPT)),
@@ -168,6 +183,7 @@ impl FilePool {
             } else {
                 None
             },
+            removed: AtomicBool::new(false),
         };
         self.opens.fetch_add(1, Ordering::Relaxed);
         let f = Arc::new(pooled);
@@ -331,9 +347,24 @@ impl FilePool {
     /// unlinked file is what frees its blocks. Left to chance, a 256 MiB
     /// file's blocks were freed (and discarded) inside some later WRITE,
     /// halving the next stream's throughput.
+    ///
+    /// Its write-behind windows still queued are dropped: without that, the
+    /// write-behind thread went on sending a removed 256 MiB file to disk
+    /// and then, holding its last reference, paid for the close that frees
+    /// (and discards) its blocks — 70 ms in which no other file's windows
+    /// moved.
     pub fn forget(&self, fileid: u64) {
+        if let Some(f) = self.files.get(&fileid) {
+            f.removed.store(true, Ordering::Relaxed);
+        }
         self.files.invalidate(&fileid);
         self.files.run_pending_tasks();
+    }
+
+    /// Write-behind windows dropped because their file was removed (for
+    /// the operator).
+    pub fn skipped_windows(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 }
 
@@ -666,14 +697,60 @@ fn reserve(clock: Option<Instant>, now: Instant, len: u64, rate: f64) -> (Instan
 /// Read-ahead windows queued for the read-ahead thread; more are dropped.
 const PREFETCH_QUEUE: usize = 8;
 
-/// Does one window's write-behind on the write-behind thread. Errors are
-/// logged, never returned: the data is already written and COMMIT's
-/// fdatasync reports what the disk refuses.
-fn run_flush(job: &FlushJob) {
-    if let Err(e) = flush_window(&job.file.file, job.start, job.window, job.retire) {
-        tracing::debug!(error = %e, start = job.start, "write-behind failed");
+/// The write-behind thread's state: it sends windows to disk, measures
+/// the disk's pace for the [`Pacer`] as it goes, and drops the windows of
+/// removed files.
+struct WriteBehindWorker {
+    pacer: Arc<Pacer>,
+    skipped: Arc<AtomicU64>,
+    closer: Option<crossbeam_channel::Sender<Arc<PooledFile>>>,
+    /// When the last window sent was done.
+    last_done: Option<Instant>,
+}
+
+impl WriteBehindWorker {
+    /// Does one window's write-behind; false when the window was dropped.
+    /// Errors are logged, never returned: the data is already written and
+    /// COMMIT's fdatasync reports what the disk refuses.
+    fn run(&mut self, job: FlushJob) -> bool {
+        let sent = !job.file.removed.load(Ordering::Relaxed);
+        if sent {
+            if let Err(e) = flush_window(&job.file.file, job.start, job.window, job.retire) {
+                tracing::debug!(error = %e, start = job.start, "write-behind failed");
+            }
+            let done = Instant::now();
+            // Queued before the previous window was done: the thread went
+            // from one to the next, so the time between them is what the
+            // disk took for this one. (A dropped window in between takes
+            // no time worth counting.)
+            if let Some(last) = self.last_done.filter(|l| job.queued < *l) {
+                self.pacer.disk_drained(job.window, done - last);
+            }
+            self.last_done = Some(done);
+        } else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        release(self.closer.as_ref(), job.file);
+        sent
     }
 }
+
+/// Drops a disk thread's reference to `file`, handing it to the closer
+/// thread when it is the last: the last close of a removed file frees its
+/// blocks, and with the `discard` mount option that is a synchronous TRIM
+/// (70–75 ms per 256 MiB here) that must not hold up other files' disk work.
+fn release(closer: Option<&crossbeam_channel::Sender<Arc<PooledFile>>>, file: Arc<PooledFile>) {
+    if Arc::strong_count(&file) == 1 {
+        if let Some(closer) = closer {
+            // Full (or gone): closed here after all.
+            let _ = closer.try_send(file);
+        }
+    }
+}
+
+/// Last references queued for the closer thread; beyond that the disk
+/// thread closes the file itself.
+const CLOSER_QUEUE: usize = 256;
 
 /// A thread that runs disk work beside the RPC path, fed through a bounded
 /// queue; it ends when the queue's sender is dropped.
@@ -949,6 +1026,50 @@ pub fn ensure_storage_dir(dir: &Path) -> io::Result<PathBuf> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_removed_files_windows_are_dropped_and_its_last_reference_handed_to_the_closer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::File::create(&p).unwrap();
+        let pool = FilePool::new(4, WriteBehind::OFF, ReadAhead::OFF);
+        let f = pool.get(3, &p).unwrap();
+        pool.write_at(&f, 0, &[7u8; 8192]).unwrap();
+        let (closer, closing) = crossbeam_channel::bounded(4);
+        let mut worker = WriteBehindWorker {
+            pacer: Arc::new(Pacer::default()),
+            skipped: Arc::new(AtomicU64::new(0)),
+            closer: Some(closer),
+            last_done: None,
+        };
+        let window = |file: &Arc<PooledFile>, start: u64| FlushJob {
+            file: file.clone(),
+            start,
+            window: 4096,
+            retire: start.checked_sub(4096),
+            queued: Instant::now(),
+        };
+        // A live file's window goes to disk; the pool still holds the file.
+        assert!(worker.run(window(&f, 0)));
+        assert!(closing.is_empty());
+        // Removed: the next window (queued while the first was under way,
+        // so it would count as a disk-rate sample) is dropped, unmeasured.
+        let next = window(&f, 4096);
+        pool.forget(3);
+        let last = Arc::downgrade(&f);
+        drop(f);
+        assert!(!worker.run(next));
+        assert_eq!(worker.skipped.load(Ordering::Relaxed), 1);
+        assert_eq!(worker.pacer.present_rate.load(Ordering::Relaxed), 0);
+        // The job held the last reference: the closer has it now.
+        let handed = closing.try_recv().expect("last reference handed over");
+        assert!(handed.removed.load(Ordering::Relaxed));
+        drop(handed);
+        assert!(
+            last.upgrade().is_none(),
+            "closed once the closer dropped it"
+        );
+    }
 
     #[test]
     fn pool_reuses_descriptors_and_reads_short_at_eof() {
