@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a developer's: installs the
 # Debian packages the tests need when they are missing (the kernel-client
-# VM, libnfs), checks formatting and lints, then runs every test.
+# VM, libnfs), checks formatting and lints (also for macOS), then runs every
+# test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +27,5 @@ NFSVM=${NFSVM_SH:-../shared/nfs-vm/nfs-vm.sh}
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+tests/macos-check.sh
 cargo test --release --lib --tests
