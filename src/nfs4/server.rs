@@ -200,12 +200,22 @@ impl Nfs4Server {
         if !path.starts_with(&self.storage_dir) {
             return;
         }
-        self.files.forget(node.fileid);
         if self.state.lock().is_open(node.fileid) {
+            self.files.forget(node.fileid);
             self.unlink_on_close.lock().insert(node.fileid, path);
             return;
         }
-        remove_content_file(&path);
+        self.remove_content_file(node.fileid, &path);
+    }
+
+    /// Unlinks a removed node's content file; its blocks are freed in the
+    /// background (see [`crate::storage::FilePool::remove_content`]).
+    fn remove_content_file(&self, fileid: u64, path: &std::path::Path) {
+        if let Err(e) = self.files.remove_content(fileid, path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), fileid, error = %e, "could not remove content file");
+            }
+        }
     }
 
     /// Called after a CLOSE: removes content whose node is gone.
@@ -214,8 +224,7 @@ impl Nfs4Server {
             return;
         }
         if let Some(path) = self.unlink_on_close.lock().remove(&fileid) {
-            self.files.forget(fileid);
-            remove_content_file(&path);
+            self.remove_content_file(fileid, &path);
         }
     }
 
@@ -264,14 +273,6 @@ impl Nfs4Server {
                 error = %err,
                 "content file of a catalog node cannot be opened; READ answers NFS4ERR_IO"
             );
-        }
-    }
-}
-
-fn remove_content_file(path: &std::path::Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "could not remove content file");
         }
     }
 }
