@@ -389,8 +389,11 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
 
 /// How many WRITE payloads went socket -> pipe -> file.
 fn splice_report() -> String {
-    let (spliced, copied) = net::splice_counts();
-    format!("WRITE payloads spliced: {spliced}; copied after a pipe filled: {copied}")
+    let c = net::splice_counts();
+    format!(
+        "WRITE payloads spliced: {}; copied after their pipes filled: {}; copied for want of a pipe (system pipe limits): {}",
+        c.spliced, c.copied_pipes_full, c.copied_no_pipe
+    )
 }
 
 /// How long WRITEs were held back to the disk's pace, and how much

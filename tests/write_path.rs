@@ -486,7 +486,7 @@ fn large_writes_land_byte_exact(lend: bool, direct: bool) {
             .map(|i| ((i * 2654435761 + seed * 97) >> 7) as u8)
             .collect()
     };
-    let (spliced_before, _) = markbase_nfs::net::splice_counts();
+    let spliced_before = markbase_nfs::net::splice_counts().spliced;
     // (offset, length): full, odd (padding 1..3), just above the splice
     // threshold, small (copied), and one overlapping an earlier one.
     let writes: [(u64, usize); 7] = [
@@ -569,7 +569,7 @@ fn large_writes_land_byte_exact(lend: bool, direct: bool) {
         got.extend_from_slice(&data);
     }
     assert!(got == want, "file content differs from what was written");
-    let (spliced, _) = markbase_nfs::net::splice_counts();
+    let spliced = markbase_nfs::net::splice_counts().spliced;
     if cfg!(target_os = "linux") {
         // The eight payloads of 64 KiB and more, the forged one included.
         assert!(

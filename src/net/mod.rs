@@ -8,4 +8,4 @@ mod receive;
 
 pub use connection::handle_connection;
 pub use listener::{bind, serve};
-pub use receive::splice_counts;
+pub use receive::{splice_counts, SpliceCounts};

@@ -6,7 +6,7 @@
 
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -37,17 +37,32 @@ const MAX_PIPES_PER_PAYLOAD: usize = 8;
 /// Pipes kept per connection for reuse.
 const KEEP_PIPES: usize = 16;
 
-/// WRITE payloads spliced, and those that went back to being copied
-/// because the pipe filled up first — for tests and for the operator.
+/// WRITE payloads spliced, those that went back to being copied because
+/// their pipes filled up first, and those copied because no pipe could be
+/// had at all — for tests and for the operator.
 static SPLICED: AtomicU64 = AtomicU64::new(0);
 static SPLICE_FALLBACKS: AtomicU64 = AtomicU64::new(0);
+static NO_PIPE: AtomicU64 = AtomicU64::new(0);
+/// The system's pipe limits were met (warned once per process).
+static PIPE_LIMIT_WARNED: AtomicBool = AtomicBool::new(false);
 
-/// (payloads spliced, payloads copied after a pipe filled) since start.
-pub fn splice_counts() -> (u64, u64) {
-    (
-        SPLICED.load(Ordering::Relaxed),
-        SPLICE_FALLBACKS.load(Ordering::Relaxed),
-    )
+/// How WRITE payloads were received since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpliceCounts {
+    /// Spliced socket -> pipe -> file.
+    pub spliced: u64,
+    /// Copied after the pipes a payload may take filled up.
+    pub copied_pipes_full: u64,
+    /// Copied because no pipe could be made (the system's pipe limits).
+    pub copied_no_pipe: u64,
+}
+
+pub fn splice_counts() -> SpliceCounts {
+    SpliceCounts {
+        spliced: SPLICED.load(Ordering::Relaxed),
+        copied_pipes_full: SPLICE_FALLBACKS.load(Ordering::Relaxed),
+        copied_no_pipe: NO_PIPE.load(Ordering::Relaxed),
+    }
 }
 
 /// The pipes of one connection: taken for a WRITE, given back once the
@@ -62,15 +77,22 @@ impl PipePool {
         if let Some(p) = self.pipes.lock().pop() {
             return Some(p);
         }
-        match Pipe::with_capacity(PIPE_SIZE) {
-            Ok(p) if p.capacity() >= PIPE_SIZE => Some(p),
-            Ok(_) => None,
-            Err(e) => {
-                // Pipe limits reached (or no splice here): copy instead.
-                tracing::debug!(error = %e, "no pipe for a WRITE payload; copying it");
-                None
-            }
+        let refused = match Pipe::with_capacity(PIPE_SIZE) {
+            Ok(p) if p.capacity() >= PIPE_SIZE => return Some(p),
+            Ok(p) => format!("the pipe holds {} bytes", p.capacity()),
+            Err(e) => e.to_string(),
+        };
+        // Pipe limits reached (or no splice here): copy instead. Correct,
+        // but slower — worth the operator's knowing once.
+        if !PIPE_LIMIT_WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                error = %refused,
+                "no {PIPE_SIZE}-byte pipe to be had: WRITE payloads are copied instead of \
+                 spliced; many streaming clients need a higher fs.pipe-user-pages-soft \
+                 (and fs.pipe-max-size >= {PIPE_SIZE})"
+            );
         }
+        None
     }
 
     /// Takes back a call's pipe once the call is done with it.
@@ -158,6 +180,7 @@ impl CallReader {
             return Ok(Some(None));
         };
         let Some(first) = self.pipes.take() else {
+            NO_PIPE.fetch_add(1, Ordering::Relaxed);
             finish_record(r, buf, fragment.len - head, true, self.max_record).await?;
             return Ok(Some(None));
         };
