@@ -786,14 +786,26 @@ enum Closing {
 }
 
 impl Closing {
-    /// Closes the descriptor (the last reference, for a pooled file).
+    /// Closes the descriptor. A pooled file that RPCs still hold (a READ or
+    /// WRITE of a file being removed) is kept until they let go, for up to
+    /// [`CLOSER_PATIENCE`]: whoever drops the last reference pays for
+    /// freeing the blocks, and that should be this thread, not an RPC's.
     fn close(self) {
         match self {
-            Closing::Pooled(file) => drop(file),
+            Closing::Pooled(file) => {
+                let since = Instant::now();
+                while Arc::strong_count(&file) > 1 && since.elapsed() < CLOSER_PATIENCE {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                drop(file)
+            }
             Closing::Unlinked(file) => drop(file),
         }
     }
 }
+
+/// How long the closer waits for RPCs to let go of a removed file.
+const CLOSER_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Last references queued for the closer thread; beyond that the disk
 /// thread closes the file itself.
@@ -1127,11 +1139,16 @@ mod tests {
         // One file in the pool, one not: both names go at once.
         let pooled = dir.path().join("pooled");
         std::fs::write(&pooled, b"frames").unwrap();
+        // This reference stands for an RPC still using the file.
         let f = pool.get(1, &pooled).unwrap();
         let last = Arc::downgrade(&f);
-        drop(f);
         pool.remove_content(1, &pooled).unwrap();
         assert!(!pooled.exists());
+        // The closer keeps its reference while the RPC holds one, so the
+        // RPC's drop is not the close that frees the blocks.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(Arc::strong_count(&f), 2, "the closer let go first");
+        drop(f);
         let other = dir.path().join("other");
         std::fs::write(&other, b"frames").unwrap();
         pool.remove_content(2, &other).unwrap();
