@@ -340,24 +340,28 @@ impl FilePool {
         Duration::from_nanos(self.pacer.paced_ns.load(Ordering::Relaxed))
     }
 
-    /// Closes the pooled descriptor of a file being removed. The cache's
-    /// pending work is run at once: moka otherwise keeps an invalidated
+    /// Lets go of a removed node's file that a client still holds open
+    /// (its unlink waits for the CLOSE, then [`FilePool::remove_content`]):
+    /// its write-behind windows still queued are dropped — the write-behind
+    /// thread used to go on sending a removed 256 MiB file to disk — and
+    /// the next WRITE through the client's open gets a fresh descriptor.
+    pub fn forget(&self, fileid: u64) {
+        drop(self.take_removed(fileid));
+    }
+
+    /// Takes a removed node's file out of the pool, marked removed. The
+    /// cache's pending work is run at once: moka otherwise keeps a removed
     /// value until its next housekeeping, and the last close of an
-    /// unlinked file is what frees its blocks. Left to chance, a 256 MiB
+    /// unlinked file is what frees its blocks — left to chance, a 256 MiB
     /// file's blocks were freed (and discarded) inside some later WRITE,
     /// halving the next stream's throughput.
-    ///
-    /// Its write-behind windows still queued are dropped: without that, the
-    /// write-behind thread went on sending a removed 256 MiB file to disk
-    /// and then, holding its last reference, paid for the close that frees
-    /// (and discards) its blocks — 70 ms in which no other file's windows
-    /// moved.
-    pub fn forget(&self, fileid: u64) {
-        if let Some(f) = self.files.get(&fileid) {
+    fn take_removed(&self, fileid: u64) -> Option<Arc<PooledFile>> {
+        let pooled = self.files.remove(&fileid);
+        if let Some(f) = &pooled {
             f.removed.store(true, Ordering::Relaxed);
         }
-        self.files.invalidate(&fileid);
         self.files.run_pending_tasks();
+        pooled
     }
 
     /// Removes the content file at `path` (node `fileid`): its name at
@@ -368,22 +372,15 @@ impl FilePool {
     /// is held open across the unlink, which then only drops the name, and
     /// the closer thread's close frees the blocks.
     pub fn remove_content(&self, fileid: u64, path: &Path) -> io::Result<()> {
-        let pooled = self.files.remove(&fileid);
-        if let Some(f) = &pooled {
-            f.removed.store(true, Ordering::Relaxed);
-        }
-        // The cache drops its own copy here, not at some later WRITE.
-        self.files.run_pending_tasks();
-        let held = match pooled {
+        let held = match self.take_removed(fileid) {
             Some(f) => Some(Closing::Pooled(f)),
             // Not pooled: a descriptor of our own (none if it cannot be
             // opened; the unlink then frees the blocks itself).
             None => File::open(path).ok().map(Closing::Unlinked),
         };
         let unlinked = std::fs::remove_file(path);
-        if let (Some(held), Some(closer)) = (held, &self.closer) {
-            // Full (or gone): closed here after all.
-            let _ = closer.try_send(held);
+        if let Some(held) = held {
+            close_in_background(self.closer.as_ref(), held);
         }
         unlinked
     }
@@ -768,10 +765,15 @@ impl WriteBehindWorker {
 /// (70–75 ms per 256 MiB here) that must not hold up other files' disk work.
 fn release(closer: Option<&crossbeam_channel::Sender<Closing>>, file: Arc<PooledFile>) {
     if Arc::strong_count(&file) == 1 {
-        if let Some(closer) = closer {
-            // Full (or gone): closed here after all.
-            let _ = closer.try_send(Closing::Pooled(file));
-        }
+        close_in_background(closer, Closing::Pooled(file));
+    }
+}
+
+/// Queues `held` for the closer thread; with its queue full (or no closer)
+/// it is closed here after all.
+fn close_in_background(closer: Option<&crossbeam_channel::Sender<Closing>>, held: Closing) {
+    if let Some(closer) = closer {
+        let _ = closer.try_send(held);
     }
 }
 
