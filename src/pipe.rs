@@ -143,16 +143,16 @@ impl Pipe {
             // SAFETY: one iovec describing `data`; without SPLICE_F_GIFT
             // the kernel only reads the pages.
             let lent = cvt(unsafe { libc::vmsplice(self.write.as_raw_fd(), &iov, 1, 0) })?;
+            // "More is coming" lets the socket hold a part-filled segment
+            // back, for up to 200 ms if nothing follows: said only while
+            // `data` has more than this lent batch.
+            let more = if lent < data.len() {
+                libc::SPLICE_F_MORE
+            } else {
+                0
+            };
             let mut left = lent;
             while left > 0 {
-                // "More is coming" lets the socket hold a part-filled
-                // segment back, for up to 200 ms if nothing follows: said
-                // only while `data` has more than this lent batch.
-                let more = if lent < data.len() {
-                    libc::SPLICE_F_MORE
-                } else {
-                    0
-                };
                 // SAFETY: plain descriptors, no offsets.
                 match cvt(unsafe {
                     libc::splice(
