@@ -16,6 +16,10 @@ use markbase_nfs::client::{pipelined_reads, pipelined_writes, Create, Nfs4Client
 use markbase_nfs::config::Config;
 use markbase_nfs::serve::{dispatcher_for, listen_addr, open_export};
 
+#[path = "support/file_sink.rs"]
+mod file_sink;
+use file_sink::{send_round, FileSink, Receive};
+
 const TOTAL: u64 = 256 << 20;
 const CHUNK: usize = 1 << 20;
 const INFLIGHT: usize = 16;
@@ -159,6 +163,25 @@ fn bench(c: &mut Criterion) {
     let ratio_lent: Samples = Default::default();
     let cpu_lent: Samples = Default::default();
     let lending = cfg!(target_os = "linux");
+    // The ceiling: the same bytes over loopback TCP into a file, no
+    // protocol (receiver copying, and on Linux splicing).
+    let sink_kinds: Vec<Receive> = if cfg!(target_os = "linux") {
+        vec![Receive::Copy, Receive::Splice]
+    } else {
+        vec![Receive::Copy]
+    };
+    // (how, connection, MB/s, ratio to local pwrite, NFS stream's ratio to
+    // it, CPU per GiB)
+    type Sink = (Receive, TcpStream, Samples, Samples, Samples, Samples);
+    let mut sinks: Vec<Sink> = sink_kinds
+        .into_iter()
+        .map(|how| {
+            let dir = base.join(format!("sink-{how:?}").to_lowercase());
+            let sink = FileSink::start(dir, TOTAL, CHUNK, how);
+            let s = Samples::default;
+            (how, sink.connect(), s(), s(), s(), s())
+        })
+        .collect();
 
     let mut g = c.benchmark_group("loopback");
     g.throughput(Throughput::Bytes(TOTAL));
@@ -201,6 +224,15 @@ fn bench(c: &mut Criterion) {
                 let synced = t.elapsed();
                 drop(f);
                 let _ = std::fs::remove_file(&p);
+                let (local_mbps, stream_mbps) = (mbps(TOTAL, written), mbps(TOTAL, streamed));
+                for (_, conn, rate, vs_local, stream_vs, cpu) in sinks.iter_mut() {
+                    let used = cpu_time();
+                    let r = mbps(TOTAL, send_round(conn, &chunk, TOTAL));
+                    cpu.lock().unwrap().push(cpu_ms_per_gib(cpu_time() - used));
+                    rate.lock().unwrap().push(r);
+                    vs_local.lock().unwrap().push(r / local_mbps);
+                    stream_vs.lock().unwrap().push(stream_mbps / r);
+                }
 
                 let (copied, _, ccpu) = nfs_stream(
                     &mut copy_client,
@@ -377,18 +409,49 @@ fn bench(c: &mut Criterion) {
     summary("NFS stream, payloads copied", &copied_stream);
     summary("NFS stream, client lends pages", &lent_stream);
     let t = summary("raw TCP loopback", &tcp);
+    for (how, _, rate, _, _, _) in &sinks {
+        let name = match how {
+            Receive::Copy => "TCP into a file (recv + pwrite)",
+            Receive::Splice => "TCP into a file (splice)",
+        };
+        summary(name, rate);
+    }
     println!("same-run ratios (each run against the baselines measured right after it):");
     ratio("  stream / local pwrite", &ratio_local);
     ratio("  stream+COMMIT / local pwrite+fdatasync", &ratio_sync);
     ratio("  stream spliced / stream copied", &ratio_copied);
     ratio("  stream, client lends pages / local pwrite", &ratio_lent);
+    for (how, _, _, vs_local, stream_vs, _) in &sinks {
+        let (name, ceiling) = match how {
+            Receive::Copy => (
+                "  TCP into a file, recv+pwrite / local pwrite",
+                "  stream / TCP into a file, recv+pwrite",
+            ),
+            Receive::Splice => (
+                "  TCP into a file, splice / local pwrite",
+                "  stream / TCP into a file, splice",
+            ),
+        };
+        ratio(name, vs_local);
+        ratio(ceiling, stream_vs);
+    }
     println!("CPU per GiB written (all threads: client, server, kernel work they do):");
+    let sink_cpu = sinks.iter().map(|(how, _, _, _, _, cpu)| {
+        let name = match how {
+            Receive::Copy => "  TCP into a file (recv + pwrite)",
+            Receive::Splice => "  TCP into a file (splice)",
+        };
+        (name, cpu)
+    });
     for (name, v) in [
         ("  NFS stream", &cpu_nfs),
         ("  NFS stream, payloads copied", &cpu_copied),
         ("  NFS stream, client lends pages", &cpu_lent),
         ("  local pwrite", &cpu_local),
-    ] {
+    ]
+    .into_iter()
+    .chain(sink_cpu)
+    {
         let v = sorted(v);
         if let (Some(lo), Some(hi)) = (v.first(), v.last()) {
             println!(

@@ -250,9 +250,19 @@ impl Pipe {
 /// accepts writes.
 #[cfg(target_os = "linux")]
 fn wait_writable(fd: RawFd) -> io::Result<()> {
+    wait_for(fd, libc::POLLOUT)
+}
+
+/// Waits (at most 30 s) until `fd` has something to read, for callers
+/// that splice from a socket that is otherwise blocking.
+pub fn wait_readable(fd: RawFd) -> io::Result<()> {
+    wait_for(fd, libc::POLLIN)
+}
+
+fn wait_for(fd: RawFd, events: libc::c_short) -> io::Result<()> {
     let mut p = libc::pollfd {
         fd,
-        events: libc::POLLOUT,
+        events,
         revents: 0,
     };
     // SAFETY: one pollfd.
