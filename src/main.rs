@@ -94,12 +94,14 @@ enum Command {
         /// of the same frames in the same folder).
         #[arg(long)]
         no_baseline: bool,
-        /// The built-in client copies each payload into its socket, as a
-        /// plain client does, instead of lending the payload's pages to it
-        /// (Linux; elsewhere it always copies). Over loopback that copy
-        /// runs on the server's own CPUs; a remote client's does not.
+        /// The built-in client lends its payload pages to the socket
+        /// (vmsplice) instead of copying each payload into it (Linux;
+        /// elsewhere it always copies). The copy is the default because an
+        /// editor's Mac mounts the server over loopback: its NFS client's
+        /// copy runs on the server's own CPUs too. Lending shows the server
+        /// with that copy taken away.
         #[arg(long)]
-        client_copies: bool,
+        client_lends: bool,
     },
     /// Build a synthetic catalog shaped like the seed user's.
     Gen {
@@ -201,7 +203,7 @@ fn main() -> anyhow::Result<()> {
             inflight,
             config,
             no_baseline,
-            client_copies,
+            client_lends,
         } => {
             let frame_bytes = match frame_bytes {
                 Some(b) => b,
@@ -225,7 +227,7 @@ fn main() -> anyhow::Result<()> {
                 inflight,
                 progress: true,
                 baseline: None,
-                lend_payloads: !client_copies,
+                lend_payloads: client_lends,
             };
             let cfg = load_config(config)?;
             run_aja(opts, mount, server, dir, cfg, !no_baseline)
