@@ -141,6 +141,11 @@ pub struct StorageConfig {
     /// into the page cache), so frames wait on the disk's own latency, not
     /// on buffered writeback. Unaligned WRITEs stay buffered.
     pub direct_writes: bool,
+    /// ...but only at offsets from this many bytes on: a file's first
+    /// bytes stay buffered, so a copy shorter than this goes at page-cache
+    /// speed (its COMMIT pays the disk) and a long render or capture goes
+    /// to disk directly once past it.
+    pub direct_after: u64,
 }
 
 impl Default for ServerConfig {
@@ -213,7 +218,8 @@ impl Default for StorageConfig {
             write_behind_backlog: 128,
             read_ahead: 8 << 20,
             read_ahead_windows: 4,
-            direct_writes: false,
+            direct_writes: true,
+            direct_after: 1 << 30,
         }
     }
 }

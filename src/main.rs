@@ -373,7 +373,7 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
                 };
                 while usr1.recv().await.is_some() {
                     eprintln!("per-operation latency:\n{}", nfs.latency_report());
-                    eprintln!("{}", splice_report());
+                    eprintln!("{}", splice_report(&nfs));
                     eprintln!("{}", pacing_report(&nfs));
                 }
             });
@@ -383,18 +383,19 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down: flushing the catalog");
         nfs.catalog().shutdown();
         eprintln!("per-operation latency:\n{}", nfs.latency_report());
-        eprintln!("{}", splice_report());
+        eprintln!("{}", splice_report(&nfs));
         eprintln!("{}", pacing_report(&nfs));
         Ok(())
     })
 }
 
-/// How many WRITE payloads went socket -> pipe -> file.
-fn splice_report() -> String {
+/// How many WRITE payloads went socket -> pipe -> file, and how many of
+/// those on to disk with O_DIRECT.
+fn splice_report(nfs: &markbase_nfs::nfs4::Nfs4Server) -> String {
     let c = net::splice_counts();
     format!(
-        "WRITE payloads spliced: {}; copied after their pipes filled: {}; copied for want of a pipe (system pipe limits): {}",
-        c.spliced, c.copied_pipes_full, c.copied_no_pipe
+        "WRITE payloads spliced: {} ({} of them written with O_DIRECT); copied after their pipes filled: {}; copied for want of a pipe (system pipe limits): {}",
+        c.spliced, nfs.files().direct_written(), c.copied_pipes_full, c.copied_no_pipe
     )
 }
 

@@ -474,7 +474,11 @@ fn large_writes_land_byte_exact(lend: bool, direct: bool) {
     use markbase_nfs::rpc::message::encode_call;
     use markbase_nfs::rpc::record::LAST_FRAGMENT;
     use markbase_nfs::xdr::Encoder;
-    let srv = InProcess::start_with(|cfg| cfg.storage.direct_writes = direct);
+    // Direct writes from the file's first byte on, or off.
+    let srv = InProcess::start_with(|cfg| {
+        cfg.storage.direct_writes = direct;
+        cfg.storage.direct_after = 0;
+    });
     let dispatcher = markbase_nfs::serve::dispatcher_for(srv.nfs.clone());
     let mut c = Nfs4Client::connect(srv.addr, "splice").unwrap();
     let root = c.lookup("").unwrap();
@@ -577,6 +581,51 @@ fn large_writes_land_byte_exact(lend: bool, direct: bool) {
             "large payloads were not spliced ({} of 8)",
             spliced - spliced_before
         );
+        // The aligned ones (at 0 and at 5 MiB) went to disk directly.
+        let direct_written = srv.nfs.files().direct_written();
+        if direct {
+            assert!(direct_written >= 2, "{direct_written} payloads went direct");
+        } else {
+            assert_eq!(
+                direct_written, 0,
+                "payloads went direct with direct writes off"
+            );
+        }
     }
+    c.close(&f).unwrap();
+}
+
+/// `storage.direct_after`: a file's first bytes stay buffered (a short
+/// copy goes at page-cache speed); aligned payloads past the mark go to
+/// disk directly. Both land byte-exact.
+#[cfg(target_os = "linux")]
+#[test]
+fn direct_writes_start_past_direct_after() {
+    let srv = InProcess::start_with(|cfg| {
+        cfg.storage.direct_writes = true;
+        cfg.storage.direct_after = 2 << 20;
+    });
+    let mut c = Nfs4Client::connect(srv.addr, "direct-after").unwrap();
+    let root = c.lookup("").unwrap();
+    let f = c
+        .open(&root, "render.mov", Create::Unchecked { mode: 0o644 }, BOTH)
+        .unwrap();
+    let mb = |k: u8| vec![k; 1 << 20];
+    for k in 0..2u8 {
+        c.write(&f, u64::from(k) << 20, &mb(k + 1), 0).unwrap();
+    }
+    assert_eq!(srv.nfs.files().direct_written(), 0, "before direct_after");
+    for k in 2..4u8 {
+        c.write(&f, u64::from(k) << 20, &mb(k + 1), 0).unwrap();
+    }
+    assert_eq!(srv.nfs.files().direct_written(), 2, "past direct_after");
+    let mut got = Vec::new();
+    while got.len() < 4 << 20 {
+        let (data, _) = c.read(&f, got.len() as u64, 1 << 20).unwrap();
+        assert!(!data.is_empty(), "short file at {}", got.len());
+        got.extend_from_slice(&data);
+    }
+    let want: Vec<u8> = (1..=4u8).flat_map(mb).collect();
+    assert!(got == want, "file content differs from what was written");
     c.close(&f).unwrap();
 }

@@ -108,7 +108,7 @@ impl Nfs4Server {
                     windows: config.storage.read_ahead_windows,
                 },
             )
-            .with_direct_writes(config.storage.direct_writes),
+            .with_direct_writes(config.storage.direct_writes, config.storage.direct_after),
             state: Mutex::new(state),
             config,
             catalog,

@@ -28,13 +28,26 @@ pub struct PooledFile {
     /// client and the socket need (5.8 % of all CPU in the profile of
     /// 16 WRITEs in flight). Waiters here sleep.
     serial: parking_lot::Mutex<()>,
-    /// The same file opened with O_DIRECT, when direct writes are on and
-    /// the file system takes them.
-    direct: Option<File>,
+    /// Where the file is, for opening it again with O_DIRECT; None when
+    /// direct writes are off or the file is read-only.
+    direct_path: Option<std::path::PathBuf>,
+    /// The same file opened with O_DIRECT, on the first WRITE that may go
+    /// direct (None inside when the file system refuses): only files
+    /// streamed past `direct_after` hold a second descriptor.
+    direct: std::sync::OnceLock<Option<File>>,
     /// Its node was removed: the write-behind windows still queued for it
     /// are dropped (COMMIT, not write-behind, is what makes data durable,
     /// and this data is going away).
     removed: AtomicBool,
+}
+
+impl PooledFile {
+    /// The O_DIRECT descriptor, opened on first use; None when direct
+    /// writes are off for this file or its file system refuses them.
+    fn direct_file(&self) -> Option<&File> {
+        let path = self.direct_path.as_deref()?;
+        self.direct.get_or_init(|| open_direct(path)).as_ref()
+    }
 }
 
 impl std::ops::Deref for PooledFile {
@@ -69,7 +82,11 @@ pub struct FilePool {
     /// milliseconds to submit them, which a READ should not wait for.
     prefetcher: Option<crossbeam_channel::Sender<PrefetchJob>>,
     read_buffers: Arc<BufferPool>,
-    direct_writes: bool,
+    /// Direct writes: aligned spliced payloads at or past this offset go
+    /// to disk with O_DIRECT; None when off.
+    direct_after: Option<u64>,
+    /// Payloads written with O_DIRECT (for tests and the operator).
+    direct_written: AtomicU64,
     aligned: parking_lot::Mutex<Vec<AlignedBuf>>,
 }
 
@@ -123,15 +140,24 @@ impl FilePool {
             read_ahead,
             prefetcher,
             read_buffers: Arc::new(BufferPool::new(READ_BUFFERS_KEPT)),
-            direct_writes: false,
+            direct_after: None,
+            direct_written: AtomicU64::new(0),
             aligned: Default::default(),
         }
     }
 
-    /// Turns O_DIRECT writes of aligned spliced payloads on (Linux).
-    pub fn with_direct_writes(mut self, on: bool) -> FilePool {
-        self.direct_writes = on && cfg!(target_os = "linux");
+    /// Turns O_DIRECT writes of aligned spliced payloads on (Linux) for
+    /// the part of each file at or past `after` bytes: a file's first
+    /// bytes stay buffered, so a copy shorter than that goes at page-cache
+    /// speed and only a long stream waits on the disk itself.
+    pub fn with_direct_writes(mut self, on: bool, after: u64) -> FilePool {
+        self.direct_after = (on && cfg!(target_os = "linux")).then_some(after);
         self
+    }
+
+    /// Payloads written with O_DIRECT since start.
+    pub fn direct_written(&self) -> u64 {
+        self.direct_written.load(Ordering::Relaxed)
     }
 
     /// Reads up to `count` bytes at `offset` into a pooled buffer (it goes
@@ -177,11 +203,8 @@ impl FilePool {
             behind: AtomicU64::new(0),
             ahead: AtomicU64::new(0),
             serial: parking_lot::Mutex::new(()),
-            direct: if writable && self.direct_writes {
-                open_direct(path)
-            } else {
-                None
-            },
+            direct_path: (writable && self.direct_after.is_some()).then(|| path.to_path_buf()),
+            direct: std::sync::OnceLock::new(),
             removed: AtomicBool::new(false),
         };
         self.opens.fetch_add(1, Ordering::Relaxed);
@@ -230,11 +253,12 @@ impl FilePool {
         pipes: &[crate::pipe::Pipe],
         len: usize,
     ) -> io::Result<()> {
-        if let Some(direct) = &file.direct {
-            if offset.is_multiple_of(DIRECT_ALIGN as u64)
-                && len.is_multiple_of(DIRECT_ALIGN)
-                && len <= ALIGNED_BUF
-            {
+        let may_go_direct = self.direct_after.is_some_and(|after| offset >= after)
+            && offset.is_multiple_of(DIRECT_ALIGN as u64)
+            && len.is_multiple_of(DIRECT_ALIGN)
+            && len <= ALIGNED_BUF;
+        if may_go_direct {
+            if let Some(direct) = file.direct_file() {
                 return self.write_direct(file, direct, offset, pipes, len);
             }
         }
@@ -292,7 +316,11 @@ impl FilePool {
             let _turn = file.serial.lock();
             match direct.write_all_at(data, offset) {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => file.write_all_at(data, offset),
-                other => other,
+                Ok(()) => {
+                    self.direct_written.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(e) => Err(e),
             }
         };
         let mut pool = self.aligned.lock();
