@@ -41,6 +41,13 @@ fn big_and_small_files_land_byte_exact_with_their_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("users/w.sqlite");
     let storage = tmp.path().join("users/w.storage");
+    // The big file's second half goes to disk with O_DIRECT (the default
+    // mark is at 1 GiB; `serve` reads ./tuning.toml).
+    std::fs::write(
+        tmp.path().join("tuning.toml"),
+        "[storage]\ndirect_writes = true\ndirect_after = 536870912\n",
+    )
+    .unwrap();
     let mut server = Server::start(tmp.path(), &db, &storage, 0);
     let script = r#"
 set -e
@@ -84,14 +91,28 @@ echo SUM-BEGIN; cat /tmp/sums; echo SUM-END
     assert_eq!(files["big.bin"].1, 1 << 30);
     if cfg!(target_os = "linux") {
         // The kernel client's 1 MiB WRITEs took the zero-copy route
-        // (socket -> pipe -> file); the byte-exact sums above cover it.
+        // (socket -> pipe -> file), those past 512 MiB on to O_DIRECT; the
+        // byte-exact sums above cover both.
         let log = server.log();
-        let spliced: u64 = log
+        let counts: Vec<u64> = log
             .lines()
             .find_map(|l| l.strip_prefix("WRITE payloads spliced: "))
-            .and_then(|rest| rest.split(';').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no splice count in the server log:\n{log}"));
+            .map(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .filter(|n| !n.is_empty())
+                    .take(2)
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let [spliced, direct] = counts[..] else {
+            panic!("no splice counts in the server log:\n{log}");
+        };
         assert!(spliced >= 512, "only {spliced} WRITE payloads were spliced");
+        assert!(
+            direct >= 128,
+            "only {direct} WRITE payloads went to disk with O_DIRECT"
+        );
     }
 }
 
