@@ -53,6 +53,18 @@ fn summary(name: &str, s: &Samples) -> f64 {
     med
 }
 
+/// One ceiling receiver (see `file_sink`) and its per-round figures.
+struct SinkRun {
+    how: Receive,
+    conn: TcpStream,
+    mbps: Samples,
+    /// Against the round's local pwrite.
+    vs_local: Samples,
+    /// The round's NFS stream against this receiver.
+    stream_vs: Samples,
+    cpu_ms_per_gib: Samples,
+}
+
 /// CPU time (user + system, all threads) this process has used.
 fn cpu_time() -> Duration {
     // SAFETY: getrusage fills the struct it is given.
@@ -170,16 +182,18 @@ fn bench(c: &mut Criterion) {
     } else {
         vec![Receive::Copy]
     };
-    // (how, connection, MB/s, ratio to local pwrite, NFS stream's ratio to
-    // it, CPU per GiB)
-    type Sink = (Receive, TcpStream, Samples, Samples, Samples, Samples);
-    let mut sinks: Vec<Sink> = sink_kinds
+    let mut sinks: Vec<SinkRun> = sink_kinds
         .into_iter()
         .map(|how| {
             let dir = base.join(format!("sink-{how:?}").to_lowercase());
-            let sink = FileSink::start(dir, TOTAL, CHUNK, how);
-            let s = Samples::default;
-            (how, sink.connect(), s(), s(), s(), s())
+            SinkRun {
+                how,
+                conn: FileSink::start(dir, TOTAL, CHUNK, how).connect(),
+                mbps: Samples::default(),
+                vs_local: Samples::default(),
+                stream_vs: Samples::default(),
+                cpu_ms_per_gib: Samples::default(),
+            }
         })
         .collect();
 
@@ -225,13 +239,14 @@ fn bench(c: &mut Criterion) {
                 drop(f);
                 let _ = std::fs::remove_file(&p);
                 let (local_mbps, stream_mbps) = (mbps(TOTAL, written), mbps(TOTAL, streamed));
-                for (_, conn, rate, vs_local, stream_vs, cpu) in sinks.iter_mut() {
+                for sink in sinks.iter_mut() {
                     let used = cpu_time();
-                    let r = mbps(TOTAL, send_round(conn, &chunk, TOTAL));
-                    cpu.lock().unwrap().push(cpu_ms_per_gib(cpu_time() - used));
-                    rate.lock().unwrap().push(r);
-                    vs_local.lock().unwrap().push(r / local_mbps);
-                    stream_vs.lock().unwrap().push(stream_mbps / r);
+                    let r = mbps(TOTAL, send_round(&mut sink.conn, &chunk, TOTAL));
+                    let cpu = cpu_ms_per_gib(cpu_time() - used);
+                    sink.cpu_ms_per_gib.lock().unwrap().push(cpu);
+                    sink.mbps.lock().unwrap().push(r);
+                    sink.vs_local.lock().unwrap().push(r / local_mbps);
+                    sink.stream_vs.lock().unwrap().push(stream_mbps / r);
                 }
 
                 let (copied, _, ccpu) = nfs_stream(
@@ -409,39 +424,32 @@ fn bench(c: &mut Criterion) {
     summary("NFS stream, payloads copied", &copied_stream);
     summary("NFS stream, client lends pages", &lent_stream);
     let t = summary("raw TCP loopback", &tcp);
-    for (how, _, rate, _, _, _) in &sinks {
-        let name = match how {
-            Receive::Copy => "TCP into a file (recv + pwrite)",
-            Receive::Splice => "TCP into a file (splice)",
-        };
-        summary(name, rate);
+    for sink in &sinks {
+        summary(
+            &format!("TCP into a file ({})", sink.how.label()),
+            &sink.mbps,
+        );
     }
     println!("same-run ratios (each run against the baselines measured right after it):");
     ratio("  stream / local pwrite", &ratio_local);
     ratio("  stream+COMMIT / local pwrite+fdatasync", &ratio_sync);
     ratio("  stream spliced / stream copied", &ratio_copied);
     ratio("  stream, client lends pages / local pwrite", &ratio_lent);
-    for (how, _, _, vs_local, stream_vs, _) in &sinks {
-        let (name, ceiling) = match how {
-            Receive::Copy => (
-                "  TCP into a file, recv+pwrite / local pwrite",
-                "  stream / TCP into a file, recv+pwrite",
-            ),
-            Receive::Splice => (
-                "  TCP into a file, splice / local pwrite",
-                "  stream / TCP into a file, splice",
-            ),
-        };
-        ratio(name, vs_local);
-        ratio(ceiling, stream_vs);
+    for sink in &sinks {
+        let how = sink.how.label();
+        ratio(
+            &format!("  TCP into a file, {how} / local pwrite"),
+            &sink.vs_local,
+        );
+        ratio(
+            &format!("  stream / TCP into a file, {how}"),
+            &sink.stream_vs,
+        );
     }
     println!("CPU per GiB written (all threads: client, server, kernel work they do):");
-    let sink_cpu = sinks.iter().map(|(how, _, _, _, _, cpu)| {
-        let name = match how {
-            Receive::Copy => "  TCP into a file (recv + pwrite)",
-            Receive::Splice => "  TCP into a file (splice)",
-        };
-        (name, cpu)
+    let sink_cpu = sinks.iter().map(|sink| {
+        let name = format!("  TCP into a file ({})", sink.how.label());
+        (name, &sink.cpu_ms_per_gib)
     });
     for (name, v) in [
         ("  NFS stream", &cpu_nfs),
@@ -449,6 +457,7 @@ fn bench(c: &mut Criterion) {
         ("  NFS stream, client lends pages", &cpu_lent),
         ("  local pwrite", &cpu_local),
     ]
+    .map(|(name, v)| (name.to_string(), v))
     .into_iter()
     .chain(sink_cpu)
     {

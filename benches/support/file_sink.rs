@@ -24,6 +24,16 @@ pub enum Receive {
     Splice,
 }
 
+impl Receive {
+    /// How the receiver writes, for the bench's labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Receive::Copy => "recv + pwrite",
+            Receive::Splice => "splice",
+        }
+    }
+}
+
 /// A listening receiver; each connection streams `total` bytes per round
 /// into a fresh file under `dir` and answers one byte when they are all
 /// in the page cache.
