@@ -50,8 +50,12 @@ impl FileSink {
             for (k, s) in listener.incoming().enumerate() {
                 let Ok(s) = s else { break };
                 let dir = dir.clone();
+                // On an error the socket closes, so the sender fails too
+                // instead of waiting for an answer; this says why.
                 std::thread::spawn(move || {
-                    let _ = receive_rounds(s, &dir, k, total, chunk, how);
+                    if let Err(e) = receive_rounds(s, &dir, k, total, chunk, how) {
+                        eprintln!("file sink ({}): {e}", how.label());
+                    }
                 });
             }
         });
