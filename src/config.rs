@@ -146,6 +146,10 @@ pub struct StorageConfig {
     /// speed (its COMMIT pays the disk) and a long render or capture goes
     /// to disk directly once past it.
     pub direct_after: u64,
+    /// Linux 6.5+: READs of 128 KiB or more, at aligned offsets, of data
+    /// with no page in the page cache go to disk with O_DIRECT into a
+    /// reused aligned buffer; cached data is read through the cache.
+    pub direct_reads: bool,
 }
 
 impl Default for ServerConfig {
@@ -220,6 +224,7 @@ impl Default for StorageConfig {
             read_ahead_windows: 4,
             direct_writes: true,
             direct_after: 1 << 30,
+            direct_reads: true,
         }
     }
 }

@@ -375,6 +375,7 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
                     eprintln!("per-operation latency:\n{}", nfs.latency_report());
                     eprintln!("{}", splice_report(&nfs));
                     eprintln!("{}", pacing_report(&nfs));
+                    eprintln!("{}", direct_read_report(&nfs));
                 }
             });
         }
@@ -385,6 +386,7 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
         eprintln!("per-operation latency:\n{}", nfs.latency_report());
         eprintln!("{}", splice_report(&nfs));
         eprintln!("{}", pacing_report(&nfs));
+        eprintln!("{}", direct_read_report(&nfs));
         Ok(())
     })
 }
@@ -396,6 +398,14 @@ fn splice_report(nfs: &markbase_nfs::nfs4::Nfs4Server) -> String {
     format!(
         "WRITE payloads spliced: {} ({} of them written with O_DIRECT); copied after their pipes filled: {}; copied for want of a pipe (system pipe limits): {}",
         c.spliced, nfs.files().direct_written(), c.copied_pipes_full, c.copied_no_pipe
+    )
+}
+
+/// How many READs of cold data went disk -> aligned buffer (O_DIRECT).
+fn direct_read_report(nfs: &markbase_nfs::nfs4::Nfs4Server) -> String {
+    format!(
+        "READs of cold data served with O_DIRECT: {}",
+        nfs.files().direct_read()
     )
 }
 

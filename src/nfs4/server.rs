@@ -108,6 +108,7 @@ impl Nfs4Server {
                     windows: config.storage.read_ahead_windows,
                 },
             )
+            .with_direct_reads(config.storage.direct_reads)
             .with_direct_writes(config.storage.direct_writes, config.storage.direct_after),
             state: Mutex::new(state),
             config,
