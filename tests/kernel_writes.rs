@@ -41,8 +41,9 @@ fn big_and_small_files_land_byte_exact_with_their_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("users/w.sqlite");
     let storage = tmp.path().join("users/w.storage");
-    // The big file's second half goes to disk with O_DIRECT (the default
-    // mark is at 1 GiB; `serve` reads ./tuning.toml).
+    // The big file's second half goes to disk with O_DIRECT, its first
+    // half buffered (by default all of it goes direct; `serve` reads
+    // ./tuning.toml).
     std::fs::write(
         tmp.path().join("tuning.toml"),
         "[storage]\ndirect_writes = true\ndirect_after = 536870912\n",
@@ -63,6 +64,8 @@ done
 sync
 cd ingest && sha256sum clip_*.bin | sed 's/  /  ingest\//' >> /tmp/sums && cd ..
 echo SUM-BEGIN; cat /tmp/sums; echo SUM-END
+echo 3 > /proc/sys/vm/drop_caches
+echo "READBACK $(dd if=big.bin bs=1M 2>/dev/null | sha256sum | cut -d' ' -f1)"
 "#;
     let _vm = vm_lock();
     let vm = run_vm(server.port(), script, &[]);
@@ -75,6 +78,17 @@ echo SUM-BEGIN; cat /tmp/sums; echo SUM-END
     );
     let sums = sums_of(section(&stdout, "SUM-BEGIN", "SUM-END"));
     assert_eq!(sums.len(), 201, "{sums:?}");
+    // Read back in 1 MiB reads (a player's, not sha256sum's 4 KiB, which
+    // the client turns into small READs that go through the server's
+    // cache and its read-ahead) with the guest's cache dropped: from the
+    // server, whose page cache does not hold the file (written direct, or
+    // written back and dropped by write-behind), so the READs go to disk
+    // directly.
+    let readback = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("READBACK "))
+        .unwrap_or_else(|| panic!("no read-back sum in:\n{stdout}"));
+    assert_eq!(readback.trim(), sums["big.bin"], "big.bin read back");
     // A graceful stop flushes the catalog writer.
     server.terminate();
     let files = catalog_files(&db);
@@ -113,6 +127,18 @@ echo SUM-BEGIN; cat /tmp/sums; echo SUM-END
             direct >= 128,
             "only {direct} WRITE payloads went to disk with O_DIRECT"
         );
+        if markbase_nfs::storage::direct_reads_supported() {
+            let direct_reads: u64 = log
+                .lines()
+                .find_map(|l| l.strip_prefix("READs of cold data served with O_DIRECT: "))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no direct-read count in the server log:\n{log}"));
+            // At least the half written direct, in READs of 1 MiB or less.
+            assert!(
+                direct_reads >= 512,
+                "only {direct_reads} READs of the cold file went direct"
+            );
+        }
     }
 }
 
