@@ -93,6 +93,10 @@ fn receive_rounds(
     #[cfg(target_os = "linux")]
     let pipe = markbase_nfs::pipe::Pipe::with_capacity(chunk)?;
     for round in 0.. {
+        // The sender closing between rounds is the end, not an error.
+        if s.peek(&mut [0u8; 1])? == 0 {
+            return Ok(());
+        }
         let path = dir.join(format!("sink{conn}-{round}.bin"));
         let file = File::create(&path)?;
         let mut at = 0u64;
