@@ -136,10 +136,10 @@ pub struct StorageConfig {
     pub read_ahead: u64,
     /// Windows kept requested ahead of a streaming reader.
     pub read_ahead_windows: u64,
-    /// Linux: spliced WRITE payloads that are 4 KiB-aligned go to disk
+    /// Linux: spliced WRITE payloads of 512 KiB–1 MiB, 4 KiB-aligned, go to disk
     /// with O_DIRECT (through an aligned buffer: still one CPU copy, none
     /// into the page cache), so frames wait on the disk's own latency, not
-    /// on buffered writeback. Unaligned WRITEs stay buffered.
+    /// on buffered writeback. Unaligned and smaller WRITEs stay buffered.
     pub direct_writes: bool,
     /// ...at offsets from this many bytes on (default 0: all of it). A
     /// larger mark keeps each file's first bytes buffered, so a copy
@@ -148,7 +148,7 @@ pub struct StorageConfig {
     /// guest memory lazily, filling the page cache ran at ~330 MB/s, and
     /// a capture's first GiB buffered made its slowest frames.
     pub direct_after: u64,
-    /// Linux 6.5+: READs of 128 KiB or more, at aligned offsets, of data
+    /// Linux 6.5+: READs of 512 KiB or more, at aligned offsets, of data
     /// with no page in the page cache go to disk with O_DIRECT into a
     /// reused aligned buffer; cached data is read through the cache.
     pub direct_reads: bool,

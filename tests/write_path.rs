@@ -492,14 +492,15 @@ fn large_writes_land_byte_exact(lend: bool, direct: bool) {
     };
     let spliced_before = markbase_nfs::net::splice_counts().spliced;
     // (offset, length): full, odd (padding 1..3), just above the splice
-    // threshold, small (copied), and one overlapping an earlier one.
+    // threshold, small (copied), the smallest that may go direct, and one
+    // overlapping an earlier one.
     let writes: [(u64, usize); 7] = [
         (0, 1 << 20),
         (1 << 20, (1 << 20) - 1),
         ((2 << 20) - 1, 65_539),
         (3 << 20, 300_001),
         (4 << 20, 4_000),
-        (5 << 20, 65_536),
+        (5 << 20, 512 << 10),
         (500_000, 700_002),
     ];
     let mut want = vec![0u8; 6 << 20];
