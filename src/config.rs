@@ -148,6 +148,13 @@ pub struct StorageConfig {
     /// guest memory lazily, filling the page cache ran at ~330 MB/s, and
     /// a capture's first GiB buffered made its slowest frames.
     pub direct_after: u64,
+    /// Direct payloads (1 MiB at most each) answered before they reach the
+    /// disk and written behind the reply, in arrival order, by one thread:
+    /// the disk stays busy while the next payloads cross the socket, and
+    /// a slow spell of it fills the queue instead of holding up frames.
+    /// UNSTABLE only in effect: COMMIT and FILE_SYNC WRITEs wait for the
+    /// file's queue. 0 answers each direct WRITE once it is on disk.
+    pub direct_queue: u64,
     /// Linux 6.5+: READs of 512 KiB or more, at aligned offsets, of data
     /// with no page in the page cache go to disk with O_DIRECT into a
     /// reused aligned buffer; cached data is read through the cache.
@@ -226,6 +233,7 @@ impl Default for StorageConfig {
             read_ahead_windows: 4,
             direct_writes: true,
             direct_after: 0,
+            direct_queue: 32,
             direct_reads: true,
         }
     }

@@ -315,6 +315,7 @@ fn run_aja(
     };
     let result = aja::run(&opts);
     if let Some((runtime, nfs, tmp)) = own {
+        nfs.files().drain();
         nfs.catalog().shutdown();
         drop(runtime);
         let _ = std::fs::remove_dir_all(&tmp);
@@ -381,7 +382,8 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
         }
         shutdown_signal().await;
         server.abort();
-        tracing::info!("shutting down: flushing the catalog");
+        tracing::info!("shutting down: writing queued direct WRITEs, flushing the catalog");
+        nfs.files().drain();
         nfs.catalog().shutdown();
         eprintln!("per-operation latency:\n{}", nfs.latency_report());
         eprintln!("{}", splice_report(&nfs));
@@ -396,8 +398,8 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
 fn splice_report(nfs: &markbase_nfs::nfs4::Nfs4Server) -> String {
     let c = net::splice_counts();
     format!(
-        "WRITE payloads spliced: {} ({} of them written with O_DIRECT); copied after their pipes filled: {}; copied for want of a pipe (system pipe limits): {}",
-        c.spliced, nfs.files().direct_written(), c.copied_pipes_full, c.copied_no_pipe
+        "WRITE payloads spliced: {} ({} of them written with O_DIRECT, {} queued for it now); copied after their pipes filled: {}; copied for want of a pipe (system pipe limits): {}",
+        c.spliced, nfs.files().direct_written(), nfs.files().direct_queued(), c.copied_pipes_full, c.copied_no_pipe
     )
 }
 

@@ -582,7 +582,9 @@ fn large_writes_land_byte_exact(lend: bool, direct: bool) {
             "large payloads were not spliced ({} of 8)",
             spliced - spliced_before
         );
-        // The aligned ones (at 0 and at 5 MiB) went to disk directly.
+        // The aligned ones (at 0 and at 5 MiB) went to disk directly
+        // (counted once there: COMMIT waits for the direct-writer).
+        c.commit(&f.fh).unwrap();
         let direct_written = srv.nfs.files().direct_written();
         if direct {
             assert!(direct_written >= 2, "{direct_written} payloads went direct");
@@ -616,10 +618,14 @@ fn direct_writes_start_past_direct_after() {
     for k in 0..2u8 {
         c.write(&f, u64::from(k) << 20, &mb(k + 1), 0).unwrap();
     }
+    // COMMIT first: direct payloads are counted once on disk, and an
+    // UNSTABLE one may still be queued for it when its WRITE is answered.
+    c.commit(&f.fh).unwrap();
     assert_eq!(srv.nfs.files().direct_written(), 0, "before direct_after");
     for k in 2..4u8 {
         c.write(&f, u64::from(k) << 20, &mb(k + 1), 0).unwrap();
     }
+    c.commit(&f.fh).unwrap();
     assert_eq!(srv.nfs.files().direct_written(), 2, "past direct_after");
     // Read back last MiB first: the two written direct were never in the
     // page cache and are read direct too (before a buffered READ of the

@@ -109,7 +109,11 @@ impl Nfs4Server {
                 },
             )
             .with_direct_reads(config.storage.direct_reads)
-            .with_direct_writes(config.storage.direct_writes, config.storage.direct_after),
+            .with_direct_writes(
+                config.storage.direct_writes,
+                config.storage.direct_after,
+                config.storage.direct_queue as usize,
+            ),
             state: Mutex::new(state),
             config,
             catalog,

@@ -13,10 +13,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use moka::sync::Cache;
 
+mod direct;
+
 /// An open content file in the pool.
 #[derive(Debug)]
 pub struct PooledFile {
     pub file: File,
+    /// The node's fileid: what queued direct writes are tracked by.
+    fileid: u64,
     pub writable: bool,
     /// Write-behind mark: where the next window to send to disk starts.
     behind: AtomicU64,
@@ -90,7 +94,12 @@ pub struct FilePool {
     /// to disk with O_DIRECT; None when off.
     direct_after: Option<u64>,
     /// Payloads written with O_DIRECT (for tests and the operator).
-    direct_written: AtomicU64,
+    direct_written: Arc<AtomicU64>,
+    /// The direct-writer thread's queue (see [`direct`]); None when direct
+    /// WRITEs are answered only once on disk (`storage.direct_queue = 0`).
+    direct_queue: Option<crossbeam_channel::Sender<DirectJob>>,
+    /// Direct payloads answered and not yet on disk, by file.
+    pending: Arc<direct::Pending>,
     /// Direct reads: READs of data not in the page cache go to disk with
     /// O_DIRECT (see [`FilePool::with_direct_reads`]).
     direct_reads: bool,
@@ -151,7 +160,9 @@ impl FilePool {
             prefetcher,
             read_buffers: Arc::new(BufferPool::new(READ_BUFFERS_KEPT)),
             direct_after: None,
-            direct_written: AtomicU64::new(0),
+            direct_written: Default::default(),
+            direct_queue: None,
+            pending: Default::default(),
             direct_reads: false,
             direct_read: AtomicU64::new(0),
             aligned: Default::default(),
@@ -162,9 +173,54 @@ impl FilePool {
     /// the part of each file at or past `after` bytes: a file's first
     /// bytes stay buffered, so a copy shorter than that goes at page-cache
     /// speed and only a long stream waits on the disk itself.
-    pub fn with_direct_writes(mut self, on: bool, after: u64) -> FilePool {
+    ///
+    /// With `queue` > 0, up to that many such payloads are answered before
+    /// they reach the disk and written behind the reply by the
+    /// direct-writer thread (see [`direct`]).
+    pub fn with_direct_writes(mut self, on: bool, after: u64, queue: usize) -> FilePool {
         self.direct_after = (on && cfg!(target_os = "linux")).then_some(after);
+        if self.direct_after.is_some() && queue > 0 {
+            self.aligned = Arc::new(AlignedPool::keeping(ALIGNED_KEPT + queue));
+            let aligned = self.aligned.clone();
+            let pending = self.pending.clone();
+            let written = self.direct_written.clone();
+            let closer = self.closer.clone();
+            self.direct_queue = spawn_disk_thread("direct-writer", queue, move |job: DirectJob| {
+                job.run(&aligned, &pending, &written, closer.as_ref())
+            })
+            .map_err(|e| {
+                tracing::error!(error = %e, "direct-writer thread did not start: direct WRITEs wait for the disk")
+            })
+            .ok();
+        }
         self
+    }
+
+    /// Direct payloads answered and queued for disk right now.
+    pub fn direct_queued(&self) -> usize {
+        self.pending.queued()
+    }
+
+    /// Waits until every direct payload answered so far is on disk
+    /// (shutdown: the queue is the last of the server's unwritten data).
+    pub fn drain(&self) {
+        self.pending.drain();
+    }
+
+    /// Puts everything written to `file` on stable storage (COMMIT, and
+    /// WRITEs with FILE_SYNC4/DATA_SYNC4): its queued direct payloads, then
+    /// fdatasync. Fails with the error a queued payload met on its way to
+    /// disk after its WRITE was answered.
+    pub fn sync(&self, file: &PooledFile) -> io::Result<()> {
+        self.pending.settle(file.fileid)?;
+        sync_data(&file.file)
+    }
+
+    /// Sets the file's size once its queued direct payloads are on disk
+    /// (one landing after a truncate would grow the file again).
+    pub fn set_len(&self, file: &PooledFile, size: u64) -> io::Result<()> {
+        self.pending.wait_file(file.fileid);
+        file.file.set_len(size)
     }
 
     /// Payloads written with O_DIRECT since start.
@@ -200,6 +256,9 @@ impl FilePool {
         offset: u64,
         count: usize,
     ) -> io::Result<(Bytes, bool)> {
+        // Bytes answered and still queued for disk are read once there.
+        self.pending
+            .wait_range(file.fileid, offset, offset.saturating_add(count as u64));
         if self.direct_reads
             && offset.is_multiple_of(DIRECT_ALIGN as u64)
             && (DIRECT_MIN..=ALIGNED_BUF).contains(&count)
@@ -288,6 +347,7 @@ impl FilePool {
         };
         let pooled = PooledFile {
             file,
+            fileid,
             writable,
             behind: AtomicU64::new(0),
             ahead: AtomicU64::new(0),
@@ -325,6 +385,9 @@ impl FilePool {
     /// Writes all of `data` at `offset`, then lets write-behind send the
     /// windows this write completed to disk.
     pub fn write_at(&self, file: &Arc<PooledFile>, offset: u64, data: &[u8]) -> io::Result<()> {
+        // After the direct payloads queued over these bytes.
+        self.pending
+            .wait_range(file.fileid, offset, offset + data.len() as u64);
         {
             let _turn = file.serial.lock();
             file.write_all_at(data, offset)?;
@@ -347,11 +410,11 @@ impl FilePool {
             && offset.is_multiple_of(DIRECT_ALIGN as u64)
             && len.is_multiple_of(DIRECT_ALIGN)
             && (DIRECT_MIN..=ALIGNED_BUF).contains(&len);
-        if may_go_direct {
-            if let Some(direct) = file.direct_file() {
-                return self.write_direct(file, direct, offset, pipes, len);
-            }
+        if may_go_direct && file.direct_file().is_some() {
+            return self.write_direct(file, offset, pipes, len);
         }
+        self.pending
+            .wait_range(file.fileid, offset, offset + len as u64);
         {
             let _turn = file.serial.lock();
             let mut at = offset;
@@ -373,11 +436,10 @@ impl FilePool {
 
     /// An aligned payload: pipes → aligned buffer (the one copy, outside
     /// the file's turn, so it overlaps the previous WRITE's disk time) →
-    /// O_DIRECT. A file system that refuses (EINVAL) gets a buffered write.
+    /// O_DIRECT, here or, with a direct-writer queue, behind the reply.
     fn write_direct(
         &self,
         file: &Arc<PooledFile>,
-        direct: &File,
         offset: u64,
         pipes: &[crate::pipe::Pipe],
         len: usize,
@@ -402,19 +464,48 @@ impl FilePool {
                 format!("pipes held {got} of {len} payload bytes"),
             ));
         }
-        let written = {
-            let _turn = file.serial.lock();
-            match direct.write_all_at(data, offset) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => file.write_all_at(data, offset),
-                Ok(()) => {
-                    self.direct_written.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
+        self.write_aligned(file, offset, buf, len)
+    }
+
+    /// Writes the first `len` bytes of `buf` at `offset` with O_DIRECT:
+    /// queued for the direct-writer thread and answered at once when there
+    /// is one, else here.
+    fn write_aligned(
+        &self,
+        file: &Arc<PooledFile>,
+        offset: u64,
+        buf: AlignedBuf,
+        len: usize,
+    ) -> io::Result<()> {
+        let job = DirectJob {
+            file: file.clone(),
+            offset,
+            buf,
+            len,
         };
-        self.aligned.give(buf);
-        written?;
+        let job = match &self.direct_queue {
+            Some(queue) => {
+                // Queued before the reply, so a READ after it waits for it.
+                self.pending.queue(file.fileid, offset, len);
+                // A full queue holds this WRITE (and its connection's lane)
+                // until the disk has taken a payload: the disk's pace.
+                match queue.send(job) {
+                    Ok(()) => None,
+                    Err(crossbeam_channel::SendError(job)) => Some(job),
+                }
+            }
+            None => Some(job),
+        };
+        if let Some(job) = job {
+            // No direct-writer (off, or its thread is gone): written here.
+            let queued = self.direct_queue.is_some();
+            let written = job.write(&self.direct_written);
+            self.aligned.give(job.buf);
+            if queued {
+                self.pending.landed(file.fileid, offset, Ok(()));
+            }
+            written?;
+        }
         self.after_write(file, offset, len as u64);
         Ok(())
     }
@@ -503,6 +594,84 @@ impl FilePool {
     /// the operator).
     pub fn skipped_windows(&self) -> u64 {
         self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes an aligned payload with O_DIRECT in the file's turn; a file
+/// system that refuses (EINVAL) gets a buffered write.
+fn write_direct_now(
+    file: &PooledFile,
+    direct: &File,
+    offset: u64,
+    data: &[u8],
+    written: &AtomicU64,
+) -> io::Result<()> {
+    let _turn = file.serial.lock();
+    match direct.write_all_at(data, offset) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => file.write_all_at(data, offset),
+        Ok(()) => {
+            written.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A direct payload answered and queued for the direct-writer thread.
+struct DirectJob {
+    file: Arc<PooledFile>,
+    offset: u64,
+    buf: AlignedBuf,
+    len: usize,
+}
+
+impl DirectJob {
+    /// Writes the payload: with O_DIRECT when the file has a direct
+    /// descriptor, buffered otherwise.
+    fn write(&self, written: &AtomicU64) -> io::Result<()> {
+        let data = &self.buf.as_ref()[..self.len];
+        match self.file.direct_file() {
+            Some(direct) => write_direct_now(&self.file, direct, self.offset, data, written),
+            None => {
+                let _turn = self.file.serial.lock();
+                self.file.write_all_at(data, self.offset)
+            }
+        }
+    }
+
+    /// The direct-writer thread's work: writes the payload (not when its
+    /// file was removed meanwhile: that content is going away), then lets
+    /// waiters for its range go on.
+    fn run(
+        self,
+        aligned: &AlignedPool,
+        pending: &direct::Pending,
+        written: &AtomicU64,
+        closer: Option<&crossbeam_channel::Sender<Closing>>,
+    ) {
+        let result = if self.file.removed.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            self.write(written)
+        };
+        let DirectJob {
+            file,
+            offset,
+            buf,
+            len,
+        } = self;
+        if let Err(e) = &result {
+            tracing::error!(
+                fileid = file.fileid,
+                offset,
+                len,
+                error = %e,
+                "a WRITE answered before it reached the disk failed there; the file's next COMMIT reports it"
+            );
+        }
+        aligned.give(buf);
+        pending.landed(file.fileid, offset, result);
+        release(closer, file);
     }
 }
 
@@ -631,24 +800,38 @@ const DIRECT_ALIGN: usize = 4096;
 /// Size of the aligned buffers: the largest payload spliced.
 const ALIGNED_BUF: usize = 1 << 20;
 /// Aligned buffers kept for reuse: one per READ or WRITE in flight on a
-/// busy connection.
+/// busy connection (plus one per place in the direct-writer's queue).
 const ALIGNED_KEPT: usize = 64;
 
 /// Aligned buffers for reuse: fresh memory costs page faults (and, on a
 /// VM, the host's), a reused buffer none.
-#[derive(Default)]
 struct AlignedPool {
     free: parking_lot::Mutex<Vec<AlignedBuf>>,
+    /// Buffers kept for reuse at most.
+    keep: usize,
+}
+
+impl Default for AlignedPool {
+    fn default() -> Self {
+        AlignedPool::keeping(ALIGNED_KEPT)
+    }
 }
 
 impl AlignedPool {
+    fn keeping(keep: usize) -> AlignedPool {
+        AlignedPool {
+            free: Default::default(),
+            keep,
+        }
+    }
+
     fn take(&self) -> AlignedBuf {
         self.free.lock().pop().unwrap_or_else(AlignedBuf::new)
     }
 
     fn give(&self, buf: AlignedBuf) {
         let mut free = self.free.lock();
-        if free.len() < ALIGNED_KEPT {
+        if free.len() < self.keep {
             free.push(buf);
         }
     }
@@ -1214,7 +1397,7 @@ fn flush_window(_f: &File, _start: u64, _window: u64, _retire: Option<u64>) -> i
 /// Puts the file's data (and the size needed to read it back) on stable
 /// storage: fdatasync on Linux; on macOS std's sync_data issues
 /// F_FULLFSYNC, which also flushes the drive's cache.
-pub fn sync_data(file: &File) -> io::Result<()> {
+fn sync_data(file: &File) -> io::Result<()> {
     file.sync_data()
 }
 
@@ -1493,6 +1676,173 @@ mod tests {
         // Removing what is gone already says so, and the pool goes on.
         let gone = pool.remove_content(2, &other).unwrap_err();
         assert_eq!(gone.kind(), io::ErrorKind::NotFound);
+    }
+
+    /// An aligned buffer holding `len` bytes of `byte`.
+    #[cfg(target_os = "linux")]
+    fn aligned_with(pool: &FilePool, byte: u8, len: usize) -> AlignedBuf {
+        let mut buf = pool.aligned.take();
+        buf.as_mut()[..len].fill(byte);
+        buf
+    }
+
+    /// Direct WRITEs answered before they reach the disk: the WRITE
+    /// returns while the disk is held up (here: the file's turn, taken by
+    /// the test, which the direct-writer needs), and a READ or a buffered
+    /// WRITE of those bytes, a size change and COMMIT wait for them —
+    /// each sees the payloads in the order they arrived.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn queued_direct_writes_are_answered_at_once_and_waited_for_by_what_touches_them() {
+        let scratch = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let dir = tempfile::tempdir_in(&scratch).unwrap();
+        let p = dir.path().join("render.mov");
+        File::create(&p).unwrap();
+        let pool = Arc::new(
+            FilePool::new(4, WriteBehind::OFF, ReadAhead::OFF).with_direct_writes(true, 0, 4),
+        );
+        let f = pool.get_writable(9, &p).unwrap();
+        pool.write_at(&f, 0, &vec![0x11; 3 << 20]).unwrap();
+        let mb = 1usize << 20;
+        // In a thread, so a WRITE that waited for the disk fails the test
+        // instead of hanging it.
+        let run = |work: Box<dyn FnOnce() + Send>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                work();
+                tx.send(()).unwrap();
+            });
+            rx
+        };
+        let turn = f.serial.lock();
+        let queued = {
+            let (pool, f) = (pool.clone(), f.clone());
+            run(Box::new(move || {
+                pool.write_aligned(&f, 0, aligned_with(&pool, 0x22, mb), mb)
+                    .unwrap();
+                pool.write_aligned(&f, mb as u64, aligned_with(&pool, 0x33, mb), mb)
+                    .unwrap();
+            }))
+        };
+        queued
+            .recv_timeout(Duration::from_secs(5))
+            .expect("direct WRITEs waited for the disk instead of being queued");
+        assert_eq!(pool.direct_queued(), 2);
+        // Bytes past the queued ones are read at once.
+        let (tail, _) = pool.read_at(&f, 2 << 20, 4096).unwrap();
+        assert!(tail.iter().all(|&b| b == 0x11));
+        let (got_tx, got_rx) = std::sync::mpsc::channel();
+        let reader = {
+            let (pool, f) = (pool.clone(), f.clone());
+            run(Box::new(move || {
+                got_tx
+                    .send(pool.read_at(&f, (mb - 4096) as u64, 8192).unwrap().0)
+                    .unwrap();
+            }))
+        };
+        let overwrite = {
+            let (pool, f) = (pool.clone(), f.clone());
+            run(Box::new(move || {
+                pool.write_at(&f, (mb + 4096) as u64, &[0x44; 4096])
+                    .unwrap()
+            }))
+        };
+        assert!(
+            reader.recv_timeout(Duration::from_millis(100)).is_err(),
+            "a READ of queued bytes did not wait for them"
+        );
+        assert!(
+            overwrite.recv_timeout(Duration::from_millis(10)).is_err(),
+            "a buffered WRITE over queued bytes did not wait for them"
+        );
+        drop(turn);
+        reader
+            .recv_timeout(Duration::from_secs(5))
+            .expect("READ never woke");
+        overwrite
+            .recv_timeout(Duration::from_secs(5))
+            .expect("WRITE never woke");
+        let got = got_rx.recv().unwrap();
+        assert!(
+            got[..4096].iter().all(|&b| b == 0x22),
+            "first payload not read back"
+        );
+        assert!(
+            got[4096..].iter().all(|&b| b == 0x33),
+            "second payload not read back"
+        );
+        // A size change waits for what is queued: the payload must not
+        // grow the file again after it.
+        let turn = f.serial.lock();
+        let grow = {
+            let (pool, f) = (pool.clone(), f.clone());
+            run(Box::new(move || {
+                pool.write_aligned(&f, 4 << 20, aligned_with(&pool, 0x55, mb), mb)
+                    .unwrap()
+            }))
+        };
+        grow.recv_timeout(Duration::from_secs(5)).unwrap();
+        let truncate = {
+            let (pool, f) = (pool.clone(), f.clone());
+            run(Box::new(move || pool.set_len(&f, 3 << 20).unwrap()))
+        };
+        assert!(
+            truncate.recv_timeout(Duration::from_millis(50)).is_err(),
+            "a size change did not wait for the queue"
+        );
+        drop(turn);
+        truncate
+            .recv_timeout(Duration::from_secs(5))
+            .expect("size change never woke");
+        pool.sync(&f).unwrap();
+        assert_eq!(pool.direct_queued(), 0);
+        let disk = std::fs::read(&p).unwrap();
+        assert_eq!(
+            disk.len(),
+            3 << 20,
+            "a queued payload grew the file after its truncate"
+        );
+        assert!(disk[..mb].iter().all(|&b| b == 0x22));
+        assert!(disk[mb..mb + 4096].iter().all(|&b| b == 0x33));
+        assert!(
+            disk[mb + 4096..mb + 8192].iter().all(|&b| b == 0x44),
+            "the later buffered WRITE lost to the earlier payload"
+        );
+        assert!(disk[mb + 8192..2 * mb].iter().all(|&b| b == 0x33));
+        assert!(disk[2 * mb..].iter().all(|&b| b == 0x11));
+    }
+
+    /// A queued payload that fails on its way to disk (here: a descriptor
+    /// that cannot write) is reported by the file's next COMMIT, once.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_queued_payload_that_fails_is_reported_by_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        File::create(&p).unwrap();
+        let pool =
+            FilePool::new(4, WriteBehind::OFF, ReadAhead::OFF).with_direct_writes(true, 0, 4);
+        let read_only = PooledFile {
+            file: File::open(&p).unwrap(),
+            fileid: 5,
+            writable: true,
+            behind: AtomicU64::new(0),
+            ahead: AtomicU64::new(0),
+            serial: parking_lot::Mutex::new(()),
+            direct_path: Some(p.clone()),
+            direct: std::sync::OnceLock::from(Some(File::open(&p).unwrap())),
+            removed: AtomicBool::new(false),
+        };
+        let f = Arc::new(read_only);
+        pool.write_aligned(&f, 0, aligned_with(&pool, 1, 4096), 4096)
+            .expect("the WRITE is answered before the disk is tried");
+        let err = pool
+            .sync(&f)
+            .expect_err("COMMIT did not report the failed payload");
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        pool.sync(&f).expect("reported twice");
+        assert_eq!(pool.direct_written(), 0);
     }
 
     #[test]

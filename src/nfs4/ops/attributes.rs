@@ -130,12 +130,11 @@ pub(crate) fn apply(
             .lock()
             .check_write(sid, node.fileid, std::time::Instant::now())?;
         let path = node.meta().content.clone().ok_or(Status::Io)?;
-        let file = c
-            .srv
-            .files()
+        let files = c.srv.files();
+        let file = files
             .get_writable(node.fileid, &path)
             .map_err(|e| io_status(&e))?;
-        file.set_len(size).map_err(|e| {
+        files.set_len(&file, size).map_err(|e| {
             tracing::error!(node = %node.id, size, error = %e, "SETATTR size failed");
             io_status(&e)
         })?;

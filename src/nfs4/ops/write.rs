@@ -9,7 +9,6 @@ use crate::catalog::NodeKind;
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, Status};
 use crate::rpc::{BulkData, ReplyBody};
-use crate::storage;
 use crate::xdr::Decoder;
 
 const UNSTABLE4: u32 = 0;
@@ -88,7 +87,7 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
     })?;
     c.srv.catalog().data_written(&node, end);
     if stable != UNSTABLE4 {
-        storage::sync_data(&file).map_err(|e| {
+        files.sync(&file).map_err(|e| {
             tracing::error!(node = %node.id, error = %e, "WRITE sync failed");
             io_status(&e)
         })?;
@@ -114,12 +113,9 @@ pub(crate) fn commit(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
         return Err(Status::Inval);
     }
     let path = node.meta().content.clone().ok_or(Status::Io)?;
-    let file = c
-        .srv
-        .files()
-        .get(node.fileid, &path)
-        .map_err(|e| io_status(&e))?;
-    storage::sync_data(&file).map_err(|e| {
+    let files = c.srv.files();
+    let file = files.get(node.fileid, &path).map_err(|e| io_status(&e))?;
+    files.sync(&file).map_err(|e| {
         tracing::error!(node = %node.id, error = %e, "COMMIT sync failed");
         io_status(&e)
     })?;
