@@ -182,6 +182,10 @@ impl FilePool {
         if self.direct_after.is_some() && queue > 0 {
             self.aligned = Arc::new(AlignedPool::keeping(ALIGNED_KEPT + queue));
             let aligned = self.aligned.clone();
+            let _ = std::thread::Builder::new()
+                .name("aligned-prefill".into())
+                .spawn(move || aligned.prefill(queue + DIRECT_IN_FLIGHT));
+            let aligned = self.aligned.clone();
             let pending = self.pending.clone();
             let written = self.direct_written.clone();
             let closer = self.closer.clone();
@@ -799,6 +803,9 @@ const DIRECT_MIN: usize = 512 << 10;
 const DIRECT_ALIGN: usize = 4096;
 /// Size of the aligned buffers: the largest payload spliced.
 const ALIGNED_BUF: usize = 1 << 20;
+/// Direct payloads in flight on one streaming connection beside its queue
+/// (the Linux client and aja keep 16 WRITEs in flight).
+const DIRECT_IN_FLIGHT: usize = 16;
 /// Aligned buffers kept for reuse: one per READ or WRITE in flight on a
 /// busy connection (plus one per place in the direct-writer's queue).
 const ALIGNED_KEPT: usize = 64;
@@ -827,6 +834,23 @@ impl AlignedPool {
 
     fn take(&self) -> AlignedBuf {
         self.free.lock().pop().unwrap_or_else(AlignedBuf::new)
+    }
+
+    /// Fills the pool with `count` buffers whose pages are backed: a
+    /// direct-writer queue growing for the first time during a stream
+    /// otherwise page-faults fresh memory (on this VM, memory the host
+    /// must back again: ~3 ms a MiB) in the middle of frames — 25–30 ms
+    /// frames at the first spell of slow disk.
+    fn prefill(&self, count: usize) {
+        for _ in 0..count.min(self.keep) {
+            let mut buf = AlignedBuf::new();
+            for page in buf.as_mut().chunks_mut(4096) {
+                // SAFETY: a valid, exclusively borrowed byte; volatile so
+                // the store (and the fault that backs the page) happens.
+                unsafe { std::ptr::write_volatile(&mut page[0], 0) };
+            }
+            self.give(buf);
+        }
     }
 
     fn give(&self, buf: AlignedBuf) {
