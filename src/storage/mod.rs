@@ -487,28 +487,20 @@ impl FilePool {
             buf,
             len,
         };
-        let job = match &self.direct_queue {
+        match &self.direct_queue {
             Some(queue) => {
                 // Queued before the reply, so a READ after it waits for it.
                 self.pending.queue(file.fileid, offset, len);
                 // A full queue holds this WRITE (and its connection's lane)
                 // until the disk has taken a payload: the disk's pace.
-                match queue.send(job) {
-                    Ok(()) => None,
-                    Err(crossbeam_channel::SendError(job)) => Some(job),
+                if let Err(crossbeam_channel::SendError(job)) = queue.send(job) {
+                    // The thread is gone: written here, then waiters go on.
+                    let written = job.write_here(&self.aligned, &self.direct_written);
+                    self.pending.landed(file.fileid, offset, Ok(()));
+                    written?;
                 }
             }
-            None => Some(job),
-        };
-        if let Some(job) = job {
-            // No direct-writer (off, or its thread is gone): written here.
-            let queued = self.direct_queue.is_some();
-            let written = job.write(&self.direct_written);
-            self.aligned.give(job.buf);
-            if queued {
-                self.pending.landed(file.fileid, offset, Ok(()));
-            }
-            written?;
+            None => job.write_here(&self.aligned, &self.direct_written)?,
         }
         self.after_write(file, offset, len as u64);
         Ok(())
@@ -601,23 +593,24 @@ impl FilePool {
     }
 }
 
-/// Writes an aligned payload with O_DIRECT in the file's turn; a file
-/// system that refuses (EINVAL) gets a buffered write.
+/// Writes an aligned payload with O_DIRECT in the file's turn; without a
+/// direct descriptor, or on a file system that refuses (EINVAL), it gets
+/// a buffered write.
 fn write_direct_now(
     file: &PooledFile,
-    direct: &File,
+    direct: Option<&File>,
     offset: u64,
     data: &[u8],
     written: &AtomicU64,
 ) -> io::Result<()> {
     let _turn = file.serial.lock();
-    match direct.write_all_at(data, offset) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => file.write_all_at(data, offset),
-        Ok(()) => {
+    match direct.map(|d| d.write_all_at(data, offset)) {
+        Some(Ok(())) => {
             written.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
-        Err(e) => Err(e),
+        Some(Err(e)) if e.raw_os_error() != Some(libc::EINVAL) => Err(e),
+        _ => file.write_all_at(data, offset),
     }
 }
 
@@ -630,17 +623,22 @@ struct DirectJob {
 }
 
 impl DirectJob {
-    /// Writes the payload: with O_DIRECT when the file has a direct
-    /// descriptor, buffered otherwise.
     fn write(&self, written: &AtomicU64) -> io::Result<()> {
         let data = &self.buf.as_ref()[..self.len];
-        match self.file.direct_file() {
-            Some(direct) => write_direct_now(&self.file, direct, self.offset, data, written),
-            None => {
-                let _turn = self.file.serial.lock();
-                self.file.write_all_at(data, self.offset)
-            }
-        }
+        write_direct_now(
+            &self.file,
+            self.file.direct_file(),
+            self.offset,
+            data,
+            written,
+        )
+    }
+
+    /// Writes the payload on this thread and gives its buffer back.
+    fn write_here(self, aligned: &AlignedPool, written: &AtomicU64) -> io::Result<()> {
+        let result = self.write(written);
+        aligned.give(self.buf);
+        result
     }
 
     /// The direct-writer thread's work: writes the payload (not when its
@@ -1729,26 +1727,25 @@ mod tests {
         let f = pool.get_writable(9, &p).unwrap();
         pool.write_at(&f, 0, &vec![0x11; 3 << 20]).unwrap();
         let mb = 1usize << 20;
-        // In a thread, so a WRITE that waited for the disk fails the test
-        // instead of hanging it.
-        let run = |work: Box<dyn FnOnce() + Send>| {
+        // On a thread of its own, so a call that waited for the disk fails
+        // the test instead of hanging it; the receiver hears when it ends.
+        type Work = Box<dyn FnOnce(&FilePool, &Arc<PooledFile>) + Send>;
+        let run = |work: Work| {
+            let (pool, f) = (pool.clone(), f.clone());
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
-                work();
+                work(&pool, &f);
                 tx.send(()).unwrap();
             });
             rx
         };
         let turn = f.serial.lock();
-        let queued = {
-            let (pool, f) = (pool.clone(), f.clone());
-            run(Box::new(move || {
-                pool.write_aligned(&f, 0, aligned_with(&pool, 0x22, mb), mb)
-                    .unwrap();
-                pool.write_aligned(&f, mb as u64, aligned_with(&pool, 0x33, mb), mb)
-                    .unwrap();
-            }))
-        };
+        let queued = run(Box::new(move |pool, f| {
+            pool.write_aligned(f, 0, aligned_with(pool, 0x22, mb), mb)
+                .unwrap();
+            pool.write_aligned(f, mb as u64, aligned_with(pool, 0x33, mb), mb)
+                .unwrap();
+        }));
         queued
             .recv_timeout(Duration::from_secs(5))
             .expect("direct WRITEs waited for the disk instead of being queued");
@@ -1757,21 +1754,14 @@ mod tests {
         let (tail, _) = pool.read_at(&f, 2 << 20, 4096).unwrap();
         assert!(tail.iter().all(|&b| b == 0x11));
         let (got_tx, got_rx) = std::sync::mpsc::channel();
-        let reader = {
-            let (pool, f) = (pool.clone(), f.clone());
-            run(Box::new(move || {
-                got_tx
-                    .send(pool.read_at(&f, (mb - 4096) as u64, 8192).unwrap().0)
-                    .unwrap();
-            }))
-        };
-        let overwrite = {
-            let (pool, f) = (pool.clone(), f.clone());
-            run(Box::new(move || {
-                pool.write_at(&f, (mb + 4096) as u64, &[0x44; 4096])
-                    .unwrap()
-            }))
-        };
+        let reader = run(Box::new(move |pool, f| {
+            got_tx
+                .send(pool.read_at(f, (mb - 4096) as u64, 8192).unwrap().0)
+                .unwrap();
+        }));
+        let overwrite = run(Box::new(move |pool, f| {
+            pool.write_at(f, (mb + 4096) as u64, &[0x44; 4096]).unwrap()
+        }));
         assert!(
             reader.recv_timeout(Duration::from_millis(100)).is_err(),
             "a READ of queued bytes did not wait for them"
@@ -1799,18 +1789,12 @@ mod tests {
         // A size change waits for what is queued: the payload must not
         // grow the file again after it.
         let turn = f.serial.lock();
-        let grow = {
-            let (pool, f) = (pool.clone(), f.clone());
-            run(Box::new(move || {
-                pool.write_aligned(&f, 4 << 20, aligned_with(&pool, 0x55, mb), mb)
-                    .unwrap()
-            }))
-        };
+        let grow = run(Box::new(move |pool, f| {
+            pool.write_aligned(f, 4 << 20, aligned_with(pool, 0x55, mb), mb)
+                .unwrap()
+        }));
         grow.recv_timeout(Duration::from_secs(5)).unwrap();
-        let truncate = {
-            let (pool, f) = (pool.clone(), f.clone());
-            run(Box::new(move || pool.set_len(&f, 3 << 20).unwrap()))
-        };
+        let truncate = run(Box::new(move |pool, f| pool.set_len(f, 3 << 20).unwrap()));
         assert!(
             truncate.recv_timeout(Duration::from_millis(50)).is_err(),
             "a size change did not wait for the queue"
