@@ -54,11 +54,12 @@ fn bench(c: &mut Criterion) {
         .expect("lookup")
         .expect("README exists");
     let all = supported();
+    let mac = markbase_nfs::nfs4::attrs::Viewer { uid: 501, gid: 20 };
     let mut out = Encoder::new();
     c.bench_function("encode_all_attributes", |b| {
         b.iter(|| {
             out.buf.clear();
-            encode_fattr(&nfs, black_box(&readme), &all, &mut out).expect("encode");
+            encode_fattr(&nfs, black_box(&readme), mac, &all, &mut out).expect("encode");
             black_box(out.buf.len())
         })
     });

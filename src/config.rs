@@ -57,13 +57,23 @@ pub struct ExportConfig {
     pub storage: PathBuf,
     /// Numeric export id carried in every file handle.
     pub export_id: u32,
-    /// Owner reported for every node ("uid" or "user@domain").
+    /// Owner reported for nodes no SETATTR gave one: "caller" (the asking
+    /// client's AUTH_SYS uid, so an editor's Mac sees its files as its
+    /// user's), or a fixed "uid" / "user@domain".
     pub owner: String,
+    /// Likewise for the group ("caller" = the caller's AUTH_SYS gid).
     pub owner_group: String,
+    /// Permission bits (masked to 0o7777 at start: macOS drops a whole
+    /// reply whose mode carries file-type bits).
     pub file_mode: u32,
     pub dir_mode: u32,
     /// Create `db` with a small demo tree when it does not exist.
     pub create_demo: bool,
+    /// Names that differ only by case are one name (LOOKUP finds either,
+    /// a create of the other answers EXIST, labels differing only by case
+    /// are told apart with a suffix), as on the Mac's own volumes; reported
+    /// to clients in the case_insensitive attribute.
+    pub case_insensitive: bool,
     /// Whose identity counts for ownership changes: "none" (callers as they
     /// are), "root" (uid 0 acts as nobody), "all" (everyone acts as nobody).
     pub squash: String,
@@ -77,8 +87,15 @@ pub struct NetworkConfig {
     pub nodelay: bool,
     /// Largest RPC record accepted; larger → the connection is closed.
     pub max_record: usize,
-    /// RPCs dispatched concurrently per connection.
+    /// Data calls (READ, WRITE, COMMIT) dispatched concurrently per
+    /// connection: at least the 128 WRITEs a Mac keeps in flight.
     pub max_inflight_per_connection: usize,
+    /// Other calls (lookups, attributes, opens, namespace changes) in
+    /// flight per connection, admitted apart from data calls.
+    pub max_inflight_metadata: usize,
+    /// Threads, for the whole server, that run calls moving no file data
+    /// (apart from the blocking pool where READs and WRITEs wait on disk).
+    pub metadata_threads: usize,
     /// Linux: move WRITE payloads of 64 KiB to 1 MiB from the socket to
     /// the file through a pipe (`splice`), never copying them into user
     /// space. Ignored elsewhere.
@@ -177,11 +194,12 @@ impl Default for ExportConfig {
             db: PathBuf::from("data/users/demo.sqlite"),
             storage: PathBuf::new(),
             export_id: 1,
-            owner: "0".into(),
-            owner_group: "0".into(),
+            owner: "caller".into(),
+            owner_group: "caller".into(),
             file_mode: 0o644,
             dir_mode: 0o755,
             create_demo: true,
+            case_insensitive: true,
             squash: "none".into(),
         }
     }
@@ -194,7 +212,9 @@ impl Default for NetworkConfig {
             recv_buffer: 4 << 20,
             nodelay: true,
             max_record: (1 << 20) + (64 << 10),
-            max_inflight_per_connection: 64,
+            max_inflight_per_connection: 128,
+            max_inflight_metadata: 32,
+            metadata_threads: 8,
             splice_writes: true,
         }
     }
@@ -241,9 +261,28 @@ impl Default for StorageConfig {
 
 impl Config {
     pub fn from_toml(text: &str) -> anyhow::Result<Config> {
-        let cfg: Config = toml::from_str(text).context("parsing tuning TOML")?;
+        let mut cfg: Config = toml::from_str(text).context("parsing tuning TOML")?;
+        cfg.mask_modes();
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Keeps only the permission bits of the export's modes (a tuning file
+    /// may give `0o100644` as `stat` shows it), saying so in the log.
+    pub fn mask_modes(&mut self) {
+        for (key, mode) in [
+            ("file_mode", &mut self.export.file_mode),
+            ("dir_mode", &mut self.export.dir_mode),
+        ] {
+            if *mode & !0o7777 != 0 {
+                tracing::warn!(
+                    "export.{key} = {:#o} carries bits above 0o7777; serving {:#o}",
+                    *mode,
+                    *mode & 0o7777
+                );
+                *mode &= 0o7777;
+            }
+        }
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -261,8 +300,8 @@ impl Config {
         );
         anyhow::ensure!(self.nfs.max_read >= 4096, "nfs.max_read is below 4096");
         anyhow::ensure!(
-            self.network.max_inflight_per_connection > 0,
-            "network.max_inflight_per_connection must be at least 1"
+            self.network.max_inflight_per_connection > 0 && self.network.max_inflight_metadata > 0,
+            "network.max_inflight_per_connection and max_inflight_metadata must be at least 1"
         );
         anyhow::ensure!(
             self.storage.open_files > 0,
@@ -301,5 +340,13 @@ mod tests {
         let c = Config::from_toml("[server]\nport = 2049\n").unwrap();
         assert_eq!(c.server.port, 2049);
         assert_eq!(c.nfs, NfsConfig::default());
+    }
+
+    #[test]
+    fn modes_with_file_type_bits_are_masked() {
+        // 0o100644 and 0o40755, as `stat` prints them.
+        let c = Config::from_toml("[export]\nfile_mode = 33188\ndir_mode = 16877\n").unwrap();
+        assert_eq!(c.export.file_mode, 0o644);
+        assert_eq!(c.export.dir_mode, 0o755);
     }
 }

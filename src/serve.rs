@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use std::time::Duration;
 
-use crate::catalog::{create_demo, reconcile, Catalog, WriterConfig};
+use crate::catalog::{create_demo, reconcile, Catalog, NameRules, WriterConfig};
 use crate::config::Config;
 use crate::nfs4::Nfs4Server;
 use crate::rpc::Dispatcher;
@@ -28,14 +28,19 @@ pub fn open_export(cfg: &Config) -> anyhow::Result<Arc<Nfs4Server>> {
     );
     let storage = ensure_storage_dir(&storage)
         .with_context(|| format!("creating storage folder {}", storage.display()))?;
-    let catalog = Arc::new(Catalog::open_with(
-        &cfg.export.db,
-        &cfg.cache,
-        WriterConfig {
-            interval: Duration::from_millis(cfg.catalog.writer_interval_ms),
-            max_batch: cfg.catalog.writer_max_batch,
-        },
-    )?);
+    let catalog = Arc::new(
+        Catalog::open_with(
+            &cfg.export.db,
+            &cfg.cache,
+            WriterConfig {
+                interval: Duration::from_millis(cfg.catalog.writer_interval_ms),
+                max_batch: cfg.catalog.writer_max_batch,
+            },
+        )?
+        .with_name_rules(NameRules {
+            case_insensitive: cfg.export.case_insensitive,
+        }),
+    );
     let report = reconcile(&catalog, &storage).with_context(|| {
         format!(
             "reconciling {} with {}",

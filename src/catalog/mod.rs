@@ -11,6 +11,7 @@
 
 mod gen;
 mod import;
+mod names;
 mod node;
 mod pins;
 mod reconcile;
@@ -19,6 +20,7 @@ mod writer;
 
 pub use gen::{generate, GenOptions, GenSummary};
 pub use import::{import_tree, ImportSummary};
+pub use names::{NameRules, MAX_NAME};
 pub use node::{fnv1a, Listing, ListingEntry, Node, NodeId, NodeKind, NodeMeta};
 pub use pins::SharedListing;
 pub use reconcile::{reconcile, ReconcileReport};
@@ -78,7 +80,8 @@ fn sql_err(what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> CatalogEr
 }
 
 const NODE_COLUMNS: &str = "f.node_id, f.parent_id, f.label, f.node_type, f.aliases_json, f.file_size,
-    f.created_at, f.updated_at, a.change, a.mode, a.owner, a.owner_group, a.modified_ns, a.create_verifier";
+    f.created_at, f.updated_at, a.change, a.mode, a.owner, a.owner_group, a.modified_ns, a.create_verifier,
+    a.created_ns";
 const NODE_FROM: &str = "FROM file_nodes f LEFT JOIN markbase_nfs_attrs a ON a.node_id = f.node_id";
 
 /// A folder's change attribute before and after an operation (change_info4).
@@ -145,6 +148,8 @@ pub struct Catalog {
     db_path: PathBuf,
     conn: Mutex<Connection>,
     nodes: Cache<NodeId, Arc<Node>>,
+    /// Hash → id of text ids too long for a file handle (see `long_id`).
+    long_ids: Cache<u64, NodeId>,
     listings: Cache<NodeId, SharedListing>,
     pins: Arc<Pins>,
     writer: Writer,
@@ -153,6 +158,8 @@ pub struct Catalog {
     ns_lock: Mutex<()>,
     root: Arc<Node>,
     shape: CatalogShape,
+    /// When two names in a folder are one name.
+    names: NameRules,
     next_int_id: AtomicI64,
     id_counter: AtomicU64,
     /// SQL statements run on request threads (the WRITE path must run none).
@@ -221,16 +228,30 @@ impl Catalog {
             db_path: db_path.to_path_buf(),
             conn: Mutex::new(conn),
             nodes: Cache::new(cache.nodes.max(1)),
+            long_ids: Cache::new(4096),
             listings,
             pins,
             writer,
             ns_lock: Mutex::new(()),
             root,
             shape,
+            names: NameRules::default(),
             next_int_id: AtomicI64::new(max_int.unwrap_or(0) + 1),
             id_counter: AtomicU64::new(0),
             statements: AtomicU64::new(0),
         })
+    }
+
+    /// Makes names compare under `rules` (set before serving: listings
+    /// already loaded keep the rules they were built with).
+    pub fn with_name_rules(mut self, rules: NameRules) -> Catalog {
+        self.names = rules;
+        self.listings.invalidate_all();
+        self
+    }
+
+    pub fn name_rules(&self) -> NameRules {
+        self.names
     }
 
     pub fn db_path(&self) -> &Path {
@@ -289,6 +310,38 @@ impl Catalog {
         ))
     }
 
+    /// The text id that starts with `prefix` and hashes (FNV-1a) to `hash`:
+    /// how a file handle names a node whose id is too long to carry.
+    pub fn long_id(&self, prefix: &str, hash: u64) -> CatalogResult<Option<NodeId>> {
+        if let Some(id) = self.long_ids.get(&hash) {
+            return Ok(Some(id));
+        }
+        let conn = self.conn.lock();
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        // Every id with this prefix sorts in [prefix, prefix + U+10FFFF):
+        // a range of the primary key's index, not a scan.
+        let upper = format!("{prefix}\u{10FFFF}");
+        let found = conn
+            .prepare_cached(
+                "SELECT node_id FROM file_nodes WHERE node_id >= ?1 AND node_id < ?2
+                   AND typeof(node_id) = 'text'",
+            )
+            .and_then(|mut st| {
+                let ids = st
+                    .query_map(params![prefix, upper], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(ids.into_iter().find(|id| fnv1a(id.as_bytes()) == hash))
+            })
+            .map_err(sql_err(format!(
+                "resolve a long node id starting {prefix:?}"
+            )))?;
+        let id = found.map(|s| NodeId::text(&s));
+        if let Some(id) = &id {
+            self.long_ids.insert(hash, id.clone());
+        }
+        Ok(id)
+    }
+
     /// The children of folder `dir`.
     pub fn listing(&self, dir: &NodeId) -> CatalogResult<SharedListing> {
         if let Some(l) = self.pins.listing(dir) {
@@ -344,7 +397,7 @@ impl Catalog {
                 }
             })
             .collect();
-        let listing = Arc::new(RwLock::new(Listing::build(&children)));
+        let listing = Arc::new(RwLock::new(Listing::build(&children, self.names)));
         self.listings.insert(dir.clone(), listing.clone());
         Ok(listing)
     }
@@ -465,7 +518,7 @@ impl Catalog {
         self.pins.pin_node(&node);
         self.nodes.insert(node.id.clone(), node.clone());
         if node.kind == NodeKind::Folder {
-            let empty = Arc::new(RwLock::new(Listing::default()));
+            let empty = Arc::new(RwLock::new(Listing::new(self.names)));
             self.listings.insert(node.id.clone(), empty);
         }
         listing.write().insert(new.name, &node);
@@ -535,7 +588,16 @@ impl Catalog {
             .map(|e| e.id.clone())
             .ok_or_else(|| CatalogError::NotFound(from_dir.clone()))?;
         let node = self.node(&id)?;
-        let target_id = dst_listing.read().get(new).map(|e| e.id.clone());
+        let (mut target_id, target_name) = dst_listing
+            .read()
+            .get(new)
+            .map(|e| (Some(e.id.clone()), e.name.clone()))
+            .unwrap_or_default();
+        if target_id.as_ref() == Some(&id) && (from_dir != to_dir || target_name != new) {
+            // The node itself under another spelling of its name (case, or
+            // normalisation): a relabel, replacing nothing.
+            target_id = None;
+        }
         if target_id.as_ref() == Some(&id) {
             // Same object under the same name: nothing to do.
             let c = src_parent.change();

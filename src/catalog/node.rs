@@ -12,6 +12,8 @@ use parking_lot::{RwLock, RwLockReadGuard};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::Row;
 
+use super::names::{component_for_label, distinguish, NameRules};
+
 /// A node's id as the catalog stores it: MarkBase uses text ids, older or
 /// imported catalogs may use integers. `Root` is the export's virtual root,
 /// the parent of every node whose `parent_id` is NULL.
@@ -187,6 +189,10 @@ pub struct NodeMeta {
     pub mode: Option<u32>,
     pub owner: Option<String>,
     pub owner_group: Option<String>,
+    /// Creation time set through SETATTR (time_create), nanoseconds since
+    /// the epoch; `None` = the row's `created_at`. Kept in our side table:
+    /// the app's `created_at` stays the app's.
+    pub created_ns: Option<i64>,
     /// The verifier of an EXCLUSIVE4 create, so a retransmission succeeds.
     pub create_verifier: Option<[u8; 8]>,
     /// Removed from the namespace (its handle is now stale).
@@ -295,6 +301,7 @@ impl Node {
         let owner_group: Option<String> = row.get(11)?;
         let side_modified: Option<i64> = row.get(12)?;
         let create_verifier: Option<Vec<u8>> = row.get(13)?;
+        let set_created: Option<i64> = row.get(14)?;
         // Another writer may have touched the row since we did: whichever
         // is newer wins, and change never goes backwards.
         let modified_ns = match side_modified {
@@ -317,6 +324,7 @@ impl Node {
                 mode: mode.map(|m| m as u32),
                 owner,
                 owner_group,
+                created_ns: set_created,
                 create_verifier: create_verifier.and_then(|v| v.try_into().ok()),
                 deleted: false,
             },
@@ -365,7 +373,10 @@ pub struct ListingEntry {
 #[derive(Debug, Default)]
 pub struct Listing {
     by_cookie: BTreeMap<u64, ListingEntry>,
-    by_name: HashMap<String, u64>,
+    /// By the name's key under the folder's [`NameRules`]: a name is found
+    /// whatever its normalisation (and case, where the export ignores case).
+    by_key: HashMap<String, u64>,
+    rules: NameRules,
     subfolders: u32,
 }
 
@@ -374,33 +385,28 @@ pub fn cookie_of(fileid: u64) -> u64 {
     fileid.wrapping_add(3).max(3)
 }
 
-/// Makes a catalog label usable as one NFS path component: `/` becomes `:`
-/// (what Finder shows as `/`), NUL is dropped, and empty, `.` and `..`
-/// get a visible stand-in.
-pub fn component_for_label(label: &str, fileid: u64) -> String {
-    let cleaned: String = label
-        .chars()
-        .filter(|c| *c != '\0')
-        .map(|c| if c == '/' { ':' } else { c })
-        .collect();
-    match cleaned.as_str() {
-        "" | "." | ".." => format!("{cleaned}_{fileid:x}"),
-        _ => cleaned,
-    }
-}
-
 impl Listing {
-    /// Builds the listing; where two children would show the same name, the
-    /// one with the lower fileid keeps it and the others get ` (fileid)`.
-    pub fn build(children: &[Arc<Node>]) -> Listing {
+    /// An empty listing whose names compare under `rules`.
+    pub fn new(rules: NameRules) -> Listing {
+        Listing {
+            rules,
+            ..Listing::default()
+        }
+    }
+
+    /// Builds the listing; where two children would show the same name
+    /// (under `rules`: alike after normalisation, or case on a
+    /// case-insensitive export), the one with the lower fileid keeps it and
+    /// the others get ` (fileid)`.
+    pub fn build(children: &[Arc<Node>], rules: NameRules) -> Listing {
         let mut nodes: Vec<&Arc<Node>> = children.iter().collect();
         nodes.sort_by_key(|n| n.fileid);
-        let mut l = Listing::default();
+        let mut l = Listing::new(rules);
         for node in nodes {
             let label = node.meta().label.clone();
             let mut name = component_for_label(&label, node.fileid);
-            if l.by_name.contains_key(&name) {
-                name = format!("{name} ({:x})", node.fileid);
+            if l.get(&name).is_some() {
+                name = distinguish(&name, node.fileid);
             }
             l.insert(name, node);
         }
@@ -412,7 +418,7 @@ impl Listing {
         if node.kind == NodeKind::Folder {
             self.subfolders += 1;
         }
-        self.by_name.insert(name.clone(), cookie);
+        self.by_key.insert(self.rules.key(&name), cookie);
         self.by_cookie.insert(
             cookie,
             ListingEntry {
@@ -423,8 +429,9 @@ impl Listing {
         );
     }
 
+    /// Removes the entry `name` stands for (see [`Listing::get`]).
     pub fn remove(&mut self, name: &str) -> Option<ListingEntry> {
-        let cookie = self.by_name.remove(name)?;
+        let cookie = self.by_key.remove(&self.rules.key(name))?;
         let e = self.by_cookie.remove(&cookie)?;
         if e.kind == NodeKind::Folder {
             self.subfolders -= 1;
@@ -432,8 +439,12 @@ impl Listing {
         Some(e)
     }
 
+    /// The entry shown as `name`, or as a name that is the same under the
+    /// folder's rules (another normalisation, or case).
     pub fn get(&self, name: &str) -> Option<&ListingEntry> {
-        self.by_name.get(name).and_then(|c| self.by_cookie.get(c))
+        self.by_key
+            .get(&self.rules.key(name))
+            .and_then(|c| self.by_cookie.get(c))
     }
 
     pub fn len(&self) -> usize {

@@ -46,8 +46,13 @@ const CREATE_SIDE_TABLE: &str = "CREATE TABLE IF NOT EXISTS markbase_nfs_attrs (
     owner           TEXT,
     owner_group     TEXT,
     modified_ns     INTEGER,
-    create_verifier BLOB
+    create_verifier BLOB,
+    created_ns      INTEGER
 )";
+
+/// Columns added to `markbase_nfs_attrs` after it was first shipped:
+/// added to an older table at open (ALTER TABLE … ADD COLUMN keeps rows).
+const SIDE_TABLE_LATER_COLUMNS: [(&str, &str); 1] = [("created_ns", "INTEGER")];
 
 /// NFSv4 clients holding state, so that after a restart they (and only
 /// they) may reclaim during the grace period (RFC 7530 §9.6.3).
@@ -125,9 +130,27 @@ pub fn open_or_create(path: &Path) -> anyhow::Result<Connection> {
         .with_context(|| format!("creating the parent_id index in {}", path.display()))?;
     conn.execute(CREATE_SIDE_TABLE, [])
         .with_context(|| format!("creating markbase_nfs_attrs in {}", path.display()))?;
+    add_missing_columns(&conn, "markbase_nfs_attrs", &SIDE_TABLE_LATER_COLUMNS)
+        .with_context(|| format!("upgrading markbase_nfs_attrs in {}", path.display()))?;
     conn.execute(CREATE_CLIENTS_TABLE, [])
         .with_context(|| format!("creating markbase_nfs_clients in {}", path.display()))?;
     Ok(conn)
+}
+
+/// Adds those of `columns` that `table` (one of ours) lacks.
+fn add_missing_columns(
+    conn: &Connection,
+    table: &str,
+    columns: &[(&str, &str)],
+) -> rusqlite::Result<()> {
+    let mut st = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+    let have: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for (name, decl) in columns {
+        if !have.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            conn.execute(&format!("ALTER TABLE {table} ADD COLUMN {name} {decl}"), [])?;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn now_secs() -> i64 {

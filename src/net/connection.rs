@@ -3,7 +3,9 @@
 //! the socket; replies are written as they finish (the XID pairs them up),
 //! several at a time with one `writev`. Calls whose payload the transport
 //! spliced (streaming WRITEs) go through per-file lanes instead (see
-//! [`Lane`]).
+//! [`Lane`]). Calls that move no file data have their own admission budget
+//! and their own threads ([`WorkerPool::metadata`]), so a GETATTR sent
+//! behind a deep WRITE stream is read, run and answered at once.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -16,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::receive::CallReader;
+use super::workers::WorkerPool;
 use crate::config::NetworkConfig;
 use crate::rpc::message::Outcome;
 use crate::rpc::record::{record_mark, RecordError};
@@ -38,12 +41,17 @@ pub async fn handle_connection(
     let (read_half, write_half) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel::<Reply>();
     let writer = tokio::spawn(write_replies(write_half, rx, peer));
-    let inflight = Arc::new(Semaphore::new(cfg.max_inflight_per_connection));
+    // Data calls (READ, WRITE, COMMIT) and the rest are admitted apart: a
+    // client with its whole WRITE window in flight (128 on macOS) still has
+    // its metadata calls read off the socket.
+    let data_slots = Arc::new(Semaphore::new(cfg.max_inflight_per_connection));
+    let other_slots = Arc::new(Semaphore::new(cfg.max_inflight_metadata));
+    let metadata = WorkerPool::metadata(cfg.metadata_threads);
     let mut reader = CallReader::new(read_half, cfg.max_record, cfg.splice_writes);
     let pipes = reader.pipes.clone();
     // Record buffers come back here after dispatch and are reused.
     let buffers: Arc<Mutex<Vec<Vec<u8>>>> = Arc::new(Mutex::new(Vec::new()));
-    let keep = cfg.max_inflight_per_connection;
+    let keep = cfg.max_inflight_per_connection + cfg.max_inflight_metadata;
     let lanes: [Arc<Lane>; LANES] = Default::default();
     loop {
         let mut record = buffers.lock().pop().unwrap_or_default();
@@ -62,7 +70,9 @@ pub async fn handle_connection(
         let lane = bulk
             .as_ref()
             .map(|b| lanes[b.order as usize % LANES].clone());
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
+        let is_data = bulk.is_some() || dispatcher.is_data_call(&record);
+        let slots = if is_data { &data_slots } else { &other_slots };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
         let dispatcher = dispatcher.clone();
@@ -92,9 +102,10 @@ pub async fn handle_connection(
         };
         match lane {
             Some(lane) => lane.run(Box::new(call)),
-            None => {
+            None if is_data => {
                 tokio::task::spawn_blocking(call);
             }
+            None => metadata.run(Box::new(call)),
         }
     }
     drop(tx);

@@ -5,6 +5,7 @@
 mod connection;
 mod listener;
 mod receive;
+mod workers;
 
 pub use connection::handle_connection;
 pub use listener::{bind, serve};

@@ -2,6 +2,7 @@
 //! ascending attribute order as RFC 7530 §5 requires.
 
 use super::consts::{attr, Status, NF4DIR, NF4REG};
+use super::idmap::{self, IdKind};
 use super::server::Nfs4Server;
 use crate::catalog::{Node, NodeKind};
 use crate::xdr::{Decoder, Encoder, XdrResult};
@@ -119,11 +120,73 @@ fn time(e: &mut Encoder, ns: i64) {
     e.u32(ns.rem_euclid(1_000_000_000) as u32);
 }
 
+/// Who asks for attributes: with `export.owner = "caller"` every node the
+/// server has no owner for is reported as the caller's (AUTH_SYS uid/gid),
+/// so the editor's Mac sees its own files as its user's, not root's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewer {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Viewer {
+    pub fn of(cred: &crate::rpc::Credentials) -> Viewer {
+        Viewer {
+            uid: cred.uid(),
+            gid: cred.gid(),
+        }
+    }
+}
+
+/// The value of `export.owner` / `export.owner_group` that reports the
+/// caller's own ids.
+pub const CALLER: &str = "caller";
+
+/// The owner string shown for `node` to `viewer` (SETATTR's, else the
+/// export's, else the caller's uid).
+pub fn owner_of(srv: &Nfs4Server, meta: &crate::catalog::NodeMeta, viewer: Viewer) -> String {
+    shown_id(
+        meta.owner.as_deref(),
+        &srv.config().export.owner,
+        viewer.uid,
+    )
+}
+
+/// The group string shown for `node` to `viewer`.
+pub fn group_of(srv: &Nfs4Server, meta: &crate::catalog::NodeMeta, viewer: Viewer) -> String {
+    shown_id(
+        meta.owner_group.as_deref(),
+        &srv.config().export.owner_group,
+        viewer.gid,
+    )
+}
+
+fn shown_id(set: Option<&str>, configured: &str, caller: u32) -> String {
+    match set {
+        Some(s) => s.to_string(),
+        None if configured == CALLER => caller.to_string(),
+        None => configured.to_string(),
+    }
+}
+
+/// A node's mode as sent: permission bits only. macOS drops a whole
+/// GETATTR reply whose mode has bits above 0o7777 (file-type bits).
+pub fn mode_of(srv: &Nfs4Server, node: &Node, meta: &crate::catalog::NodeMeta) -> u32 {
+    let cfg = &srv.config().export;
+    let fallback = if node.kind == NodeKind::Folder {
+        cfg.dir_mode
+    } else {
+        cfg.file_mode
+    };
+    meta.mode.unwrap_or(fallback) & 0o7777
+}
+
 /// Encodes the values (not the bitmap) of `attrs` for `node`. Attributes not
 /// in [`supported`] must have been filtered out by the caller.
 pub fn encode_values(
     srv: &Nfs4Server,
     node: &Node,
+    viewer: Viewer,
     attrs: &Bitmap,
     e: &mut Encoder,
 ) -> Result<(), Status> {
@@ -164,7 +227,7 @@ pub fn encode_values(
             attr::RDATTR_ERROR => e.u32(Status::Ok.code()),
             attr::ACLSUPPORT => e.u32(0),
             attr::CANSETTIME => e.bool(true),
-            attr::CASE_INSENSITIVE => e.bool(false),
+            attr::CASE_INSENSITIVE => e.bool(cfg.export.case_insensitive),
             attr::CASE_PRESERVING => e.bool(true),
             attr::CHOWN_RESTRICTED => e.bool(true),
             attr::FILEHANDLE => e.opaque(&srv.handle_of(node)?),
@@ -178,23 +241,15 @@ pub fn encode_values(
             attr::MAXNAME => e.u32(super::consts::MAX_NAME as u32),
             attr::MAXREAD => e.u64(cfg.nfs.max_read as u64),
             attr::MAXWRITE => e.u64(cfg.nfs.max_write as u64),
-            attr::MODE => e.u32(meta.mode.unwrap_or(if is_dir {
-                cfg.export.dir_mode
-            } else {
-                cfg.export.file_mode
-            })),
+            attr::MODE => e.u32(mode_of(srv, node, &meta)),
             attr::NO_TRUNC => e.bool(true),
             attr::NUMLINKS => e.u32(if is_dir {
                 2 + srv.subfolder_count(node)
             } else {
                 1
             }),
-            attr::OWNER => e.string(meta.owner.as_deref().unwrap_or(&cfg.export.owner)),
-            attr::OWNER_GROUP => e.string(
-                meta.owner_group
-                    .as_deref()
-                    .unwrap_or(&cfg.export.owner_group),
-            ),
+            attr::OWNER => e.string(&owner_of(srv, &meta, viewer)),
+            attr::OWNER_GROUP => e.string(&group_of(srv, &meta, viewer)),
             attr::RAWDEV => {
                 e.u32(0);
                 e.u32(0);
@@ -205,7 +260,7 @@ pub fn encode_values(
             attr::SPACE_USED => e.u64(meta.size.div_ceil(4096) * 4096),
             attr::TIME_ACCESS => time(e, meta.accessed_ns),
             attr::TIME_METADATA | attr::TIME_MODIFY => time(e, meta.modified_ns),
-            attr::TIME_CREATE => time(e, node.created_ns),
+            attr::TIME_CREATE => time(e, meta.created_ns.unwrap_or(node.created_ns)),
             attr::TIME_DELTA => time(e, 1),
             attr::MOUNTED_ON_FILEID => e.u64(node.fileid),
             _ => {}
@@ -219,6 +274,7 @@ pub fn encode_values(
 pub fn encode_fattr(
     srv: &Nfs4Server,
     node: &Node,
+    viewer: Viewer,
     requested: &Bitmap,
     e: &mut Encoder,
 ) -> Result<(), Status> {
@@ -226,14 +282,19 @@ pub fn encode_fattr(
     returned.encode(e);
     let len_at = e.placeholder();
     let start = e.len();
-    encode_values(srv, node, &returned, e)?;
+    encode_values(srv, node, viewer, &returned, e)?;
     let len = e.len() - start;
     e.patch_u32(len_at, len as u32);
     Ok(())
 }
 
 /// VERIFY / NVERIFY: do the client's attribute values equal ours?
-pub fn matches(srv: &Nfs4Server, node: &Node, d: &mut Decoder<'_>) -> Result<bool, Status> {
+pub fn matches(
+    srv: &Nfs4Server,
+    node: &Node,
+    viewer: Viewer,
+    d: &mut Decoder<'_>,
+) -> Result<bool, Status> {
     let bitmap = Bitmap::decode(d)?;
     let values = d.opaque(usize::MAX)?;
     if !bitmap.is_subset_of(&supported()) {
@@ -243,7 +304,7 @@ pub fn matches(srv: &Nfs4Server, node: &Node, d: &mut Decoder<'_>) -> Result<boo
         return Err(Status::Inval);
     }
     let mut ours = Encoder::new();
-    encode_values(srv, node, &bitmap, &mut ours)?;
+    encode_values(srv, node, viewer, &bitmap, &mut ours)?;
     Ok(ours.buf == values)
 }
 
@@ -286,6 +347,9 @@ pub struct SetAttrs {
     pub owner_group: Option<String>,
     pub atime: Option<TimeSet>,
     pub mtime: Option<TimeSet>,
+    /// time_create, nanoseconds since the epoch (Finder and copyfile set it
+    /// with the other times; a refusal fails the whole copy).
+    pub created: Option<i64>,
     pub bitmap: Bitmap,
 }
 
@@ -301,34 +365,35 @@ pub fn settable() -> Bitmap {
         attr::OWNER_GROUP,
         TIME_ACCESS_SET,
         TIME_MODIFY_SET,
+        attr::TIME_CREATE,
     ])
+}
+
+/// An nfstime4.
+fn nfstime(d: &mut Decoder<'_>) -> Result<i64, Status> {
+    let secs = d.i64()?;
+    let nsecs = d.u32()?;
+    if nsecs >= 1_000_000_000 {
+        return Err(Status::Inval);
+    }
+    Ok(secs
+        .saturating_mul(1_000_000_000)
+        .saturating_add(nsecs as i64))
 }
 
 fn settime(d: &mut Decoder<'_>) -> Result<TimeSet, Status> {
     match d.u32()? {
         0 => Ok(TimeSet::Server),
-        1 => {
-            let secs = d.i64()?;
-            let nsecs = d.u32()?;
-            if nsecs >= 1_000_000_000 {
-                return Err(Status::Inval);
-            }
-            Ok(TimeSet::Client(
-                secs.saturating_mul(1_000_000_000)
-                    .saturating_add(nsecs as i64),
-            ))
-        }
+        1 => Ok(TimeSet::Client(nfstime(d)?)),
         _ => Err(Status::Inval),
     }
 }
 
-fn owner_string(d: &mut Decoder<'_>) -> Result<String, Status> {
+/// An owner or group string, kept as the decimal id it names.
+fn owner_string(d: &mut Decoder<'_>, kind: IdKind) -> Result<String, Status> {
     let raw = d.opaque(super::consts::NFS4_OPAQUE_LIMIT)?;
     let s = std::str::from_utf8(raw).map_err(|_| Status::BadOwner)?;
-    if s.is_empty() {
-        return Err(Status::BadOwner);
-    }
-    Ok(s.to_string())
+    idmap::canonical(s, kind)
 }
 
 /// Decodes a fattr4 of attributes to set. Read-only attributes in it are
@@ -356,8 +421,9 @@ pub fn decode_settable(d: &mut Decoder<'_>) -> Result<SetAttrs, Status> {
         match a {
             attr::SIZE => out.size = Some(v.u64()?),
             attr::MODE => out.mode = Some(v.u32()? & 0o7777),
-            attr::OWNER => out.owner = Some(owner_string(&mut v)?),
-            attr::OWNER_GROUP => out.owner_group = Some(owner_string(&mut v)?),
+            attr::OWNER => out.owner = Some(owner_string(&mut v, IdKind::User)?),
+            attr::OWNER_GROUP => out.owner_group = Some(owner_string(&mut v, IdKind::Group)?),
+            attr::TIME_CREATE => out.created = Some(nfstime(&mut v)?),
             TIME_ACCESS_SET => out.atime = Some(settime(&mut v)?),
             TIME_MODIFY_SET => out.mtime = Some(settime(&mut v)?),
             _ => return Err(Status::AttrNotSupp),

@@ -23,6 +23,11 @@ impl Compound<'_> {
     pub fn current(&self) -> OpResult<Arc<Node>> {
         self.current.clone().ok_or(Status::NoFileHandle)
     }
+
+    /// The caller, as attributes are shown to it.
+    pub fn viewer(&self) -> super::attrs::Viewer {
+        super::attrs::Viewer::of(&self.ctx.credentials)
+    }
 }
 
 /// Runs a COMPOUND; returns whether it ran a non-idempotent operation
@@ -143,6 +148,21 @@ pub(crate) fn locate_write_data(args: &[u8], max_write: usize) -> Option<BulkArg
     })
 }
 
+/// Whether COMPOUND arguments are the shape of a data call: PUTFH, then
+/// READ, WRITE or COMMIT (what Linux and macOS send for file data).
+pub(crate) fn moves_data(args: &[u8]) -> bool {
+    let mut d = Decoder::new(args);
+    let shape = (|| {
+        d.opaque(NFS4_OPAQUE_LIMIT).ok()?; // tag
+        if d.u32().ok()? != 0 || d.u32().ok()? < 2 || d.u32().ok()? != op::PUTFH {
+            return None;
+        }
+        d.opaque(NFS4_FHSIZE).ok()?;
+        d.u32().ok()
+    })();
+    matches!(shape, Some(op::READ | op::WRITE | op::COMMIT))
+}
+
 /// FNV-1a of a file handle: cheap, and only ever compared on one connection.
 fn order_key(fh: &[u8]) -> u64 {
     fh.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -218,6 +238,19 @@ mod tests {
             locate_write_data(&other, 1 << 20).unwrap().order,
             found.order
         );
+    }
+
+    #[test]
+    fn data_calls_are_told_from_metadata_calls() {
+        let write = compound("", 0, &[(op::PUTFH, &putfh), (op::WRITE, &write)]);
+        let read = compound("", 0, &[(op::PUTFH, &putfh), (op::READ, &getattr)]);
+        let stat = compound("", 0, &[(op::PUTFH, &putfh), (op::GETATTR, &getattr)]);
+        let alone = compound("", 0, &[(op::PUTFH, &putfh)]);
+        assert!(moves_data(&write));
+        assert!(moves_data(&read));
+        assert!(!moves_data(&stat));
+        assert!(!moves_data(&alone));
+        assert!(!moves_data(b"junk"));
     }
 
     #[test]

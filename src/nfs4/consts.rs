@@ -8,7 +8,7 @@ pub const PROC_COMPOUND: u32 = 1;
 pub const NFS4_FHSIZE: usize = 128;
 pub const NFS4_OPAQUE_LIMIT: usize = 1024;
 /// Longest name component accepted (bytes).
-pub const MAX_NAME: usize = 255;
+pub const MAX_NAME: usize = crate::catalog::MAX_NAME;
 
 /// Operation numbers.
 pub mod op {

@@ -6,6 +6,7 @@ pub mod attrs;
 mod compound;
 pub mod consts;
 pub mod fh;
+mod idmap;
 pub mod latency;
 mod ops;
 mod server;

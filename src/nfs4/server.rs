@@ -239,7 +239,14 @@ impl Nfs4Server {
 
     /// The node a file handle names.
     pub(crate) fn node_of_handle(&self, handle: &[u8]) -> Result<Arc<Node>, Status> {
-        let id = fh::decode(self.config.export.export_id, handle)?;
+        let id = match fh::decode(self.config.export.export_id, handle)? {
+            fh::HandleId::Id(id) => id,
+            fh::HandleId::Hashed { prefix, hash } => self
+                .catalog
+                .long_id(&prefix, hash)
+                .map_err(|e| catalog_status(&e))?
+                .ok_or(Status::Stale)?,
+        };
         self.node(&id)
     }
 
@@ -321,6 +328,10 @@ impl Program for Nfs4Server {
             return None;
         }
         compound::locate_write_data(args_head, self.config.nfs.max_write as usize)
+    }
+
+    fn is_data_call(&self, version: u32, procedure: u32, args_head: &[u8]) -> bool {
+        version == NFS4_VERSION && procedure == PROC_COMPOUND && compound::moves_data(args_head)
     }
 
     fn call(&self, ctx: &CallContext, args: &[u8], out: &mut ReplyBody) -> Result<(), AcceptError> {

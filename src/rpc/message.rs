@@ -306,6 +306,12 @@ pub trait Program: Send + Sync {
     ) -> Option<BulkArgument> {
         None
     }
+    /// Whether a call moves file data (READ, WRITE, COMMIT): such calls
+    /// wait on the disk and run apart from the rest, so metadata calls do
+    /// not queue behind them. Judged from the head of the arguments.
+    fn is_data_call(&self, _version: u32, _procedure: u32, _args_head: &[u8]) -> bool {
+        false
+    }
 }
 
 /// What to do with one received record.
@@ -394,6 +400,29 @@ impl Dispatcher {
     /// anything that is not a well-formed call to a registered program that
     /// places one within `head`'s reach.
     pub fn locate_bulk(&self, head: &[u8]) -> Option<BulkSpan> {
+        let (program, vers, procedure, args_start) = self.call_head(head)?;
+        let arg = program.bulk_argument(vers, procedure, &head[args_start..])?;
+        Some(BulkSpan {
+            record_at: args_start + arg.at,
+            args_at: arg.at,
+            len: arg.len,
+            order: arg.order,
+        })
+    }
+
+    /// Whether the call in `record` moves file data (see
+    /// [`Program::is_data_call`]); false for anything not well-formed.
+    pub fn is_data_call(&self, record: &[u8]) -> bool {
+        self.call_head(record)
+            .is_some_and(|(program, vers, procedure, at)| {
+                program.is_data_call(vers, procedure, &record[at..])
+            })
+    }
+
+    /// The program, version and procedure a call record is for, and where
+    /// its arguments start; None for anything but a well-formed call to a
+    /// registered program.
+    fn call_head(&self, head: &[u8]) -> Option<(&Arc<dyn Program>, u32, u32, usize)> {
         let mut d = Decoder::new(head);
         let _xid = d.u32().ok()?;
         if d.u32().ok()? != MSG_CALL || d.u32().ok()? != RPC_VERSION {
@@ -405,15 +434,8 @@ impl Dispatcher {
             let _flavor = d.u32().ok()?;
             d.opaque(MAX_AUTH_BYTES).ok()?;
         }
-        let args_start = d.position();
         let program = self.programs.get(&prog)?;
-        let arg = program.bulk_argument(vers, procedure, d.rest())?;
-        Some(BulkSpan {
-            record_at: args_start + arg.at,
-            args_at: arg.at,
-            len: arg.len,
-            order: arg.order,
-        })
+        Some((program, vers, procedure, d.position()))
     }
 
     /// Decodes one record, calls the program and encodes the reply.

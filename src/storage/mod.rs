@@ -48,6 +48,12 @@ pub struct PooledFile {
 }
 
 impl PooledFile {
+    /// Holds this file's turn: WRITEs of it wait until the guard is
+    /// dropped. For tests that need WRITEs held in flight, and tools.
+    pub fn hold_writes(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.serial.lock()
+    }
+
     /// The O_DIRECT descriptor, opened on first use; None when direct
     /// writes are off for this file or its file system refuses them.
     fn direct_file(&self) -> Option<&File> {

@@ -438,8 +438,11 @@ impl InProcess {
         cfg.server.port = 0;
         tune(&mut cfg);
         let nfs = markbase_nfs::serve::open_export(&cfg).expect("open export");
+        // As `serve` builds it: the blocking pool is as small as in
+        // production.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .max_blocking_threads(cfg.server.blocking_threads.max(1))
             .enable_all()
             .build()
             .unwrap();

@@ -18,7 +18,7 @@ use crate::xdr::Decoder;
 pub(crate) fn getattr(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
     let requested = Bitmap::decode(d)?;
     let node = c.current()?;
-    attrs::encode_fattr(c.srv, &node, &requested, out.enc())
+    attrs::encode_fattr(c.srv, &node, c.viewer(), &requested, out.enc())
 }
 
 /// Grants by the owner's mode bits: the export serves one editor's
@@ -26,7 +26,6 @@ pub(crate) fn getattr(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
 pub(crate) fn access(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
     let requested = d.u32()?;
     let node = c.current()?;
-    let cfg = &c.srv.config().export;
     let all = ACCESS4_READ
         | ACCESS4_LOOKUP
         | ACCESS4_MODIFY
@@ -34,10 +33,7 @@ pub(crate) fn access(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
         | ACCESS4_DELETE
         | ACCESS4_EXECUTE;
     let is_dir = node.kind == NodeKind::Folder;
-    let mode = node
-        .meta()
-        .mode
-        .unwrap_or(if is_dir { cfg.dir_mode } else { cfg.file_mode });
+    let mode = attrs::mode_of(c.srv, &node, &node.meta());
     let mut granted = 0;
     if mode & 0o400 != 0 {
         granted |= ACCESS4_READ;
@@ -63,7 +59,7 @@ pub(crate) fn access(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
 
 pub(crate) fn verify(c: &mut Compound<'_>, d: &mut Decoder<'_>, negate: bool) -> OpResult {
     let node = c.current()?;
-    let same = attrs::matches(c.srv, &node, d)?;
+    let same = attrs::matches(c.srv, &node, c.viewer(), d)?;
     match (same, negate) {
         (true, false) | (false, true) => Ok(()),
         (false, false) => Err(Status::NotSame),
@@ -102,17 +98,14 @@ pub(crate) fn apply(
     if attrs.bitmap == Default::default() {
         return Ok(());
     }
-    let cfg = &c.srv.config().export;
-    let changes_owner = |want: &Option<String>, have: Option<&str>| {
-        want.as_deref().is_some_and(|w| w != have.unwrap_or(""))
-    };
+    let changes = |want: &Option<String>, have: String| want.as_ref().is_some_and(|w| *w != have);
     {
+        // Only root changes owners; setting what is already shown (the
+        // Mac's copies set owner and group to the caller's own) is no change.
         let m = node.meta();
-        if (changes_owner(&attrs.owner, Some(m.owner.as_deref().unwrap_or(&cfg.owner)))
-            || changes_owner(
-                &attrs.owner_group,
-                Some(m.owner_group.as_deref().unwrap_or(&cfg.owner_group)),
-            ))
+        let viewer = c.viewer();
+        if (changes(&attrs.owner, attrs::owner_of(c.srv, &m, viewer))
+            || changes(&attrs.owner_group, attrs::group_of(c.srv, &m, viewer)))
             && effective_uid(c) != 0
         {
             return Err(Status::Perm);
@@ -158,6 +151,9 @@ pub(crate) fn apply(
             Some(TimeSet::Server) => m.accessed_ns = now,
             Some(TimeSet::Client(t)) => m.accessed_ns = t,
             None => {}
+        }
+        if let Some(t) = attrs.created {
+            m.created_ns = Some(t);
         }
         match attrs.mtime {
             Some(TimeSet::Server) => m.modified_ns = now,

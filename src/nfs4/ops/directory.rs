@@ -36,6 +36,7 @@ pub(crate) fn readdir(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
         .map_err(|e| catalog_status(&e))?;
     out.enc().fixed(&[0u8; 8]);
     let budget_end = out.len() - 8 + maxcount.saturating_sub(READDIR_FIXED - 8);
+    let viewer = c.viewer();
     let listing = listing.read();
     let mut written = 0;
     let mut eof = true;
@@ -49,7 +50,7 @@ pub(crate) fn readdir(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
         e.bool(true);
         e.u64(entry_cookie);
         e.string(&entry.name);
-        attrs::encode_fattr(c.srv, &node, &requested, e)?;
+        attrs::encode_fattr(c.srv, &node, viewer, &requested, e)?;
         if out.len() > budget_end {
             out.truncate(mark);
             eof = false;
