@@ -112,6 +112,10 @@ pub struct NfsConfig {
     /// Grace period after a restart, in seconds, while clients that held
     /// state reclaim it (only when there are such clients).
     pub grace_time: u32,
+    /// Seconds a client past its lease keeps its opens and locks while no
+    /// other client's request conflicts with them (a Mac asleep overnight
+    /// wakes to its files as it left them); 0 releases them at the lease.
+    pub courtesy_time: u64,
     /// Replies of non-idempotent COMPOUNDs kept for retransmissions.
     pub reply_cache_entries: u64,
     /// Ops allowed in one COMPOUND.
@@ -227,6 +231,7 @@ impl Default for NfsConfig {
             max_write: 1 << 20,
             lease_time: 90,
             grace_time: 90,
+            courtesy_time: 86_400,
             reply_cache_entries: 4096,
             max_ops_per_compound: 64,
         }

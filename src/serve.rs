@@ -75,7 +75,34 @@ pub fn listen_addr(cfg: &Config) -> anyhow::Result<SocketAddr> {
 pub fn mount_help(addr: &SocketAddr) -> String {
     let host = addr.ip();
     let port = addr.port();
+    // macOS mounts NFSv3 unless told vers=4, ignores a Finder URL's port,
+    // and asks for 32 KiB I/O without rwsize; nfc sends names composed, as
+    // the MarkBase app stores them.
+    let mac_opts = format!("vers=4,port={port},rwsize=1048576,nfc");
+    let url_opts = mac_opts.replace('=', ":");
     format!(
-        "Mount it:\n  macOS: sudo mkdir -p /Volumes/MarkBase && sudo mount_nfs -o vers=4,port={port},rwsize=1048576 {host}:/ /Volumes/MarkBase\n  Linux: sudo mkdir -p /mnt/markbase && sudo mount -t nfs4 -o vers=4.0,port={port} {host}:/ /mnt/markbase"
+        "Mount it:\n  \
+         macOS: sudo mkdir -p /Volumes/MarkBase && sudo mount_nfs -o {mac_opts} {host}:/ /Volumes/MarkBase\n  \
+         Finder (Go > Connect to Server): nfs://{host}/?options={url_opts}\n  \
+         /etc/nfs.conf (every NFS mount of that Mac): nfs.client.mount.options = {mac_opts}\n  \
+         Linux: sudo mkdir -p /mnt/markbase && sudo mount -t nfs4 -o vers=4.0,port={port} {host}:/ /mnt/markbase"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finder turns `options=a:b` into `-oa=b` (NFSPlugin/NFSMount.c:
+    /// NFS_Create_MountOption_From_URL) and drops the URL's own port.
+    #[test]
+    fn mount_help_gives_the_mac_its_lines() {
+        let help = mount_help(&"127.0.0.1:11112".parse().unwrap());
+        assert!(help.contains(
+            "mount_nfs -o vers=4,port=11112,rwsize=1048576,nfc 127.0.0.1:/ /Volumes/MarkBase"
+        ));
+        assert!(help.contains("nfs://127.0.0.1/?options=vers:4,port:11112,rwsize:1048576,nfc"));
+        assert!(help.contains("nfs.client.mount.options = vers=4,port=11112,rwsize=1048576,nfc"));
+        assert!(help.contains("mount -t nfs4 -o vers=4.0,port=11112 127.0.0.1:/ /mnt/markbase"));
+    }
 }

@@ -28,7 +28,11 @@ fn serve_with_no_arguments_serves_the_demo_tree() {
     assert_eq!(server.addr.to_string(), "127.0.0.1:11112");
     let head = server.stdout_head.join("\n");
     assert!(
-        head.contains("mount_nfs -o vers=4,port=11112,rwsize=1048576 127.0.0.1:/"),
+        head.contains("mount_nfs -o vers=4,port=11112,rwsize=1048576,nfc 127.0.0.1:/"),
+        "{head}"
+    );
+    assert!(
+        head.contains("nfs://127.0.0.1/?options=vers:4,port:11112,rwsize:1048576,nfc"),
         "{head}"
     );
     assert!(

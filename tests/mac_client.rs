@@ -1038,3 +1038,92 @@ fn the_mount_shapes_are_accepted_and_the_limits_fit_the_mac() {
     let linux = Nfs4Client::connect(srv.addr, "linux-beside").unwrap();
     assert_ne!(linux.clientid, mac.clientid);
 }
+
+/// A Mac that sleeps longer than the lease: the RENEW timer
+/// (kext/nfs4_subs.c: nfs4_renew_timer, every lease/2) stops, and on
+/// waking nfs_connect_setup sends RENEW first. Before, the server had
+/// dropped the client: RENEW answered EXPIRED, the CLAIM_PREVIOUS reopen
+/// got NO_GRACE (kext/nfs4_vnops.c: nfs4_reopen / nfs_recover) and every
+/// file that held a lock was marked lost (EIO). Now the sleeper's RENEW,
+/// open and lock still work; a second client that wants the locked range
+/// while the Mac sleeps gets it, and only that lock goes.
+#[test]
+fn a_mac_that_slept_past_the_lease_finds_its_files_as_it_left_them() {
+    let srv = InProcess::start_with(|cfg| cfg.nfs.lease_time = 1);
+    let mut mac = Mac::mount(srv.addr);
+    let root = mac.root.clone();
+    let f = mac
+        .open(&root, "Timeline.fcpxml", MacCreate::Unchecked(0o644))
+        .unwrap();
+    let lock = |mac: &mut Mac, f: &MacOpen, offset: u64, len: u64, owner: &[u8]| {
+        let (seqid, clientid) = (mac.seqid, mac.clientid);
+        let body = mac.call(
+            "lock",
+            CompoundArgs::new().putfh(&f.fh).op(op::LOCK, |e| {
+                e.u32(2);
+                e.bool(false);
+                e.u64(offset);
+                e.u64(len);
+                e.bool(true);
+                e.u32(seqid);
+                e.u32(f.stateid.0);
+                e.fixed(&f.stateid.1);
+                e.u32(0);
+                e.u64(clientid);
+                e.opaque(owner);
+            }),
+        );
+        mac.seqid += 1;
+        body.map(|b| {
+            let mut d = Decoder::new(&b);
+            skip_op(&mut d, op::PUTFH);
+            skip_op(&mut d, op::LOCK);
+            MacOpen {
+                fh: f.fh.clone(),
+                stateid: (d.u32().unwrap(), d.array::<12>().unwrap()),
+                attrs: MacAttrs::default(),
+            }
+        })
+    };
+    let whole = lock(&mut mac, &f, 0, 100, &[1u8; 20]).expect("lock 0-100");
+    let tail = lock(&mut mac, &f, 1000, 100, &[2u8; 20]).expect("lock 1000-1100");
+    // Asleep for several leases, while another client keeps the server
+    // busy (its calls sweep expired leases).
+    let mut other = Nfs4Client::connect(srv.addr, "linux-workstation").unwrap();
+    let renew = |c: &mut Nfs4Client| {
+        let id = c.clientid;
+        c.compound(&CompoundArgs::new().op(op::RENEW, |e| e.u64(id)))
+    };
+    for _ in 0..8 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        renew(&mut other).unwrap();
+    }
+    // The other client wants bytes 0-10: the sleeper's lock gives way.
+    let rootfh = other.lookup("").unwrap();
+    let g = other
+        .open(
+            &rootfh,
+            "Timeline.fcpxml",
+            markbase_nfs::client::Create::No,
+            3,
+        )
+        .unwrap();
+    other
+        .lock(&g, None, 0, 2, 0, 10, b"linux-lock-owner")
+        .expect("the sleeper's conflicting lock gives way");
+    // The Mac wakes: RENEW, then I/O through its open and its other lock.
+    let clientid = mac.clientid;
+    mac.call(
+        "renew",
+        CompoundArgs::new().op(op::RENEW, |e| e.u64(clientid)),
+    )
+    .expect("RENEW after sleep");
+    assert_eq!(write(&mut mac, &tail, 1000, b"after sleep", 2), 2);
+    assert_eq!(read(&mut mac, &f, 1000, 11), b"after sleep");
+    // Only the conflicting lock went.
+    let err = mac
+        .call("write", write_args(&whole, 0, b"x", 2))
+        .unwrap_err();
+    assert_eq!(err.1, Status::BadStateId.code());
+    mac.close(&f);
+}

@@ -85,7 +85,8 @@ impl Nfs4Server {
             );
         }
         let grace = Duration::from_secs(config.nfs.grace_time as u64);
-        let state = State::new(boot, lease, grace, reclaimable, Instant::now());
+        let state = State::new(boot, lease, grace, reclaimable, Instant::now())
+            .with_courtesy(Duration::from_secs(config.nfs.courtesy_time));
         Nfs4Server {
             latency: Default::default(),
             started: Instant::now(),

@@ -226,6 +226,10 @@ pub struct State {
     /// Client ids (nfs_client_id4.id) that held state before the restart.
     reclaimable: HashSet<Vec<u8>>,
     last_sweep: Option<Instant>,
+    /// How long a client whose lease ran out keeps its opens and locks
+    /// while nobody conflicts with them (a "courteous" server): a Mac that
+    /// slept past the lease finds its files as it left them.
+    courtesy: Duration,
 }
 
 fn next_seqid(s: u32) -> u32 {
@@ -295,6 +299,66 @@ impl State {
             grace_until,
             reclaimable,
             last_sweep: None,
+            courtesy: Duration::ZERO,
+        }
+    }
+
+    /// Keeps expired clients' state for up to `courtesy` past their lease,
+    /// until another client's request conflicts with it (then only the
+    /// conflicting open or lock goes).
+    pub fn with_courtesy(mut self, courtesy: Duration) -> State {
+        self.courtesy = courtesy;
+        self
+    }
+
+    /// A confirmed client past its lease, kept for courtesy: its state
+    /// gives way to any conflicting request.
+    fn is_courtesy(&self, clientid: u64, now: Instant) -> bool {
+        self.clients
+            .get(&clientid)
+            .is_some_and(|c| c.confirmed && now.duration_since(c.last_renew) > self.lease)
+    }
+
+    /// Drops an open of a courtesy client that stands in another client's
+    /// way, with the locks that derive from it.
+    fn revoke_open(&mut self, other: &[u8; 12]) {
+        if let Some(o) = self.opens.remove(other) {
+            tracing::info!(
+                clientid = o.owner.clientid,
+                fileid = o.fileid,
+                "an expired client's open gave way to another client"
+            );
+        }
+        self.locks.retain(|_, l| l.open != *other);
+    }
+
+    /// Drops a lock state of a courtesy client that stands in another
+    /// client's way.
+    fn revoke_lock(&mut self, other: &[u8; 12]) {
+        if let Some(l) = self.locks.remove(other) {
+            tracing::info!(
+                clientid = l.owner.clientid,
+                fileid = l.fileid,
+                "an expired client's lock gave way to another client"
+            );
+        }
+    }
+
+    /// The first conflicting lock of another owner, after dropping those
+    /// of courtesy clients in the way.
+    fn live_conflict(
+        &mut self,
+        fileid: u64,
+        owner: &OwnerKey,
+        want: &Range,
+        now: Instant,
+    ) -> Option<Denied> {
+        loop {
+            let (other, denied) = self.conflict(fileid, owner, want)?;
+            if !self.is_courtesy(denied.clientid, now) {
+                return Some(denied);
+            }
+            self.revoke_lock(&other);
         }
     }
 
@@ -354,11 +418,17 @@ impl State {
         }
         self.last_sweep = Some(now);
         let lease = self.lease;
+        let kept_until = lease + self.courtesy;
         let gone: Vec<(u64, bool)> = self
             .clients
             .iter()
             .filter(|(_, c)| now.duration_since(c.last_renew) > lease)
-            .map(|(k, c)| (*k, c.confirmed))
+            .map(|(k, c)| (*k, c.confirmed, now.duration_since(c.last_renew)))
+            .filter(|(k, confirmed, silent)| {
+                // A courtesy client keeps its state while it has any.
+                !(*confirmed && *silent <= kept_until && self.holds_state(*k))
+            })
+            .map(|(k, confirmed, _)| (k, confirmed))
             .collect();
         let mut ids = Vec::new();
         for (k, confirmed) in gone {
@@ -654,16 +724,27 @@ impl State {
         fileid: u64,
         access: u32,
         deny: u32,
+        now: Instant,
     ) -> Result<StateId, Status> {
         if access == 0 || access > OPEN4_SHARE_ACCESS_BOTH || deny > OPEN4_SHARE_ACCESS_BOTH {
             return Err(Status::Inval);
         }
         let key = OwnerKey::open(clientid, owner);
-        let conflict = self.opens.values().any(|o| {
-            o.fileid == fileid && o.owner != key && (o.deny & access != 0 || o.access & deny != 0)
-        });
-        if conflict {
+        let conflicts: Vec<([u8; 12], u64)> = self
+            .opens
+            .iter()
+            .filter(|(_, o)| {
+                o.fileid == fileid
+                    && o.owner != key
+                    && (o.deny & access != 0 || o.access & deny != 0)
+            })
+            .map(|(k, o)| (*k, o.owner.clientid))
+            .collect();
+        if conflicts.iter().any(|(_, c)| !self.is_courtesy(*c, now)) {
             return Err(Status::ShareDenied);
+        }
+        for (other, _) in conflicts {
+            self.revoke_open(&other);
         }
         if let Some((other, o)) = self
             .opens
@@ -910,25 +991,29 @@ impl State {
         self.opens.get(&stateid.other).map(|o| o.fileid)
     }
 
-    /// The first lock of another owner that conflicts with `want`.
-    fn conflict(&self, fileid: u64, owner: &OwnerKey, want: &Range) -> Option<Denied> {
-        for l in self.locks.values() {
+    /// The first lock of another owner that conflicts with `want`, with
+    /// its lock state.
+    fn conflict(&self, fileid: u64, owner: &OwnerKey, want: &Range) -> Option<([u8; 12], Denied)> {
+        for (other, l) in &self.locks {
             if l.fileid != fileid || l.owner == *owner {
                 continue;
             }
             for r in &l.ranges {
                 if r.overlaps(want) && (r.write || want.write) {
-                    return Some(Denied {
-                        offset: r.start,
-                        length: if r.end == u64::MAX {
-                            u64::MAX
-                        } else {
-                            r.end - r.start
+                    return Some((
+                        *other,
+                        Denied {
+                            offset: r.start,
+                            length: if r.end == u64::MAX {
+                                u64::MAX
+                            } else {
+                                r.end - r.start
+                            },
+                            locktype: if r.write { WRITE_LT } else { READ_LT },
+                            clientid: l.owner.clientid,
+                            owner: l.owner.owner.clone(),
                         },
-                        locktype: if r.write { WRITE_LT } else { READ_LT },
-                        clientid: l.owner.clientid,
-                        owner: l.owner.owner.clone(),
-                    });
+                    ));
                 }
             }
         }
@@ -1030,7 +1115,7 @@ impl State {
                 return Err(Status::OpenMode.into());
             }
         }
-        if let Some(d) = self.conflict(fileid, &owner, &want) {
+        if let Some(d) = self.live_conflict(fileid, &owner, &want, now) {
             return Err(LockError::Denied(d));
         }
         let l = self.locks.get_mut(&other).ok_or(Status::BadStateId)?;
@@ -1078,7 +1163,7 @@ impl State {
             end,
             write: is_write_lock(locktype),
         };
-        match self.conflict(fileid, &OwnerKey::lock(clientid, owner), &want) {
+        match self.live_conflict(fileid, &OwnerKey::lock(clientid, owner), &want, now) {
             Some(d) => Err(LockError::Denied(d)),
             None => Ok(()),
         }

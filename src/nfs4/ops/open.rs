@@ -208,7 +208,7 @@ fn open_checked(
         .srv
         .state
         .lock()
-        .open(clientid, owner, file.fileid, access, deny)?;
+        .open(clientid, owner, file.fileid, access, deny, now)?;
     if let Some(size) = truncate {
         let attrs = SetAttrs {
             size: Some(size),
@@ -240,7 +240,7 @@ fn reclaim(
     }
     let mut st = c.srv.state.lock();
     st.check_reclaim(clientid, now)?;
-    let stateid = st.open(clientid, owner, file.fileid, access, deny)?;
+    let stateid = st.open(clientid, owner, file.fileid, access, deny, now)?;
     let change = file.change();
     Ok((
         file.clone(),

@@ -29,7 +29,7 @@ fn open(
     let Begin::Proceed { confirm_needed } = begin else {
         panic!("unexpected replay")
     };
-    let s = st.open(cid, owner, fileid, access, deny)?;
+    let s = st.open(cid, owner, fileid, access, deny, now)?;
     if confirm_needed {
         let s = st.open_confirm(&s, *seqid)?;
         *seqid += 1;
@@ -91,7 +91,7 @@ fn open_confirm_read_close_cycle() {
         panic!()
     };
     assert!(confirm_needed);
-    let g = st.open(cid, b"owner", 42, 1, 0).unwrap();
+    let g = st.open(cid, b"owner", 42, 1, 0, now).unwrap();
     assert_eq!(st.open_confirm(&g, 5), Err(Status::BadSeqId));
     let s = st.open_confirm(&g, 6).unwrap();
     assert_eq!(s.seqid, 2);
@@ -161,7 +161,7 @@ fn share_deny_conflicts_between_owners() {
     // owner b wants to write: denied (its seqid is consumed regardless)
     st.begin_open(cid, b"b", sb, now).unwrap();
     sb += 1;
-    assert_eq!(st.open(cid, b"b", 42, 2, 0), Err(Status::ShareDenied));
+    assert_eq!(st.open(cid, b"b", 42, 2, 0, now), Err(Status::ShareDenied));
     st.forget_idle_owner(cid, b"b");
     // reading is fine, writing through the read open is not
     let b = open(&mut st, cid, b"b", &mut sb, 42, 1, 0, now).unwrap();
@@ -338,6 +338,71 @@ fn lease_expiry_releases_opens_and_locks_for_others() {
     assert_eq!(st.counts().clients, 1);
 }
 
+/// A courteous server: a client past its lease (a Mac asleep) keeps its
+/// opens and locks; RENEW and its stateids work on waking; a conflicting
+/// request of another client takes only the state in its way.
+#[test]
+fn an_expired_client_keeps_its_state_until_someone_conflicts() {
+    let t0 = Instant::now();
+    let mut st = fresh(t0).with_courtesy(Duration::from_secs(3600));
+    let mac = confirmed(&mut st, b"mac", t0);
+    let other = confirmed(&mut st, b"other", t0);
+    let idle = confirmed(&mut st, b"idle", t0);
+    let (mut sm, mut so) = (1, 1);
+    // Two files: 42 locked whole, 43 opened deny-write.
+    let o42 = open(&mut st, mac, b"501", &mut sm, 42, 3, 0, t0).unwrap();
+    let l42 = new_lock(
+        &mut st,
+        mac,
+        o42,
+        sm,
+        b"lock-owner",
+        WRITE_LT,
+        0,
+        u64::MAX,
+        t0,
+    )
+    .unwrap();
+    sm += 1;
+    let o43 = open(&mut st, mac, b"501", &mut sm, 43, 3, 2, t0).unwrap();
+    // Asleep for two leases: kept (an idle client with no state is not).
+    let t1 = t0 + LEASE * 2;
+    st.renew(other, t1).unwrap();
+    assert_eq!(st.expire(t1), vec![b"idle".to_vec()]);
+    assert_eq!(st.renew(idle, t1), Err(Status::Expired));
+    // Waking: RENEW and every stateid still work.
+    let t2 = t1 + Duration::from_secs(1);
+    st.renew(mac, t2).unwrap();
+    st.check_write(&l42, 42, t2).unwrap();
+    st.check_read(&o43, 43, t2).unwrap();
+    // Asleep again; another client wants a lock on 42 and to write 43.
+    let t3 = t2 + LEASE * 3;
+    st.renew(other, t3).unwrap();
+    assert!(st.expire(t3).is_empty());
+    let oo = open(&mut st, other, b"o", &mut so, 42, 3, 0, t3).unwrap();
+    new_lock(&mut st, other, oo, so, b"o-lock", WRITE_LT, 0, 10, t3).unwrap();
+    so += 1;
+    // 43: its deny-write open gives way to a writer.
+    open(&mut st, other, b"o", &mut so, 43, 2, 0, t3).unwrap();
+    // On waking, the state that gave way is gone, the rest is there (using
+    // a stateid renews the lease: the client is live again).
+    assert_eq!(st.check_write(&l42, 42, t3), Err(Status::BadStateId));
+    assert_eq!(st.check_read(&o43, 43, t3), Err(Status::BadStateId));
+    st.check_read(&o42, 42, t3).unwrap();
+    // A live client's state never gives way.
+    let (mut sm2, t4) = (1, t3 + Duration::from_secs(1));
+    let mine = open(&mut st, mac, b"502", &mut sm2, 42, 3, 0, t4).unwrap();
+    assert!(matches!(
+        new_lock(&mut st, mac, mine, sm2, b"l2", WRITE_LT, 0, 10, t4),
+        Err(LockError::Denied(_))
+    ));
+    // Past the courtesy bound, all of it goes.
+    let t5 = t4 + LEASE + Duration::from_secs(3601);
+    st.renew(other, t5).unwrap();
+    assert_eq!(st.expire(t5), vec![b"mac".to_vec()]);
+    assert_eq!(st.check_read(&o42, 42, t5), Err(Status::Expired));
+}
+
 #[test]
 fn grace_period_admits_reclaims_and_holds_back_new_state() {
     let t0 = Instant::now();
@@ -372,7 +437,7 @@ fn grace_period_admits_reclaims_and_holds_back_new_state() {
     };
     assert!(confirm_needed);
     st.check_reclaim(old, t0).unwrap();
-    let r = st.open(old, b"re", 44, 1, 0).unwrap();
+    let r = st.open(old, b"re", 44, 1, 0, t0).unwrap();
     st.confirm_open_owner(old, b"re");
     st.check_read(&r, 44, t0).unwrap();
     assert!(matches!(
