@@ -14,11 +14,13 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use markbase_nfs::client::{pipelined_reads, pipelined_writes, Create, Nfs4Client, WriteStream};
 use markbase_nfs::config::Config;
-use markbase_nfs::serve::{dispatcher_for, listen_addr, open_export};
 
 #[path = "support/file_sink.rs"]
 mod file_sink;
+#[path = "support/server.rs"]
+mod server;
 use file_sink::{send_round, FileSink, Receive};
+use server::start_server;
 
 const TOTAL: u64 = 256 << 20;
 const CHUNK: usize = 1 << 20;
@@ -72,30 +74,6 @@ fn cpu_time() -> Duration {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let t = |v: libc::timeval| Duration::new(v.tv_sec as u64, v.tv_usec as u32 * 1000);
     t(ru.ru_utime) + t(ru.ru_stime)
-}
-
-/// Starts an in-process server on `rt` and returns its address.
-fn start_server(
-    rt: &tokio::runtime::Runtime,
-    dir: &std::path::Path,
-    tune: impl FnOnce(&mut Config),
-) -> (std::net::SocketAddr, Arc<markbase_nfs::nfs4::Nfs4Server>) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut cfg = Config::default();
-    cfg.export.db = dir.join("bench.sqlite");
-    cfg.server.port = 0;
-    tune(&mut cfg);
-    let nfs = open_export(&cfg).expect("open export");
-    let listener = rt
-        .block_on(async { markbase_nfs::net::bind(listen_addr(&cfg).unwrap(), &cfg.network) })
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    rt.spawn(markbase_nfs::net::serve(
-        listener,
-        dispatcher_for(nfs.clone()),
-        cfg.network.clone(),
-    ));
-    (addr, nfs)
 }
 
 /// Reads the content file of the root's `name` once, so that the server's

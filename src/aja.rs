@@ -14,6 +14,8 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -60,6 +62,10 @@ pub struct AjaOptions {
     /// The built-in client lends its payload pages to the socket instead
     /// of copying them (Linux; see [`WriteStream::lend_payload`]).
     pub lend_payloads: bool,
+    /// The built-in client writes as a Mac with its cache off: frames in
+    /// 1 MiB-aligned pieces, the partial 16 KiB pages at a frame's edges
+    /// FILE_SYNC (see [`WriteStream::write_like_mac_uncached`]).
+    pub mac_uncached: bool,
 }
 
 /// Per-direction results.
@@ -158,6 +164,8 @@ pub struct AjaReport {
     /// What the stall witness saw over the whole run; None when its thread
     /// could not start.
     pub stalls: Option<MachineStalls>,
+    /// WRITEs sent FILE_SYNC (writing as a Mac with its cache off).
+    pub file_sync_writes: u64,
 }
 
 /// Moves frames to and from the storage under test.
@@ -178,13 +186,36 @@ struct NfsFrames {
     stream: WriteStream,
     chunk: usize,
     inflight: usize,
+    /// Write as a Mac with its cache off; counts its FILE_SYNC WRITEs.
+    mac_uncached: Option<Arc<AtomicU64>>,
 }
+
+/// The page of the Mac's partial-page rule: 16 KiB on Apple silicon.
+const MAC_PAGE: u64 = 16 << 10;
 
 impl FrameIo for NfsFrames {
     fn write_frame(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        self.stream
-            .write(&mut self.client.rpc, offset, len, self.inflight)
-            .map_err(io_err)
+        match &self.mac_uncached {
+            Some(synced) => {
+                let n = self
+                    .stream
+                    .write_like_mac_uncached(
+                        &mut self.client.rpc,
+                        offset,
+                        len,
+                        self.inflight,
+                        self.chunk as u64,
+                        MAC_PAGE,
+                    )
+                    .map_err(io_err)?;
+                synced.fetch_add(n, Ordering::Relaxed);
+                Ok(())
+            }
+            None => self
+                .stream
+                .write(&mut self.client.rpc, offset, len, self.inflight)
+                .map_err(io_err),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -407,6 +438,7 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
         .map_err(|e| tracing::warn!(error = %e, "no stall witness: frame times are not set against machine stalls"))
         .ok();
     let how;
+    let file_syncs = Arc::new(AtomicU64::new(0));
     let mut io: Box<dyn FrameIo> = match &opts.target {
         Target::Nfs(addr) => {
             let mut client = Nfs4Client::connect(*addr, "markbase-aja")
@@ -419,7 +451,9 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
                 .open(&root, &name, Create::Unchecked { mode: 0o644 }, 3)
                 .map_err(|e| anyhow::anyhow!("creating {name}: {e}"))?;
             let mut stream = WriteStream::new(&client.rpc, &file, opts.chunk, 0);
-            how = if opts.lend_payloads && stream.lend_payload() {
+            how = if opts.mac_uncached {
+                "built-in NFSv4 client writing as a Mac with its cache off (partial 16 KiB pages FILE_SYNC)"
+            } else if opts.lend_payloads && stream.lend_payload() {
                 "built-in NFSv4 client, payload pages lent to the socket (no client copy)"
             } else {
                 "built-in NFSv4 client, payloads copied into the socket"
@@ -430,6 +464,7 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
                 stream,
                 chunk: opts.chunk,
                 inflight: opts.inflight,
+                mac_uncached: opts.mac_uncached.then(|| file_syncs.clone()),
             })
         }
         Target::Mount(dir) => {
@@ -510,6 +545,7 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
         read,
         baselines,
         stalls,
+        file_sync_writes: file_syncs.load(Ordering::Relaxed),
     };
     write_csv(&report, &opts.csv)?;
     write_svg(&report, &opts.svg)?;
@@ -534,6 +570,14 @@ pub fn summary(r: &AjaReport, target_mbps: Option<f64>) -> String {
         r.write.bytes as f64 / (1u64 << 30) as f64,
         r.client
     );
+    if r.file_sync_writes > 0 {
+        let _ = writeln!(
+            s,
+            "{} WRITEs FILE_SYNC ({:.1} a frame)",
+            r.file_sync_writes,
+            r.file_sync_writes as f64 / r.write.frames.max(1) as f64
+        );
+    }
     for (name, d) in [("write", &r.write), ("read", &r.read)] {
         let _ =
             writeln!(
@@ -745,6 +789,7 @@ mod tests {
             progress: false,
             baseline: Some(dir.path().to_path_buf()),
             lend_payloads: true,
+            mac_uncached: false,
         };
         let r = run(&opts).unwrap();
         assert_eq!((r.write.frames, r.read.frames), (20, 20));

@@ -691,6 +691,8 @@ pub struct WriteStream {
     /// to the opaque's length word): a shorter WRITE (a frame's last) sends
     /// it re-stamped, then its data straight from `record`.
     head: Vec<u8>,
+    /// The stream's stable_how, as its records were built.
+    stable: u32,
 }
 
 impl WriteStream {
@@ -710,6 +712,7 @@ impl WriteStream {
             next_xid: 0x1000_0000,
             lender: None,
             head,
+            stable,
         }
     }
 
@@ -751,6 +754,69 @@ impl WriteStream {
         Ok(())
     }
 
+    /// Writes `len` bytes at `offset` as a Mac writes with its cache off
+    /// (F_NOCACHE; AJA System Test's "Disable file system cache"): in
+    /// pieces split at the file's `block` boundaries (the kext's biosize,
+    /// its rsize/wsize), where a piece shorter than a block that starts or
+    /// ends inside a `page` (16 KiB on Apple silicon) goes FILE_SYNC and
+    /// the rest UNSTABLE (kext/nfs_vnops.c: nfs_vnop_write, the NB_NOCACHE
+    /// partial-page rule), with up to `inflight` outstanding. Returns how
+    /// many WRITEs went FILE_SYNC.
+    pub fn write_like_mac_uncached(
+        &mut self,
+        rpc: &mut RpcClient,
+        offset: u64,
+        len: u64,
+        inflight: usize,
+        block: u64,
+        page: u64,
+    ) -> ClientResult<u64> {
+        let pieces = mac_uncached_pieces(offset, len, block, page);
+        let synced = pieces.iter().filter(|p| p.2).count() as u64;
+        let (mut sent, mut done) = (0usize, 0usize);
+        while done < pieces.len() {
+            while sent < pieces.len() && sent - done < inflight {
+                let (at, n, sync) = pieces[sent];
+                self.next_xid = self.next_xid.wrapping_add(1);
+                self.send_stable(rpc, at, n, if sync { 2 } else { 0 })?;
+                sent += 1;
+            }
+            let body = read_compound_reply(rpc)?;
+            Nfs4Client::parse_write(&body)?;
+            done += 1;
+        }
+        Ok(synced)
+    }
+
+    /// Sends one whole-chunk WRITE at `offset` and leaves its reply to the
+    /// caller (who may interleave other calls on the connection).
+    pub fn send_at(&mut self, rpc: &mut RpcClient, offset: u64) -> ClientResult<()> {
+        self.next_xid = self.next_xid.wrapping_add(1);
+        self.send_one(rpc, offset, self.chunk)
+    }
+
+    /// Sends one WRITE with the given stable_how (the stream's records are
+    /// built UNSTABLE and re-stamped).
+    fn send_stable(
+        &mut self,
+        rpc: &mut RpcClient,
+        offset: u64,
+        len: usize,
+        stable: u32,
+    ) -> ClientResult<()> {
+        self.stamp_stable(stable);
+        let sent = self.send_one(rpc, offset, len);
+        self.stamp_stable(self.stable);
+        sent
+    }
+
+    fn stamp_stable(&mut self, stable: u32) {
+        let at = self.offset_at + 8;
+        for rec in [&mut self.record, &mut self.head] {
+            rec[at..at + 4].copy_from_slice(&stable.to_be_bytes());
+        }
+    }
+
     /// Sends one WRITE of `len` (at most a chunk) bytes at `offset`.
     fn send_one(&mut self, rpc: &mut RpcClient, offset: u64, len: usize) -> ClientResult<()> {
         let (full, data_at) = (len == self.chunk, self.data_at);
@@ -789,6 +855,29 @@ impl WriteStream {
         }
         Ok(rpc.send_raw(&[0u8; 3][..pad])?)
     }
+}
+
+/// The WRITEs a Mac with its cache off sends for `len` bytes at `offset`:
+/// (offset, length, FILE_SYNC?) of pieces split at `block` boundaries,
+/// FILE_SYNC where a piece shorter than a block starts or ends inside a
+/// `page` (see [`WriteStream::write_like_mac_uncached`]).
+pub fn mac_uncached_pieces(
+    offset: u64,
+    len: u64,
+    block: u64,
+    page: u64,
+) -> Vec<(u64, usize, bool)> {
+    let end = offset + len;
+    let mut pieces = Vec::new();
+    let mut at = offset;
+    while at < end {
+        let next = ((at / block + 1) * block).min(end);
+        let partial = next - at < block;
+        let misaligned = !at.is_multiple_of(page) || !next.is_multiple_of(page);
+        pieces.push((at, (next - at) as usize, partial && misaligned));
+        at = next;
+    }
+    pieces
 }
 
 /// A complete WRITE call record (record mark included) and where its
@@ -867,4 +956,35 @@ pub fn pipelined_reads(
         done += 1;
     }
     Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_uncached_mac_frame_syncs_its_partial_edge_pages() {
+        const MIB: u64 = 1 << 20;
+        const PAGE: u64 = 16 << 10;
+        // A 4K ProRes 4444 frame (5,890,000 bytes) starting mid-block.
+        let frame = 5_890_000;
+        let p = mac_uncached_pieces(frame, frame, MIB, PAGE);
+        let total: usize = p.iter().map(|x| x.1).sum();
+        assert_eq!(total as u64, frame);
+        assert_eq!(
+            p.first().unwrap(),
+            &(frame, (6 * MIB - frame) as usize, true)
+        );
+        assert!(p[1..p.len() - 1].iter().all(|x| x.1 as u64 == MIB && !x.2));
+        let last = p.last().unwrap();
+        assert_eq!(last.0 % MIB, 0);
+        assert!(last.2);
+        // Page-aligned edges stay UNSTABLE; a whole block is never synced.
+        let aligned = mac_uncached_pieces(3 * PAGE, 2 * MIB, MIB, PAGE);
+        assert!(aligned.iter().all(|x| !x.2));
+        assert_eq!(
+            mac_uncached_pieces(0, MIB, MIB, PAGE),
+            vec![(0, MIB as usize, false)]
+        );
+    }
 }

@@ -180,6 +180,13 @@ pub struct StorageConfig {
     /// with no page in the page cache go to disk with O_DIRECT into a
     /// reused aligned buffer; cached data is read through the cache.
     pub direct_reads: bool,
+    /// How a FILE_SYNC/DATA_SYNC WRITE reaches stable storage: "range"
+    /// (its own bytes and the size, drive cache flushed; whole file on
+    /// macOS), "full" (the whole file, drive cache flushed: fdatasync /
+    /// F_FULLFSYNC) or "barrier" (its bytes handed to the drive, no cache
+    /// flush: survives a crash, not a power loss). COMMIT always does
+    /// "full".
+    pub file_sync: crate::storage::FileSync,
 }
 
 impl Default for ServerConfig {
@@ -260,6 +267,7 @@ impl Default for StorageConfig {
             direct_after: 0,
             direct_queue: 32,
             direct_reads: true,
+            file_sync: crate::storage::FileSync::Range,
         }
     }
 }

@@ -83,9 +83,10 @@ enum Command {
         /// WRITE/READ size of the built-in client.
         #[arg(long, default_value_t = 1 << 20)]
         chunk: usize,
-        /// Requests in flight per frame.
-        #[arg(long, default_value_t = 16)]
-        inflight: usize,
+        /// Requests in flight per frame (default 16; 128 with
+        /// --mac-uncached, the Mac's most).
+        #[arg(long)]
+        inflight: Option<usize>,
         /// Tuning file for the server it starts (default: ./tuning.toml
         /// when present).
         #[arg(long)]
@@ -94,6 +95,12 @@ enum Command {
         /// of the same frames in the same folder).
         #[arg(long)]
         no_baseline: bool,
+        /// The built-in client writes as a Mac with its cache off (AJA's
+        /// "Disable file system cache", F_NOCACHE): 1 MiB-aligned pieces,
+        /// the partial 16 KiB pages at each frame's edges FILE_SYNC, 128
+        /// WRITEs in flight (unless --inflight says otherwise).
+        #[arg(long)]
+        mac_uncached: bool,
         /// The built-in client lends its payload pages to the socket
         /// (vmsplice) instead of copying each payload into it (Linux;
         /// elsewhere it always copies). The copy is the default because an
@@ -204,6 +211,7 @@ fn main() -> anyhow::Result<()> {
             config,
             no_baseline,
             client_lends,
+            mac_uncached,
         } => {
             let frame_bytes = match frame_bytes {
                 Some(b) => b,
@@ -224,10 +232,11 @@ fn main() -> anyhow::Result<()> {
                 csv,
                 svg,
                 chunk,
-                inflight,
+                inflight: inflight.unwrap_or(if mac_uncached { 128 } else { 16 }),
                 progress: true,
                 baseline: None,
                 lend_payloads: client_lends,
+                mac_uncached,
             };
             let cfg = load_config(config)?;
             run_aja(opts, mount, server, dir, cfg, !no_baseline)

@@ -57,6 +57,7 @@ struct MacAttrs {
     filehandle: Option<Vec<u8>>,
     case_insensitive: Option<bool>,
     time_create: Option<(i64, u32)>,
+    hidden: Option<bool>,
     supported: Option<Bitmap>,
 }
 
@@ -88,7 +89,8 @@ fn parse_fattr(d: &mut Decoder<'_>) -> Result<MacAttrs, String> {
             }
             3 => a.change = Some(v.u64().map_err(e)?),
             4 => a.size = Some(v.u64().map_err(e)?),
-            5 | 6 | 7 | 9 | 14 | 15 | 17 | 18 | 25 | 26 | 34 => {
+            25 => a.hidden = Some(v.bool().map_err(e)?),
+            5 | 6 | 7 | 9 | 14 | 15 | 17 | 18 | 26 | 34 => {
                 v.bool().map_err(e)?;
             }
             16 => a.case_insensitive = Some(v.bool().map_err(e)?),
@@ -678,6 +680,22 @@ fn a_finder_copy_sets_creation_time_and_owner() {
         .expect("SETATTR after EXCLUSIVE4");
     mac.close(&g);
     assert_eq!(mac.getattr(&g.fh).time_create, Some((created + 7, 500)));
+    // chflags hidden: ARCHIVE and HIDDEN go together, masked by what the
+    // server supports (nfs_vattr_set_bitmap).
+    assert_eq!(mac.getattr(&g.fh).hidden, Some(false));
+    let flags = mac.masked(&[14, attr::HIDDEN]);
+    assert_eq!(flags, [attr::HIDDEN]);
+    let bm = Bitmap::of(&flags);
+    mac.call(
+        "setattr",
+        CompoundArgs::new().putfh(&g.fh).op(op::SETATTR, |e| {
+            e.fixed(&[0u8; 16]);
+            bm.encode(e);
+            e.opaque(&1u32.to_be_bytes());
+        }),
+    )
+    .expect("chflags hidden");
+    assert_eq!(mac.getattr(&g.fh).hidden, Some(true));
     // Kept in the server's own table across a restart: read it back there.
     srv.nfs.catalog().flush().unwrap();
     let db = rusqlite::Connection::open(srv.dir.path().join("users/demo.sqlite")).unwrap();
@@ -1003,14 +1021,23 @@ fn deep_write_stream_leaves_room_for_metadata(splice: bool) {
         assert!(xids.remove(&xid));
         compound_result(&rec[at..]).expect("WRITE failed");
     }
-    // F_NOCACHE, cache off: a frame's partial 16 KiB pages go FILE_SYNC.
+    // F_NOCACHE, cache off: a frame's partial 16 KiB pages go FILE_SYNC —
+    // a small edge, and a large one (kept out of the splice path, so it
+    // can be written with a sync of its own range).
     let head = vec![0xeeu8; 16384 - 512];
     assert_eq!(write(&mut mac, &f, (DEPTH << 20) + 512, &head, 2), 2);
+    let edge: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    assert_eq!(write(&mut mac, &f, (DEPTH << 20) + 16384, &edge, 2), 2);
     mac.close(&f);
-    assert_eq!(node.size(), (DEPTH << 20) + 16384);
+    let end = (DEPTH << 20) as usize + 16384 + edge.len();
+    assert_eq!(node.size(), end as u64);
     let data = std::fs::read(path).unwrap();
     assert_eq!(&data[(5 << 20)..(6 << 20)], &chunk[..]);
-    assert_eq!(&data[(DEPTH << 20) as usize + 512..], &head[..]);
+    assert_eq!(
+        &data[(DEPTH << 20) as usize + 512..][..head.len()],
+        &head[..]
+    );
+    assert_eq!(&data[end - edge.len()..], &edge[..]);
 }
 
 /// The mount as `mount_nfs` sees the export's limits: maxread/maxwrite of

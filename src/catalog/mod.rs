@@ -81,7 +81,7 @@ fn sql_err(what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> CatalogEr
 
 const NODE_COLUMNS: &str = "f.node_id, f.parent_id, f.label, f.node_type, f.aliases_json, f.file_size,
     f.created_at, f.updated_at, a.change, a.mode, a.owner, a.owner_group, a.modified_ns, a.create_verifier,
-    a.created_ns";
+    a.created_ns, a.hidden";
 const NODE_FROM: &str = "FROM file_nodes f LEFT JOIN markbase_nfs_attrs a ON a.node_id = f.node_id";
 
 /// A folder's change attribute before and after an operation (change_info4).

@@ -193,6 +193,8 @@ pub struct NodeMeta {
     /// the epoch; `None` = the row's `created_at`. Kept in our side table:
     /// the app's `created_at` stays the app's.
     pub created_ns: Option<i64>,
+    /// The Mac's hidden flag (UF_HIDDEN, set through SETATTR); our table.
+    pub hidden: bool,
     /// The verifier of an EXCLUSIVE4 create, so a retransmission succeeds.
     pub create_verifier: Option<[u8; 8]>,
     /// Removed from the namespace (its handle is now stale).
@@ -302,6 +304,7 @@ impl Node {
         let side_modified: Option<i64> = row.get(12)?;
         let create_verifier: Option<Vec<u8>> = row.get(13)?;
         let set_created: Option<i64> = row.get(14)?;
+        let hidden: Option<i64> = row.get(15)?;
         // Another writer may have touched the row since we did: whichever
         // is newer wins, and change never goes backwards.
         let modified_ns = match side_modified {
@@ -325,6 +328,7 @@ impl Node {
                 owner,
                 owner_group,
                 created_ns: set_created,
+                hidden: hidden.unwrap_or(0) != 0,
                 create_verifier: create_verifier.and_then(|v| v.try_into().ok()),
                 deleted: false,
             },

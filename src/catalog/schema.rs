@@ -47,12 +47,14 @@ const CREATE_SIDE_TABLE: &str = "CREATE TABLE IF NOT EXISTS markbase_nfs_attrs (
     owner_group     TEXT,
     modified_ns     INTEGER,
     create_verifier BLOB,
-    created_ns      INTEGER
+    created_ns      INTEGER,
+    hidden          INTEGER
 )";
 
 /// Columns added to `markbase_nfs_attrs` after it was first shipped:
 /// added to an older table at open (ALTER TABLE … ADD COLUMN keeps rows).
-const SIDE_TABLE_LATER_COLUMNS: [(&str, &str); 1] = [("created_ns", "INTEGER")];
+const SIDE_TABLE_LATER_COLUMNS: [(&str, &str); 2] =
+    [("created_ns", "INTEGER"), ("hidden", "INTEGER")];
 
 /// NFSv4 clients holding state, so that after a restart they (and only
 /// they) may reclaim during the grace period (RFC 7530 §9.6.3).

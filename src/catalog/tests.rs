@@ -85,6 +85,45 @@ fn missing_columns_are_a_clear_error() {
     assert!(format!("{err:#}").contains("parent_id"), "{err:#}");
 }
 
+/// A catalog the server served before `markbase_nfs_attrs` had its
+/// creation-time and hidden columns: they are added, its rows kept.
+#[test]
+fn an_older_side_table_gains_the_new_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.sqlite");
+    foreign_db(&db);
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE markbase_nfs_attrs (node_id PRIMARY KEY, change INTEGER NOT NULL,
+               mode INTEGER, owner TEXT, owner_group TEXT, modified_ns INTEGER, create_verifier BLOB);
+             INSERT INTO markbase_nfs_attrs (node_id, change, mode) SELECT node_id, 7, 420 FROM file_nodes;",
+        )
+        .unwrap();
+    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    let top = cat.listing(&NodeId::Root).unwrap();
+    let id = top.read().entries().next().unwrap().id.clone();
+    let node = cat.node(&id).unwrap();
+    assert_eq!(node.meta().mode, Some(420));
+    assert_eq!(node.meta().created_ns, None);
+    assert!(!node.meta().hidden);
+    cat.set_attrs(&node, |m| {
+        m.created_ns = Some(5);
+        m.hidden = true;
+    })
+    .wait()
+    .unwrap();
+    let (created, hidden): (i64, i64) = Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT created_ns, hidden FROM markbase_nfs_attrs WHERE node_id = ?1",
+            [id.to_sql()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((created, hidden), (5, 1));
+}
+
 #[test]
 fn cached_nodes_and_listings_run_no_sql() {
     let dir = tempfile::tempdir().unwrap();

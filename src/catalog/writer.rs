@@ -336,12 +336,12 @@ fn write_node(
         statements += 1;
     }
     tx.prepare_cached(
-        "INSERT INTO markbase_nfs_attrs (node_id, change, mode, owner, owner_group, modified_ns, create_verifier, created_ns)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO markbase_nfs_attrs (node_id, change, mode, owner, owner_group, modified_ns, create_verifier, created_ns, hidden)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT(node_id) DO UPDATE SET change = excluded.change, mode = excluded.mode,
            owner = excluded.owner, owner_group = excluded.owner_group,
            modified_ns = excluded.modified_ns, create_verifier = excluded.create_verifier,
-           created_ns = excluded.created_ns",
+           created_ns = excluded.created_ns, hidden = excluded.hidden",
     )?
     .execute(params![
         id,
@@ -351,7 +351,8 @@ fn write_node(
         m.owner_group,
         m.modified_ns,
         m.create_verifier.map(|v| v.to_vec()),
-        m.created_ns
+        m.created_ns,
+        m.hidden as i64
     ])?;
     Ok(statements + 1)
 }

@@ -90,6 +90,7 @@ pub fn supported() -> Bitmap {
         FILES_AVAIL,
         FILES_FREE,
         FILES_TOTAL,
+        HIDDEN,
         HOMOGENEOUS,
         MAXFILESIZE,
         MAXLINK,
@@ -235,6 +236,7 @@ pub fn encode_values(
             attr::FILES_AVAIL => e.u64(vol.files_avail),
             attr::FILES_FREE => e.u64(vol.files_free),
             attr::FILES_TOTAL => e.u64(vol.files_total),
+            attr::HIDDEN => e.bool(meta.hidden),
             attr::HOMOGENEOUS => e.bool(true),
             attr::MAXFILESIZE => e.u64(i64::MAX as u64),
             attr::MAXLINK => e.u32(1),
@@ -350,6 +352,8 @@ pub struct SetAttrs {
     /// time_create, nanoseconds since the epoch (Finder and copyfile set it
     /// with the other times; a refusal fails the whole copy).
     pub created: Option<i64>,
+    /// The Mac's hidden flag (UF_HIDDEN).
+    pub hidden: Option<bool>,
     pub bitmap: Bitmap,
 }
 
@@ -366,6 +370,7 @@ pub fn settable() -> Bitmap {
         TIME_ACCESS_SET,
         TIME_MODIFY_SET,
         attr::TIME_CREATE,
+        attr::HIDDEN,
     ])
 }
 
@@ -424,6 +429,7 @@ pub fn decode_settable(d: &mut Decoder<'_>) -> Result<SetAttrs, Status> {
             attr::OWNER => out.owner = Some(owner_string(&mut v, IdKind::User)?),
             attr::OWNER_GROUP => out.owner_group = Some(owner_string(&mut v, IdKind::Group)?),
             attr::TIME_CREATE => out.created = Some(nfstime(&mut v)?),
+            attr::HIDDEN => out.hidden = Some(v.bool()?),
             TIME_ACCESS_SET => out.atime = Some(settime(&mut v)?),
             TIME_MODIFY_SET => out.mtime = Some(settime(&mut v)?),
             _ => return Err(Status::AttrNotSupp),

@@ -139,7 +139,12 @@ pub(crate) fn locate_write_data(args: &[u8], max_write: usize) -> Option<BulkArg
     if d.u32().ok()? != op::WRITE {
         return None;
     }
-    d.skip(16 + 8 + 4).ok()?; // stateid, offset, stable_how
+    d.skip(16 + 8).ok()?; // stateid, offset
+    if d.u32().ok()? != 0 {
+        // FILE_SYNC / DATA_SYNC payloads stay in the record: they are
+        // written with a sync of their own range (storage.file_sync).
+        return None;
+    }
     let len = d.u32().ok()? as usize;
     (len <= max_write).then(|| BulkArgument {
         at: d.position(),

@@ -192,6 +192,8 @@ pub mod attr {
     pub const FILES_AVAIL: u32 = 21;
     pub const FILES_FREE: u32 = 22;
     pub const FILES_TOTAL: u32 = 23;
+    /// UF_HIDDEN on the Mac (chflags hidden, Finder hides the item).
+    pub const HIDDEN: u32 = 25;
     pub const HOMOGENEOUS: u32 = 26;
     pub const MAXFILESIZE: u32 = 27;
     pub const MAXLINK: u32 = 28;

@@ -114,7 +114,8 @@ impl Nfs4Server {
                 config.storage.direct_writes,
                 config.storage.direct_after,
                 config.storage.direct_queue as usize,
-            ),
+            )
+            .with_file_sync(config.storage.file_sync),
             state: Mutex::new(state),
             config,
             catalog,

@@ -14,6 +14,9 @@ use bytes::Bytes;
 use moka::sync::Cache;
 
 mod direct;
+mod sync;
+
+pub use sync::FileSync;
 
 /// An open content file in the pool.
 #[derive(Debug)]
@@ -113,6 +116,8 @@ pub struct FilePool {
     direct_read: AtomicU64,
     /// Buffers for O_DIRECT, shared by direct WRITEs and direct READs.
     aligned: Arc<AlignedPool>,
+    /// How FILE_SYNC WRITEs reach stable storage (`storage.file_sync`).
+    file_sync: FileSync,
 }
 
 impl FilePool {
@@ -172,6 +177,7 @@ impl FilePool {
             direct_reads: false,
             direct_read: AtomicU64::new(0),
             aligned: Default::default(),
+            file_sync: FileSync::default(),
         }
     }
 
@@ -204,6 +210,26 @@ impl FilePool {
             .ok();
         }
         self
+    }
+
+    /// Makes FILE_SYNC WRITEs durable as `mode` says.
+    pub fn with_file_sync(mut self, mode: FileSync) -> FilePool {
+        self.file_sync = mode;
+        self
+    }
+
+    /// A FILE_SYNC (or DATA_SYNC) WRITE: `data` at `offset`, on stable
+    /// storage as `storage.file_sync` says before it returns. It waits for
+    /// queued direct payloads over these bytes only, and does not take the
+    /// file's turn: with the default range sync the kernel holds the inode
+    /// lock just for the copy and syncs after it, and an UNSTABLE stream
+    /// into the same file must not wait for this WRITE's flush.
+    pub fn write_stable(&self, file: &Arc<PooledFile>, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.pending
+            .wait_range(file.fileid, offset, offset + data.len() as u64);
+        self.file_sync.write(&file.file, offset, data)?;
+        self.after_write(file, offset, data.len() as u64);
+        Ok(())
     }
 
     /// Direct payloads answered and queued for disk right now.

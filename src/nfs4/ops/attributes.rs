@@ -155,6 +155,9 @@ pub(crate) fn apply(
         if let Some(t) = attrs.created {
             m.created_ns = Some(t);
         }
+        if let Some(h) = attrs.hidden {
+            m.hidden = h;
+        }
         match attrs.mtime {
             Some(TimeSet::Server) => m.modified_ns = now,
             Some(TimeSet::Client(t)) => m.modified_ns = t,

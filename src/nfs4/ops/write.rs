@@ -77,7 +77,10 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
         io_status(&e)
     })?;
     let files = c.srv.files();
+    let synced = stable != UNSTABLE4;
     match payload {
+        // FILE_SYNC / DATA_SYNC: its own bytes made stable (storage.file_sync).
+        Payload::Bytes(data) if synced => files.write_stable(&file, offset, data),
         Payload::Bytes(data) => files.write_at(&file, offset, data),
         Payload::Pipe(bulk) => files.write_from_pipes(&file, offset, &bulk.pipes, bulk.len),
     }
@@ -86,7 +89,9 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
         io_status(&e)
     })?;
     c.srv.catalog().data_written(&node, end);
-    if stable != UNSTABLE4 {
+    if synced && matches!(payload, Payload::Pipe(_)) {
+        // The transport splices UNSTABLE payloads only; should a synced one
+        // come this way, the whole file is synced.
         files.sync(&file).map_err(|e| {
             tracing::error!(node = %node.id, error = %e, "WRITE sync failed");
             io_status(&e)
