@@ -6,6 +6,9 @@
 #
 #   perf/ab.sh ROUNDS FILE_SIZE CONFIG...
 #   perf/ab.sh 4 8GiB q0.toml q32.toml     # each CONFIG is a tuning.toml for the server aja starts
+#   perf/ab.sh 3 4GiB old/markbase-nfs@tuning.toml target/release/markbase-nfs@tuning.toml
+#                                          # BINARY@CONFIG: another build (its own client and server)
+#   AJA_ARGS=--mac-uncached perf/ab.sh 3 4GiB range.toml full.toml   # more aja options for every run
 #
 # CSV and SVG of each run go to perf/results/ab-<config>-<round>.*
 set -euo pipefail
@@ -22,10 +25,16 @@ probe() {
 	rm -f target/ab-probe
 }
 for ((i = 1; i <= rounds; i++)); do
-	for cfg in "$@"; do
-		name=$(basename "$cfg" .toml)
+	for entry in "$@"; do
+		bin=target/release/markbase-nfs cfg=$entry name=$(basename "$entry" .toml)
+		if [[ $entry == *@* ]]; then
+			bin=${entry%@*} cfg=${entry##*@}
+			# Named by the checkout the build is in: <checkout>/target/release/markbase-nfs.
+			name=$(basename "$(dirname "$(dirname "$(dirname "$(realpath "$bin")")")")")-$(basename "$cfg" .toml)
+		fi
 		before=$(probe)
-		out=$(target/release/markbase-nfs aja --no-baseline --config "$cfg" --file-size "$size" \
+		# shellcheck disable=SC2086 # AJA_ARGS is a list of options
+		out=$("$bin" aja --no-baseline --config "$cfg" --file-size "$size" ${AJA_ARGS:-} \
 			--dir "$PWD/target" --csv "perf/results/ab-$name-$i.csv" --svg "perf/results/ab-$name-$i.svg" 2>/dev/null || true)
 		after=$(probe)
 		echo "$out" | awk -v name="$name" -v i="$i" -v a="$before" -v b="$after" '

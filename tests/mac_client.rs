@@ -552,7 +552,8 @@ fn start_generated(tune: impl FnOnce(&mut markbase_nfs::config::Config)) -> InPr
 /// fileids must be unique, and the count must equal the catalog's.
 #[test]
 fn finder_walks_the_whole_tree_and_every_reply_parses() {
-    let srv = start_generated(|_| {});
+    // A mode with its file-type bits, as `stat` prints it: never sent so.
+    let srv = start_generated(|cfg| cfg.export.file_mode = 0o100_644);
     let mut mac = Mac::mount(srv.addr);
     assert!(mac.supported.contains(attr::TIME_CREATE));
     let root = mac.root.clone();
@@ -566,6 +567,9 @@ fn finder_walks_the_whole_tree_and_every_reply_parses() {
             // Owners as the Mac's user sees them (export.owner = "caller").
             assert_eq!(a.owner.as_deref(), Some("501"), "{name}");
             assert_eq!(a.group.as_deref(), Some("20"), "{name}");
+            if a.kind == Some(1) {
+                assert_eq!(a.mode, Some(0o644), "{name}");
+            }
             if a.kind == Some(2) {
                 stack.push(a.filehandle.unwrap());
             }
@@ -842,6 +846,19 @@ fn decomposed_and_differently_cased_names_find_the_stored_label() {
     skip_op(&mut d, op::PUTFH);
     skip_op(&mut d, op::GETATTR);
     assert_eq!(parse_fattr(&mut d).unwrap().case_insensitive, Some(true));
+
+    // A case-sensitive export: another normalisation is the same name,
+    // another case is not.
+    let srv = InProcess::start_with(|cfg| cfg.export.case_insensitive = false);
+    let mut mac = Mac::mount(srv.addr);
+    let root = mac.root.clone();
+    let (lib, _) = mac.lookup(&root, "Library").unwrap();
+    let (by_nfc, _) = mac.lookup(&lib, nfc).unwrap();
+    assert_eq!(mac.lookup(&lib, nfd).expect("NFD LOOKUP").0, by_nfc);
+    assert_eq!(
+        mac.lookup(&lib, "NOTES CAFE\u{301}.TXT").unwrap_err(),
+        Status::NoEnt.code()
+    );
 }
 
 /// RENAME (nfs4_rename_rpc): PUTFH(from), SAVEFH, PUTFH(to), RENAME,
