@@ -171,12 +171,20 @@ impl Mac {
     /// nfs4_setclientid, nfs4_init_clientid; kext/nfs_vfsops.c: nfs4_mount).
     fn mount(addr: std::net::SocketAddr) -> Mac {
         let mut rpc = RpcClient::connect(addr).unwrap();
-        // NULL ping with the kernel's credential (uid 0).
+        // AUTH_SYS with a zero-length machine name (kext/nfs_subs.c:
+        // nfsm_rpchead2). NULL ping with the kernel's credential (uid 0).
+        rpc.credentials = Credentials::Sys(AuthSys {
+            stamp: 0,
+            machine: String::new(),
+            uid: 0,
+            gid: 0,
+            gids: vec![],
+        });
         let (st, _) = rpc.call(NFS4_PROGRAM, 4, 0, &[]).unwrap();
         assert_eq!(st, ReplyStatus::Success);
         rpc.credentials = Credentials::Sys(AuthSys {
             stamp: 0,
-            machine: "Editors-MacBook-Pro".into(),
+            machine: String::new(),
             uid: MAC_UID,
             gid: MAC_GID,
             gids: vec![MAC_GID, 12, 61, 79, 80, 81, 98, 701],
