@@ -26,6 +26,9 @@ pub struct CatalogConfig {
     pub writer_interval_ms: u64,
     /// Most dirty nodes or namespace changes in one transaction.
     pub writer_max_batch: usize,
+    /// How often the change feed looks for the MarkBase app's commits
+    /// (`PRAGMA data_version`, one cheap query), in milliseconds.
+    pub feed_poll_ms: u64,
 }
 
 impl Default for CatalogConfig {
@@ -33,6 +36,7 @@ impl Default for CatalogConfig {
         CatalogConfig {
             writer_interval_ms: 200,
             writer_max_batch: 4096,
+            feed_poll_ms: 50,
         }
     }
 }

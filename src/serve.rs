@@ -55,6 +55,9 @@ pub fn open_export(cfg: &Config) -> anyhow::Result<Arc<Nfs4Server>> {
         orphans = report.orphans.len(),
         "catalog reconciled with the disk"
     );
+    catalog
+        .start_feed(Duration::from_millis(cfg.catalog.feed_poll_ms.max(1)))
+        .context("starting the catalog's change feed")?;
     Ok(Arc::new(Nfs4Server::new(cfg.clone(), catalog, storage)))
 }
 

@@ -9,6 +9,7 @@
 //! namespace changes with group commit. This layer knows SQL and nothing of
 //! NFS.
 
+mod feed;
 mod gen;
 mod import;
 mod names;
@@ -18,10 +19,11 @@ mod reconcile;
 mod schema;
 mod writer;
 
+pub use feed::{FeedChange, FeedStats};
 pub use gen::{generate, GenOptions, GenSummary};
 pub use import::{import_tree, ImportSummary};
 pub use names::{NameRules, MAX_NAME};
-pub use node::{fnv1a, Listing, ListingEntry, Node, NodeId, NodeKind, NodeMeta};
+pub use node::{fnv1a, Columns, Listing, ListingEntry, Node, NodeId, NodeKind, NodeMeta};
 pub use pins::SharedListing;
 pub use reconcile::{reconcile, ReconcileReport};
 pub use schema::{create_demo, open_or_create};
@@ -164,6 +166,12 @@ pub struct Catalog {
     id_counter: AtomicU64,
     /// SQL statements run on request threads (the WRITE path must run none).
     statements: AtomicU64,
+    /// The change feed's table and triggers are installed.
+    has_feed: bool,
+    /// The thread that applies the MarkBase app's changes (see [`feed`]).
+    feed: Mutex<Option<feed::Feed>>,
+    /// Held while this catalog is open: one server per catalog.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -185,7 +193,17 @@ impl Catalog {
         cache: &CacheConfig,
         writer: WriterConfig,
     ) -> anyhow::Result<Catalog> {
+        let lock = lock_catalog(db_path)?;
         let conn = open_or_create(db_path)?;
+        // Two writers on one file (the app and us): readers must not block
+        // the writer, nor the writer readers.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .with_context(|| format!("setting WAL on {}", db_path.display()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(db = %db_path.display(), mode, "catalog is not in WAL mode: the app and the server will block each other more");
+        }
+        let has_feed = feed::install(&conn);
         let shape =
             schema::shape_of(&conn).with_context(|| format!("inspecting {}", db_path.display()))?;
         // The root has no row: it shows the catalog's oldest creation and
@@ -219,6 +237,7 @@ impl Catalog {
             pins.clone(),
             writer.interval,
             writer.max_batch,
+            has_feed,
         )?;
         let listings = Cache::builder()
             .weigher(|_k: &NodeId, v: &SharedListing| (v.read().len() as u32).saturating_add(1))
@@ -239,7 +258,123 @@ impl Catalog {
             next_int_id: AtomicI64::new(max_int.unwrap_or(0) + 1),
             id_counter: AtomicU64::new(0),
             statements: AtomicU64::new(0),
+            has_feed,
+            feed: Mutex::new(None),
+            _lock: lock,
         })
+    }
+
+    /// Starts applying the MarkBase app's committed changes, polled every
+    /// `every` (see [`feed`]). Without the feed's triggers (a read-only
+    /// catalog) it does nothing and says so at open.
+    pub fn start_feed(self: &Arc<Self>, every: Duration) -> anyhow::Result<()> {
+        if !self.has_feed {
+            return Ok(());
+        }
+        let after = feed::newest(&self.conn.lock())?;
+        // Older rows are in the table's current state, which is what the
+        // server loads: they can go.
+        let _ = self
+            .conn
+            .lock()
+            .execute("DELETE FROM markbase_nfs_changes WHERE seq <= ?1", [after]);
+        let f = feed::Feed::start(Arc::downgrade(self), &self.db_path, after, every)?;
+        *self.feed.lock() = Some(f);
+        Ok(())
+    }
+
+    /// What the change feed has applied (None without a feed).
+    pub fn feed_stats(&self) -> Option<Arc<FeedStats>> {
+        self.feed.lock().as_ref().map(|f| f.stats.clone())
+    }
+
+    /// Applies one change the MarkBase app committed: the node's row as it
+    /// is now (moved, renamed, resized, retyped, deleted, or new) reaches the
+    /// node in memory, the listings of its old and new folder (where
+    /// loaded) and the change attribute of all three, so clients
+    /// revalidate. READDIR cookies stay valid: they derive from fileids.
+    pub fn apply_external(&self, change: &FeedChange) {
+        let _ns = self.ns_lock.lock();
+        let row = {
+            let conn = self.conn.lock();
+            let sql = format!("SELECT {NODE_COLUMNS} {NODE_FROM} WHERE f.node_id = ?1");
+            conn.prepare_cached(&sql).and_then(|mut st| {
+                st.query_row([change.node.to_sql()], Node::from_row)
+                    .optional()
+            })
+        };
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(node = %change.node, error = %e, "reading a changed node");
+                return;
+            }
+        };
+        let held = self
+            .pins
+            .node(&change.node)
+            .or_else(|| self.nodes.get(&change.node));
+        // Folders whose listing may hold the node, before and after.
+        let mut dirs: Vec<NodeId> = Vec::new();
+        let mut add_dir = |p: Option<NodeId>| {
+            let d = p.unwrap_or(NodeId::Root);
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        };
+        add_dir(change.old_parent.clone());
+        if let Some(n) = &held {
+            add_dir(n.meta().parent.clone());
+        }
+        if let Some(r) = &row {
+            add_dir(r.meta().parent.clone());
+        }
+        let fileid = change.node.fileid();
+        let node = match (held, row) {
+            (Some(n), Some(r)) if n.kind == r.kind => {
+                n.refresh_from(&r);
+                Some(n)
+            }
+            (held, row) => {
+                // New, deleted or retyped: the old instance goes.
+                if let Some(n) = held {
+                    n.update(|m| m.deleted = true);
+                    self.pins.forget_node(&n.id);
+                    self.nodes.invalidate(&n.id);
+                    self.listings.invalidate(&n.id);
+                }
+                row.map(|r| {
+                    let r = Arc::new(r);
+                    self.nodes.insert(r.id.clone(), r.clone());
+                    r
+                })
+            }
+        };
+        let new_dir = node
+            .as_ref()
+            .map(|n| n.meta().parent.clone().unwrap_or(NodeId::Root));
+        for d in &dirs {
+            let listing = self.pins.listing(d).or_else(|| self.listings.get(d));
+            if let Some(l) = listing {
+                let mut l = l.write();
+                l.remove_id(fileid);
+                if let (Some(n), Some(nd)) = (&node, &new_dir) {
+                    if nd == d {
+                        l.insert_labelled(n);
+                    }
+                }
+            }
+            // The folder's change attribute moves (in memory: the app, not
+            // the server, changed the catalog).
+            let folder = if d.is_root() {
+                Some(self.root.clone())
+            } else {
+                self.pins.node(d).or_else(|| self.nodes.get(d))
+            };
+            if let Some(f) = folder {
+                f.update(|_| {});
+            }
+        }
     }
 
     /// Makes names compare under `rules` (set before serving: listings
@@ -463,6 +598,7 @@ impl Catalog {
         let before = dir.change();
         dir.update(|m| {
             m.modified_ns = now;
+            m.unsaved |= Columns::UPDATED;
         });
         let after = dir.change();
         if dir.id.is_root() {
@@ -658,6 +794,7 @@ impl Catalog {
         node.update(|m| {
             m.parent = (!to_dir.is_root()).then(|| to_dir.clone());
             m.label = new.to_string();
+            m.unsaved |= Columns::PLACE;
         });
         self.pins.pin_node(&node);
         changes.push(Change::Upsert(node));
@@ -687,7 +824,16 @@ impl Catalog {
 
     /// Applies an attribute change (SETATTR) and queues it for group commit.
     pub fn set_attrs(&self, node: &Arc<Node>, f: impl FnOnce(&mut NodeMeta)) -> Pending {
-        node.update(f);
+        node.update(|m| {
+            let (size, modified) = (m.size, m.modified_ns);
+            f(m);
+            if m.size != size {
+                m.unsaved |= Columns::SIZE;
+            }
+            if m.modified_ns != modified {
+                m.unsaved |= Columns::UPDATED;
+            }
+        });
         if node.id.is_root() {
             let (tx, rx) = crossbeam_channel::bounded(1);
             let _ = tx.send(Ok(()));
@@ -709,13 +855,17 @@ impl Catalog {
                 m.size = end;
             }
             m.modified_ns = now;
+            m.unsaved |= Columns::SIZE | Columns::UPDATED;
         });
         self.queue_for_writer(node);
     }
 
     /// Sets a file's size to exactly `size` (start-up reconciliation).
     fn data_written_exact(&self, node: &Arc<Node>, size: u64) {
-        node.update(|m| m.size = size);
+        node.update(|m| {
+            m.size = size;
+            m.unsaved |= Columns::SIZE;
+        });
         self.queue_for_writer(node);
     }
 
@@ -776,8 +926,46 @@ impl Catalog {
 
 impl Drop for Catalog {
     fn drop(&mut self) {
+        if let Some(f) = self.feed.lock().take() {
+            f.stop();
+        }
         self.writer.stop();
     }
+}
+
+/// Takes `<db>.markbase-nfs.lock` (flock, released when the process ends):
+/// a second server on the same catalog would undo the first one's changes.
+fn lock_catalog(db: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut name = db.as_os_str().to_owned();
+    name.push(".markbase-nfs.lock");
+    let path = PathBuf::from(name);
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating folder {}", dir.display()))?;
+        }
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        anyhow::bail!(
+            "catalog {} is already served by another markbase-nfs ({}); one server per catalog",
+            db.display(),
+            holder.trim()
+        );
+    }
+    file.set_len(0)?;
+    write!(file, "pid {}", std::process::id())?;
+    Ok(file)
 }
 
 impl NodeId {

@@ -33,7 +33,7 @@ impl NodeId {
         NodeId::Text(Arc::from(s))
     }
 
-    fn from_sql(v: ValueRef<'_>) -> Option<NodeId> {
+    pub(crate) fn from_sql(v: ValueRef<'_>) -> Option<NodeId> {
         match v {
             ValueRef::Null => None,
             ValueRef::Integer(i) => Some(NodeId::Int(i)),
@@ -169,6 +169,42 @@ pub fn content_path_of(aliases_json: &str) -> Option<PathBuf> {
     (!p.is_empty()).then(|| PathBuf::from(p))
 }
 
+/// Columns of a node's `file_nodes` row that the server changed and has
+/// not yet written: the writer updates these and no others, so a batch
+/// never writes back a stale value over what the MarkBase app committed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Columns(u8);
+
+impl Columns {
+    /// parent_id and label (a rename or move).
+    pub const PLACE: Columns = Columns(1);
+    /// file_size.
+    pub const SIZE: Columns = Columns(2);
+    /// updated_at.
+    pub const UPDATED: Columns = Columns(4);
+
+    pub fn contains(self, c: Columns) -> bool {
+        self.0 & c.0 == c.0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::ops::BitOr for Columns {
+    type Output = Columns;
+    fn bitor(self, o: Columns) -> Columns {
+        Columns(self.0 | o.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Columns {
+    fn bitor_assign(&mut self, o: Columns) {
+        self.0 |= o.0;
+    }
+}
+
 /// What changes about a node (renames, writes, SETATTR); behind a lock so
 /// every holder of the `Arc<Node>` sees one truth.
 #[derive(Debug, Clone, Default)]
@@ -199,6 +235,10 @@ pub struct NodeMeta {
     pub create_verifier: Option<[u8; 8]>,
     /// Removed from the namespace (its handle is now stale).
     pub deleted: bool,
+    /// `file_nodes` columns changed here and not yet written.
+    pub unsaved: Columns,
+    /// Columns the writer has taken into a transaction not yet committed.
+    pub writing: Columns,
 }
 
 /// One node as the server holds it in memory.
@@ -331,6 +371,8 @@ impl Node {
                 hidden: hidden.unwrap_or(0) != 0,
                 create_verifier: create_verifier.and_then(|v| v.try_into().ok()),
                 deleted: false,
+                unsaved: Columns::default(),
+                writing: Columns::default(),
             },
         ))
     }
@@ -348,6 +390,49 @@ impl Node {
         m.change = (m.change + 1).max(now_ns().max(0) as u64);
         self.version.fetch_add(1, Ordering::Release);
         r
+    }
+
+    /// Takes what the MarkBase app committed to the node's row (`row`, the
+    /// same node freshly read): place, label, size, times and content path
+    /// move here; our own attributes (mode, owners, change) stay. The
+    /// change attribute moves on, so clients revalidate.
+    pub fn refresh_from(&self, row: &Node) {
+        let fresh = row.meta().clone();
+        self.update(|m| {
+            // Columns the server changed and has not committed yet are
+            // newer than the row: they stay (the writer writes them next).
+            let ours = m.unsaved | m.writing;
+            if !ours.contains(Columns::PLACE) {
+                m.parent = fresh.parent;
+                m.label = fresh.label;
+            }
+            if !ours.contains(Columns::SIZE) {
+                m.size = fresh.size;
+            }
+            if !ours.contains(Columns::UPDATED) {
+                m.modified_ns = fresh.modified_ns;
+            }
+            m.content = fresh.content;
+        });
+    }
+
+    /// The node's state for the writer, taking the columns to write: a
+    /// change after this marks them again.
+    pub fn take_for_writer(&self) -> (NodeMeta, Columns) {
+        let mut m = self.meta.write();
+        let cols = std::mem::take(&mut m.unsaved);
+        m.writing |= cols;
+        (m.clone(), cols)
+    }
+
+    /// The writer's transaction committed (`ok`) or not: the columns it took
+    /// are written, or unsaved again.
+    pub fn writer_done(&self, cols: Columns, ok: bool) {
+        let mut m = self.meta.write();
+        m.writing = Columns::default();
+        if !ok {
+            m.unsaved |= cols;
+        }
     }
 
     pub fn version(&self) -> u64 {
@@ -407,12 +492,7 @@ impl Listing {
         nodes.sort_by_key(|n| n.fileid);
         let mut l = Listing::new(rules);
         for node in nodes {
-            let label = node.meta().label.clone();
-            let mut name = component_for_label(&label, node.fileid);
-            if l.get(&name).is_some() {
-                name = distinguish(&name, node.fileid);
-            }
-            l.insert(name, node);
+            l.insert_labelled(node);
         }
         l
     }
@@ -441,6 +521,31 @@ impl Listing {
             self.subfolders -= 1;
         }
         Some(e)
+    }
+
+    /// Removes the entry of the node with `fileid`, whatever its name.
+    pub fn remove_id(&mut self, fileid: u64) -> Option<ListingEntry> {
+        let cookie = cookie_of(fileid);
+        let e = self.by_cookie.remove(&cookie)?;
+        let key = self.rules.key(&e.name);
+        if self.by_key.get(&key) == Some(&cookie) {
+            self.by_key.remove(&key);
+        }
+        if e.kind == NodeKind::Folder {
+            self.subfolders -= 1;
+        }
+        Some(e)
+    }
+
+    /// Adds `node` under the name its label gives, told apart with a
+    /// suffix when another entry shows alike.
+    pub fn insert_labelled(&mut self, node: &Node) {
+        let label = node.meta().label.clone();
+        let mut name = component_for_label(&label, node.fileid);
+        if self.get(&name).is_some() {
+            name = distinguish(&name, node.fileid);
+        }
+        self.insert(name, node);
     }
 
     /// The entry shown as `name`, or as a name that is the same under the

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
+use rusqlite::types::Value;
 use rusqlite::{params, Connection};
 
-use super::node::{Node, NodeId, NodeKind, TimeUnit};
+use super::node::{Columns, Node, NodeId, NodeKind, TimeUnit};
 use super::pins::Pins;
 use super::schema::CatalogShape;
 
@@ -73,6 +74,7 @@ impl Writer {
         pins: Arc<Pins>,
         interval: Duration,
         max_batch: usize,
+        feed: bool,
     ) -> anyhow::Result<Writer> {
         let conn = Connection::open(db)?;
         conn.busy_timeout(Duration::from_secs(30))?;
@@ -91,6 +93,7 @@ impl Writer {
                     stats: st,
                     interval,
                     max_batch: max_batch.max(1),
+                    feed,
                 }
                 .run(rx)
             })?;
@@ -169,6 +172,9 @@ struct WriterLoop {
     stats: Arc<WriterStats>,
     interval: Duration,
     max_batch: usize,
+    /// The change feed is installed: our own rows in it are removed before
+    /// each commit, so the server's changes never come back to it.
+    feed: bool,
 }
 
 impl WriterLoop {
@@ -213,12 +219,26 @@ impl WriterLoop {
             })
             .collect();
         q.dirty_since = None;
-        let result = self.commit(&batch, &q.jobs).map_err(|e| {
-            tracing::error!(error = %e, "catalog batch failed to commit");
+        let mut taken = Vec::new();
+        let result = self.commit(&batch, &q.jobs, &mut taken).map_err(|e| {
+            tracing::error!(error = %e, nodes = batch.len(), jobs = q.jobs.len(), "catalog batch failed to commit; its data changes are retried");
             format!("catalog commit failed: {e}")
         });
-        for (node, version) in &batch {
-            self.pins.unpin_node(node, *version);
+        for (node, cols) in &taken {
+            node.writer_done(*cols, result.is_ok());
+        }
+        if result.is_err() {
+            // Nothing of the batch is in the database: the columns are
+            // unsaved again, and the data changes (sizes, times: nothing
+            // answered waits for them) go into the next batch, still pinned.
+            for (node, _) in batch {
+                q.dirty.insert(node.id.clone(), node);
+            }
+            q.dirty_since.get_or_insert_with(Instant::now);
+        } else {
+            for (node, version) in &batch {
+                self.pins.unpin_node(node, *version);
+            }
         }
         for job in q.jobs.drain(..) {
             for change in &job.changes {
@@ -234,9 +254,23 @@ impl WriterLoop {
         }
     }
 
-    fn commit(&mut self, dirty: &[(Arc<Node>, u64)], jobs: &[Job]) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction()?;
+    fn commit(
+        &mut self,
+        dirty: &[(Arc<Node>, u64)],
+        jobs: &[Job],
+        taken: &mut Vec<(Arc<Node>, Columns)>,
+    ) -> rusqlite::Result<()> {
+        // IMMEDIATE: the write lock from the start, so a commit of the
+        // MarkBase app in between cannot make the batch fail (WAL snapshot).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut statements = 0u64;
+        let feed_mark = if self.feed {
+            Some(super::feed::newest(&tx)?)
+        } else {
+            None
+        };
         let mut nodes = 0u64;
         // Namespace jobs first, in submission order, then data updates (which
         // only update rows that exist: a removed node is not resurrected).
@@ -244,7 +278,7 @@ impl WriterLoop {
             for change in &job.changes {
                 match change {
                     Change::Upsert(n) => {
-                        statements += write_node(&tx, &self.shape, n, true)?;
+                        statements += write_node(&tx, &self.shape, n, true, taken)?;
                         nodes += 1;
                     }
                     Change::Delete(id) => {
@@ -272,8 +306,13 @@ impl WriterLoop {
             }
         }
         for (n, _) in dirty {
-            statements += write_node(&tx, &self.shape, n, false)?;
+            statements += write_node(&tx, &self.shape, n, false, taken)?;
             nodes += 1;
+        }
+        if let Some(mark) = feed_mark {
+            tx.prepare_cached("DELETE FROM markbase_nfs_changes WHERE seq > ?1")?
+                .execute([mark])?;
+            statements += 2;
         }
         tx.commit()?;
         self.stats
@@ -285,55 +324,90 @@ impl WriterLoop {
     }
 }
 
-/// Writes a node's current state; returns the statements run.
+/// Writes what the server changed of a node: the `file_nodes` columns it
+/// marked unsaved and no others (the MarkBase app edits the same rows), the
+/// whole row only for a node new to the table (`insert`), and our side
+/// table. Returns the statements run; the columns taken go to `taken`, to
+/// be marked again if the transaction does not commit.
 fn write_node(
     tx: &Connection,
     shape: &CatalogShape,
-    node: &Node,
+    node: &Arc<Node>,
     insert: bool,
+    taken: &mut Vec<(Arc<Node>, Columns)>,
 ) -> rusqlite::Result<u64> {
-    let m = node.meta().clone();
+    let (m, cols) = node.take_for_writer();
+    taken.push((node.clone(), cols));
     if m.deleted {
         return Ok(0);
     }
     let unit: TimeUnit = shape.time_unit;
     let id = node.id.to_sql();
-    let parent = m.parent.as_ref().map(NodeId::to_sql);
+    let parent = m.parent.as_ref().map(NodeId::to_sql).unwrap_or(Value::Null);
     let updated = unit.ns_to_unit(m.modified_ns);
     let size = match node.kind {
         NodeKind::File => m.size as i64,
         NodeKind::Folder => 0,
     };
-    let mut statements = 1;
-    let changed = tx
-        .prepare_cached(
-            "UPDATE file_nodes SET parent_id = ?2, label = ?3, file_size = ?4, updated_at = ?5
-             WHERE node_id = ?1",
-        )?
-        .execute(params![id, parent, m.label, size, updated])?;
-    if changed == 0 {
-        if !insert {
-            return Ok(statements);
-        }
-        let aliases = match &m.content {
-            Some(p) => serde_json::json!({ "path": p.to_string_lossy() }).to_string(),
-            None => "{}".to_string(),
+    let mut statements = 0;
+    let mut row_exists = None;
+    if !cols.is_empty() {
+        let mut sets = Vec::new();
+        let mut values: Vec<Value> = vec![id.clone()];
+        let mut set = |column: &str, v: Value| {
+            values.push(v);
+            sets.push(format!("{column} = ?{}", values.len()));
         };
-        tx.prepare_cached(
-            "INSERT INTO file_nodes (node_id, parent_id, label, node_type, aliases_json, file_size, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            id,
-            parent,
-            m.label,
-            node.kind.as_catalog(),
-            aliases,
-            size,
-            unit.ns_to_unit(node.created_ns),
-            updated
-        ])?;
+        if cols.contains(Columns::PLACE) {
+            set("parent_id", parent.clone());
+            set("label", Value::Text(m.label.clone()));
+        }
+        if cols.contains(Columns::SIZE) {
+            set("file_size", Value::Integer(size));
+        }
+        if cols.contains(Columns::UPDATED) {
+            set("updated_at", Value::Integer(updated));
+        }
+        let sql = format!(
+            "UPDATE file_nodes SET {} WHERE node_id = ?1",
+            sets.join(", ")
+        );
+        let changed = tx
+            .prepare_cached(&sql)?
+            .execute(rusqlite::params_from_iter(values))?;
         statements += 1;
+        row_exists = Some(changed > 0);
+    }
+    if insert && row_exists != Some(true) {
+        let exists = match row_exists {
+            Some(e) => e,
+            None => {
+                statements += 1;
+                tx.prepare_cached("SELECT 1 FROM file_nodes WHERE node_id = ?1")?
+                    .exists([&id])?
+            }
+        };
+        if !exists {
+            let aliases = match &m.content {
+                Some(p) => serde_json::json!({ "path": p.to_string_lossy() }).to_string(),
+                None => "{}".to_string(),
+            };
+            tx.prepare_cached(
+                "INSERT INTO file_nodes (node_id, parent_id, label, node_type, aliases_json, file_size, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                id,
+                parent,
+                m.label,
+                node.kind.as_catalog(),
+                aliases,
+                size,
+                unit.ns_to_unit(node.created_ns),
+                updated
+            ])?;
+            statements += 1;
+        }
     }
     tx.prepare_cached(
         "INSERT INTO markbase_nfs_attrs (node_id, change, mode, owner, owner_group, modified_ns, create_verifier, created_ns, hidden)

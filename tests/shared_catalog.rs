@@ -1,0 +1,231 @@
+//! The catalog is shared: the MarkBase app keeps committing to `file_nodes`
+//! while clients use the mount. Its inserts, renames, moves, deletes and
+//! size changes show to a client within a second of the commit, and the
+//! server's own writes never undo them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use markbase_nfs::client::{Create, Nfs4Client};
+use markbase_nfs::nfs4::consts::{attr, op, Status};
+
+/// The MarkBase app: its own connection to the catalog.
+fn app(db: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    c
+}
+
+/// Polls `check` until it holds; how long that took after `since`.
+fn visible_within(limit: Duration, since: Instant, mut check: impl FnMut() -> bool) -> Duration {
+    let deadline = since + limit;
+    loop {
+        if check() {
+            return since.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not visible {limit:?} after the app's commit"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn lookup_status(c: &mut Nfs4Client, path: &str) -> Result<Vec<u8>, u32> {
+    c.lookup(path).map_err(|e| e.status().unwrap_or(u32::MAX))
+}
+
+fn size_of(c: &mut Nfs4Client, fh: &[u8]) -> u64 {
+    let body = c
+        .compound(
+            &markbase_nfs::client::CompoundArgs::new()
+                .putfh(fh)
+                .getattr(&[attr::SIZE]),
+        )
+        .unwrap();
+    let mut r = Nfs4Client::results(&body);
+    r.next(op::PUTFH).unwrap();
+    let d = r.next(op::GETATTR).unwrap();
+    let n = d.count(8, 4).unwrap();
+    d.skip(4 * n).unwrap();
+    d.u32().unwrap();
+    d.u64().unwrap()
+}
+
+fn storage(srv: &InProcess) -> PathBuf {
+    srv.dir.path().join("users/demo.storage")
+}
+
+#[test]
+fn the_apps_commits_show_on_the_mount_within_a_second() {
+    let srv = InProcess::start();
+    let db = srv.dir.path().join("users/demo.sqlite");
+    let mut c = Nfs4Client::connect(srv.addr, "editor").unwrap();
+    // The client has the folders loaded (listings cached by the server).
+    c.lookup("Library/Notes café.txt").unwrap();
+    let readme = c.lookup("Projects/README.txt").unwrap();
+    assert_eq!(
+        lookup_status(&mut c, "Library/Shot list.txt"),
+        Err(Status::NoEnt.code())
+    );
+    let app = app(&db);
+    let limit = Duration::from_secs(1);
+    let mut took = Vec::new();
+
+    // An insert, with its content.
+    let content = storage(&srv).join("app-shot-list.txt");
+    std::fs::write(&content, b"1. wide\n2. close\n").unwrap();
+    let t = Instant::now();
+    app.execute(
+        "INSERT INTO file_nodes (node_id, parent_id, label, node_type, aliases_json, file_size, created_at, updated_at)
+         VALUES ('app-1', 'demo-library', 'Shot list.txt', 'file', ?1, 17, 1700000000, 1700000000)",
+        [serde_json::json!({ "path": content }).to_string()],
+    )
+    .unwrap();
+    took.push(visible_within(limit, t, || {
+        lookup_status(&mut c, "Library/Shot list.txt").is_ok()
+    }));
+    let fh = c.lookup("Library/Shot list.txt").unwrap();
+    let root = c.lookup("Library").unwrap();
+    let f = c.open(&root, "Shot list.txt", Create::No, 1).unwrap();
+    assert_eq!(c.read(&f, 0, 100).unwrap().0, b"1. wide\n2. close\n");
+    c.close(&f).unwrap();
+
+    // A rename.
+    let t = Instant::now();
+    app.execute(
+        "UPDATE file_nodes SET label = 'Notes v2.txt' WHERE node_id = 'demo-notes'",
+        [],
+    )
+    .unwrap();
+    took.push(visible_within(limit, t, || {
+        lookup_status(&mut c, "Library/Notes v2.txt").is_ok()
+    }));
+    assert_eq!(
+        lookup_status(&mut c, "Library/Notes café.txt"),
+        Err(Status::NoEnt.code())
+    );
+
+    // A move between folders: same node, same handle.
+    let t = Instant::now();
+    app.execute(
+        "UPDATE file_nodes SET parent_id = 'demo-library' WHERE node_id = 'demo-readme'",
+        [],
+    )
+    .unwrap();
+    took.push(visible_within(limit, t, || {
+        lookup_status(&mut c, "Library/README.txt").is_ok()
+    }));
+    assert_eq!(c.lookup("Library/README.txt").unwrap(), readme);
+    assert_eq!(
+        lookup_status(&mut c, "Projects/README.txt"),
+        Err(Status::NoEnt.code())
+    );
+
+    // A size change (the app rewrote the content).
+    std::fs::write(&content, b"1. wide\n2. close\n3. insert\n").unwrap();
+    let t = Instant::now();
+    app.execute(
+        "UPDATE file_nodes SET file_size = 27, updated_at = 1700000100 WHERE node_id = 'app-1'",
+        [],
+    )
+    .unwrap();
+    took.push(visible_within(limit, t, || size_of(&mut c, &fh) == 27));
+
+    // A delete.
+    let t = Instant::now();
+    app.execute("DELETE FROM file_nodes WHERE node_id = 'app-1'", [])
+        .unwrap();
+    took.push(visible_within(limit, t, || {
+        lookup_status(&mut c, "Library/Shot list.txt") == Err(Status::NoEnt.code())
+    }));
+    eprintln!("visible after {took:?}");
+    // The server's own rows never linger in the feed.
+    srv.nfs.catalog().flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let left: i64 = app
+        .query_row("SELECT COUNT(*) FROM markbase_nfs_changes", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(left, 0, "feed rows left behind");
+}
+
+/// The app renames a file while a client streams WRITEs into it: the
+/// catalog ends with the app's label and the client's bytes and size, and
+/// nothing else of the row changed.
+#[test]
+fn an_app_rename_during_a_write_stream_is_kept() {
+    let srv = InProcess::start_with(|cfg| cfg.catalog.writer_interval_ms = 20);
+    let db = srv.dir.path().join("users/demo.sqlite");
+    let mut c = Nfs4Client::connect(srv.addr, "render").unwrap();
+    let dir = c.lookup("Projects").unwrap();
+    let f = c
+        .open(&dir, "render.mov", Create::Unchecked { mode: 0o644 }, 3)
+        .unwrap();
+    let app = app(&db);
+    let id: String = app
+        .query_row(
+            "SELECT node_id FROM file_nodes WHERE label = 'render.mov'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    app.execute(
+        "UPDATE file_nodes SET aliases_json = json_set(aliases_json, '$.color', 'red') WHERE node_id = ?1",
+        [&id],
+    )
+    .unwrap();
+    let chunk = vec![0x42u8; 256 << 10];
+    let writes = 64u64;
+    for i in 0..writes {
+        c.write(&f, i * chunk.len() as u64, &chunk, 0).unwrap();
+        if i == writes / 2 {
+            app.execute(
+                "UPDATE file_nodes SET label = 'Final render.mov' WHERE node_id = ?1",
+                [&id],
+            )
+            .unwrap();
+        }
+        // Let the writer persist sizes between WRITEs now and then.
+        if i % 8 == 0 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    c.commit(&f.fh).unwrap();
+    c.close(&f).unwrap();
+    srv.nfs.catalog().flush().unwrap();
+    let (label, size, aliases): (String, i64, String) = app
+        .query_row(
+            "SELECT label, file_size, aliases_json FROM file_nodes WHERE node_id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(label, "Final render.mov");
+    assert_eq!(size, (writes * chunk.len() as u64) as i64);
+    let v: serde_json::Value = serde_json::from_str(&aliases).unwrap();
+    assert_eq!(v["color"], "red", "{aliases}");
+    // And the client sees the app's name.
+    visible_within(Duration::from_secs(1), Instant::now(), || {
+        lookup_status(&mut c, "Projects/Final render.mov").is_ok()
+    });
+}
+
+/// One server per catalog: a second one is refused with a clear message.
+#[test]
+fn a_second_server_on_the_same_catalog_is_refused() {
+    let srv = InProcess::start();
+    let db = srv.dir.path().join("users/demo.sqlite");
+    let err = markbase_nfs::catalog::Catalog::open(&db, &Default::default()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("already served by another markbase-nfs"),
+        "{msg}"
+    );
+    drop(srv);
+    markbase_nfs::catalog::Catalog::open(&db, &Default::default()).expect("free again");
+}
