@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use markbase_nfs::client::{Create, Nfs4Client};
-use markbase_nfs::nfs4::consts::{attr, op, Status};
+use markbase_nfs::nfs4::consts::{attr, Status};
 
 /// The MarkBase app: its own connection to the catalog.
 fn app(db: &Path) -> rusqlite::Connection {
@@ -39,20 +39,8 @@ fn lookup_status(c: &mut Nfs4Client, path: &str) -> Result<Vec<u8>, u32> {
 }
 
 fn size_of(c: &mut Nfs4Client, fh: &[u8]) -> u64 {
-    let body = c
-        .compound(
-            &markbase_nfs::client::CompoundArgs::new()
-                .putfh(fh)
-                .getattr(&[attr::SIZE]),
-        )
-        .unwrap();
-    let mut r = Nfs4Client::results(&body);
-    r.next(op::PUTFH).unwrap();
-    let d = r.next(op::GETATTR).unwrap();
-    let n = d.count(8, 4).unwrap();
-    d.skip(4 * n).unwrap();
-    d.u32().unwrap();
-    d.u64().unwrap()
+    let v = getattr(c, fh, &[attr::SIZE]);
+    u64::from_be_bytes(v[..8].try_into().unwrap())
 }
 
 fn storage(srv: &InProcess) -> PathBuf {

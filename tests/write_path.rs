@@ -231,18 +231,6 @@ fn create_modes_follow_the_rfc() {
     assert_eq!(srv.nfs.state_counts().opens, 0);
 }
 
-fn getattr(c: &mut Nfs4Client, fh: &[u8], attrs: &[u32]) -> Vec<u8> {
-    let body = c
-        .compound(&CompoundArgs::new().putfh(fh).getattr(attrs))
-        .unwrap();
-    let mut r = Nfs4Client::results(&body);
-    r.next(op::PUTFH).unwrap();
-    let d = r.next(op::GETATTR).unwrap();
-    let n = d.count(8, 4).unwrap();
-    d.skip(4 * n).unwrap();
-    d.opaque(usize::MAX).unwrap().to_vec()
-}
-
 fn setattr(
     c: &mut Nfs4Client,
     fh: &[u8],

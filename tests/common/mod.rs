@@ -541,3 +541,18 @@ impl VmRun {
         let _ = self.child.wait();
     }
 }
+
+/// The attribute values (fattr4's opaque) of GETATTR `attrs` on `fh`.
+pub fn getattr(c: &mut markbase_nfs::client::Nfs4Client, fh: &[u8], attrs: &[u32]) -> Vec<u8> {
+    use markbase_nfs::client::{CompoundArgs, Nfs4Client};
+    use markbase_nfs::nfs4::consts::op;
+    let body = c
+        .compound(&CompoundArgs::new().putfh(fh).getattr(attrs))
+        .unwrap();
+    let mut r = Nfs4Client::results(&body);
+    r.next(op::PUTFH).unwrap();
+    let d = r.next(op::GETATTR).unwrap();
+    let n = d.count(8, 4).unwrap();
+    d.skip(4 * n).unwrap();
+    d.opaque(usize::MAX).unwrap().to_vec()
+}
