@@ -156,3 +156,74 @@ fn missing_content_is_listable_and_reads_fail_cleanly() {
         .lines()
         .any(|l| l.contains(missing_path.as_str()) && l.contains("content file missing")));
 }
+
+/// The MarkBase app commits to the catalog while the server runs: an
+/// insert, a rename, a move, a size change and a delete show to libnfs
+/// (every call a fresh client) within a second of the commit.
+#[test]
+fn the_apps_commits_show_to_libnfs_within_a_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("users/app.sqlite");
+    let storage = tmp.path().join("users/app.storage");
+    let server = Server::start(tmp.path(), &db, &storage, 0);
+    let port = server.port();
+    let ls = |dir: &str| {
+        let out = nfs_tool("nfs-ls", port, dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let within = |what: &str, since: std::time::Instant, check: &dyn Fn() -> bool| {
+        while !check() {
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(1),
+                "{what}: not visible a second after the commit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    assert!(ls("Library").contains("Notes café.txt"));
+    let app = rusqlite::Connection::open(&db).unwrap();
+    app.busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    let content = storage.join("from-the-app.txt");
+    std::fs::write(&content, b"cut list v1\n").unwrap();
+    let t = std::time::Instant::now();
+    app.execute(
+        "INSERT INTO file_nodes (node_id, parent_id, label, node_type, aliases_json, file_size, created_at, updated_at)
+         VALUES ('app-cuts', 'demo-library', 'Cut list.txt', 'file', ?1, 12, 1700000000, 1700000000)",
+        [serde_json::json!({ "path": content }).to_string()],
+    )
+    .unwrap();
+    within("insert", t, &|| ls("Library").contains("Cut list.txt"));
+    let t = std::time::Instant::now();
+    app.execute_batch(
+        "UPDATE file_nodes SET label = 'Notes (final).txt' WHERE node_id = 'demo-notes';
+         UPDATE file_nodes SET parent_id = 'demo-projects' WHERE node_id = 'app-cuts';",
+    )
+    .unwrap();
+    within("rename and move", t, &|| {
+        let lib = ls("Library");
+        lib.contains("Notes (final).txt")
+            && !lib.contains("Notes café.txt")
+            && !lib.contains("Cut list.txt")
+            && ls("Projects").contains("Cut list.txt")
+    });
+    std::fs::write(&content, b"cut list v2, longer\n").unwrap();
+    let t = std::time::Instant::now();
+    app.execute(
+        "UPDATE file_nodes SET file_size = 20 WHERE node_id = 'app-cuts'",
+        [],
+    )
+    .unwrap();
+    within("size change", t, &|| {
+        nfs_tool("nfs-cat", port, "Projects/Cut list.txt").stdout == b"cut list v2, longer\n"
+    });
+    let t = std::time::Instant::now();
+    app.execute("DELETE FROM file_nodes WHERE node_id = 'app-cuts'", [])
+        .unwrap();
+    within("delete", t, &|| !ls("Projects").contains("Cut list.txt"));
+}
