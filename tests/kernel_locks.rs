@@ -30,7 +30,7 @@ fn a_lock_held_by_one_client_blocks_another_until_released() {
     let _vm = vm_lock();
     let mut holder = spawn_vm(
         server.port(),
-        &format!("echo x > shared; {F} -x shared -c 'echo LOCKED; sleep 20; echo RELEASING'; echo EXITED"),
+        &format!("echo x > shared; {F} -x shared -c 'echo LOCKED; sleep 40; echo RELEASING'; echo EXITED"),
     );
     assert!(
         holder.wait_for("LOCKED", Duration::from_secs(120)),

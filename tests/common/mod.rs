@@ -244,11 +244,22 @@ pub fn run_vm(port: u16, script: &str, extra: &[&str]) -> Output {
 pub fn run_vm_streaming(
     port: u16,
     script: &str,
+    on_line: impl FnMut(&str),
+) -> (Option<i32>, Vec<String>) {
+    run_vm_streaming_with(port, &[], script, on_line)
+}
+
+/// [`run_vm_streaming`] with more `nfs-vm.sh` options (`--opts …`).
+pub fn run_vm_streaming_with(
+    port: u16,
+    extra: &[&str],
+    script: &str,
     mut on_line: impl FnMut(&str),
 ) -> (Option<i32>, Vec<String>) {
     let mut child = Command::new(nfs_vm_script())
         .args(["--port", &port.to_string(), "--timeout", "900"])
         .args(["--with", "/usr/bin/ls", "--with", "/usr/bin/find"])
+        .args(extra)
         .arg("--")
         .arg(script)
         .stdin(Stdio::null())
