@@ -217,3 +217,38 @@ fn a_second_server_on_the_same_catalog_is_refused() {
     drop(srv);
     markbase_nfs::catalog::Catalog::open(&db, &Default::default()).expect("free again");
 }
+
+/// A file the app deletes while a client has it open keeps serving that
+/// open (READ, WRITE, CLOSE); after CLOSE its handle is stale.
+#[test]
+fn an_open_file_the_app_deletes_serves_until_close() {
+    let srv = InProcess::start();
+    let db = srv.dir.path().join("users/demo.sqlite");
+    let mut c = Nfs4Client::connect(srv.addr, "player").unwrap();
+    let dir = c.lookup("Library").unwrap();
+    let f = c.open(&dir, "Notes café.txt", Create::No, 3).unwrap();
+    let before = c.read(&f, 0, 100).unwrap().0;
+    let app = app(&db);
+    let t = Instant::now();
+    app.execute("DELETE FROM file_nodes WHERE node_id = 'demo-notes'", [])
+        .unwrap();
+    visible_within(Duration::from_secs(1), t, || {
+        lookup_status(&mut c, "Library/Notes café.txt") == Err(Status::NoEnt.code())
+    });
+    assert_eq!(c.read(&f, 0, 100).unwrap().0, before);
+    c.write(&f, before.len() as u64, b"+", 2).unwrap();
+    c.close(&f).unwrap();
+    let stale = c.compound(
+        &markbase_nfs::client::CompoundArgs::new()
+            .putfh(&f.fh)
+            .getattr(&[attr::SIZE]),
+    );
+    let status = match stale {
+        Ok(body) => Nfs4Client::results(&body)
+            .next(markbase_nfs::nfs4::consts::op::PUTFH)
+            .err()
+            .and_then(|e| e.status()),
+        Err(e) => e.status(),
+    };
+    assert_eq!(status, Some(Status::Stale.code()));
+}

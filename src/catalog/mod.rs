@@ -152,6 +152,8 @@ pub struct Catalog {
     nodes: Cache<NodeId, Arc<Node>>,
     /// Hash → id of text ids too long for a file handle (see `long_id`).
     long_ids: Cache<u64, NodeId>,
+    /// Nodes the MarkBase app deleted, for opens that still use them.
+    removed_by_app: Cache<NodeId, Arc<Node>>,
     listings: Cache<NodeId, SharedListing>,
     pins: Arc<Pins>,
     writer: Writer,
@@ -248,6 +250,10 @@ impl Catalog {
             conn: Mutex::new(conn),
             nodes: Cache::new(cache.nodes.max(1)),
             long_ids: Cache::new(4096),
+            removed_by_app: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(24 * 3600))
+                .build(),
             listings,
             pins,
             writer,
@@ -281,6 +287,12 @@ impl Catalog {
         let f = feed::Feed::start(Arc::downgrade(self), &self.db_path, after, every)?;
         *self.feed.lock() = Some(f);
         Ok(())
+    }
+
+    /// A node the MarkBase app deleted (or retyped) while it was in memory:
+    /// an open of it keeps reading and writing its content until CLOSE.
+    pub fn removed_by_app(&self, id: &NodeId) -> Option<Arc<Node>> {
+        self.removed_by_app.get(id)
     }
 
     /// What the change feed has applied (None without a feed).
@@ -336,9 +348,11 @@ impl Catalog {
                 Some(n)
             }
             (held, row) => {
-                // New, deleted or retyped: the old instance goes.
+                // New, deleted or retyped: the old instance goes (kept
+                // aside for opens that still use it).
                 if let Some(n) = held {
                     n.update(|m| m.deleted = true);
+                    self.removed_by_app.insert(n.id.clone(), n.clone());
                     self.pins.forget_node(&n.id);
                     self.nodes.invalidate(&n.id);
                     self.listings.invalidate(&n.id);

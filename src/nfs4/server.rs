@@ -249,7 +249,14 @@ impl Nfs4Server {
                 .map_err(|e| catalog_status(&e))?
                 .ok_or(Status::Stale)?,
         };
-        self.node(&id)
+        match self.node(&id) {
+            // Deleted by the MarkBase app while a client has it open: the
+            // open keeps serving until CLOSE (the content is the app's).
+            Err(Status::Stale) if self.state.lock().is_open(id.fileid()) => {
+                self.catalog.removed_by_app(&id).ok_or(Status::Stale)
+            }
+            other => other,
+        }
     }
 
     pub(crate) fn node(&self, id: &NodeId) -> Result<Arc<Node>, Status> {
