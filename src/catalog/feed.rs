@@ -27,8 +27,7 @@ CREATE TABLE IF NOT EXISTS markbase_nfs_changes (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     node_id,
     old_parent,
-    new_parent,
-    at_ns      INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000000000 AS INTEGER))
+    new_parent
 );
 CREATE TRIGGER IF NOT EXISTS markbase_nfs_feed_insert AFTER INSERT ON file_nodes BEGIN
     INSERT INTO markbase_nfs_changes (node_id, old_parent, new_parent)
@@ -44,6 +43,9 @@ CREATE TRIGGER IF NOT EXISTS markbase_nfs_feed_delete AFTER DELETE ON file_nodes
 END;
 ";
 
+/// `seq` is AUTOINCREMENT: the feed deletes the rows it applied, and a
+/// plain rowid would then start again below the last one read.
+///
 /// Most feed rows applied per poll (the rest on the next one).
 const BATCH: usize = 10_000;
 
@@ -80,8 +82,6 @@ pub struct FeedChange {
     pub old_parent: Option<NodeId>,
     /// The parent after it (None: deleted, or top level).
     pub new_parent: Option<NodeId>,
-    /// When the app's statement ran (ns since the epoch).
-    pub at_ns: i64,
 }
 
 /// What the feed has done, for the operator and tests.
@@ -197,7 +197,7 @@ fn poll_loop(
 
 fn read_after(conn: &Connection, last: i64) -> rusqlite::Result<Vec<(i64, FeedChange)>> {
     let mut st = conn.prepare_cached(
-        "SELECT seq, node_id, old_parent, new_parent, at_ns FROM markbase_nfs_changes
+        "SELECT seq, node_id, old_parent, new_parent FROM markbase_nfs_changes
          WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
     let rows = st.query_map(rusqlite::params![last, BATCH as i64], |r| {
@@ -207,7 +207,6 @@ fn read_after(conn: &Connection, last: i64) -> rusqlite::Result<Vec<(i64, FeedCh
                 node: NodeId::from_sql(r.get_ref(1)?).unwrap_or(NodeId::Int(0)),
                 old_parent: NodeId::from_sql(r.get_ref(2)?),
                 new_parent: NodeId::from_sql(r.get_ref(3)?),
-                at_ns: r.get(4)?,
             },
         ))
     })?;
