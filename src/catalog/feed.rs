@@ -127,7 +127,11 @@ impl Feed {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.lock().take() {
-            let _ = t.join();
+            // The last handle on the catalog may be the feed's own, dropped
+            // on its thread: that thread ends by itself (`stop` is set).
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }

@@ -170,6 +170,13 @@ pub struct Catalog {
     statements: AtomicU64,
     /// The change feed's table and triggers are installed.
     has_feed: bool,
+    /// The least change attribute a folder loaded from SQLite shows: the
+    /// open time, raised past every change the app made to a folder in
+    /// memory only. A folder's listing can change without its row (the app
+    /// inserts a child), so a reload must not show a change attribute a
+    /// client may have cached with an older listing, in this run or an
+    /// earlier one.
+    folder_floor: AtomicU64,
     /// The thread that applies the MarkBase app's changes (see [`feed`]).
     feed: Mutex<Option<feed::Feed>>,
     /// Held while this catalog is open: one server per catalog.
@@ -228,7 +235,11 @@ impl Catalog {
                 size: 4096,
                 modified_ns: modified,
                 accessed_ns: modified,
-                change: (modified.max(0) as u64).max(change.unwrap_or(0).max(0) as u64),
+                // At least the open time: the app may have changed the
+                // top level while no server ran (see `folder_floor`).
+                change: (modified.max(0) as u64)
+                    .max(change.unwrap_or(0).max(0) as u64)
+                    .max(now_ns().max(0) as u64),
                 ..NodeMeta::default()
             },
         ));
@@ -265,6 +276,7 @@ impl Catalog {
             id_counter: AtomicU64::new(0),
             statements: AtomicU64::new(0),
             has_feed,
+            folder_floor: AtomicU64::new(now_ns().max(0) as u64),
             feed: Mutex::new(None),
             _lock: lock,
         })
@@ -311,7 +323,7 @@ impl Catalog {
             let conn = self.conn.lock();
             let sql = format!("SELECT {NODE_COLUMNS} {NODE_FROM} WHERE f.node_id = ?1");
             conn.prepare_cached(&sql).and_then(|mut st| {
-                st.query_row([change.node.to_sql()], Node::from_row)
+                st.query_row([change.node.to_sql()], |r| self.node_from_row(r))
                     .optional()
             })
         };
@@ -345,6 +357,12 @@ impl Catalog {
         let node = match (held, row) {
             (Some(n), Some(r)) if n.kind == r.kind => {
                 n.refresh_from(&r);
+                if n.kind == NodeKind::File {
+                    // The moved change attribute goes to our side table,
+                    // so a reload (eviction, restart) never shows the one
+                    // from before the app's change again.
+                    self.queue_for_writer(&n);
+                }
                 Some(n)
             }
             (held, row) => {
@@ -387,8 +405,23 @@ impl Catalog {
             };
             if let Some(f) = folder {
                 f.update(|_| {});
+                self.folder_floor.fetch_max(f.change(), Ordering::AcqRel);
             }
         }
+        // Folders not in memory show a new change attribute when next
+        // loaded: their listing may be what changed.
+        self.folder_floor
+            .fetch_max(now_ns().max(0) as u64, Ordering::AcqRel);
+    }
+
+    /// A node from its row, a folder's change attribute raised to the
+    /// floor (see `folder_floor`).
+    fn node_from_row(&self, row: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
+        let node = Node::from_row(row)?;
+        if node.kind == NodeKind::Folder {
+            node.raise_change(self.folder_floor.load(Ordering::Acquire));
+        }
+        Ok(node)
     }
 
     /// Makes names compare under `rules` (set before serving: listings
@@ -452,7 +485,10 @@ impl Catalog {
         let sql = format!("SELECT {NODE_COLUMNS} {NODE_FROM} WHERE f.node_id = ?1");
         let node = conn
             .prepare_cached(&sql)
-            .and_then(|mut st| st.query_row([id.to_sql()], Node::from_row).optional())
+            .and_then(|mut st| {
+                st.query_row([id.to_sql()], |r| self.node_from_row(r))
+                    .optional()
+            })
             .map_err(sql_err(format!("load node {id}")))?;
         Ok(Arc::new(
             node.ok_or_else(|| CatalogError::NotFound(id.clone()))?,
@@ -522,13 +558,13 @@ impl Catalog {
                 "SELECT {NODE_COLUMNS} {NODE_FROM} WHERE f.parent_id IS NULL OR f.parent_id = ''"
             );
             conn.prepare_cached(&sql).and_then(|mut st| {
-                st.query_map([], Node::from_row)?
+                st.query_map([], |r| self.node_from_row(r))?
                     .collect::<Result<Vec<_>, _>>()
             })
         } else {
             let sql = format!("SELECT {NODE_COLUMNS} {NODE_FROM} WHERE f.parent_id = ?1");
             conn.prepare_cached(&sql).and_then(|mut st| {
-                st.query_map(params![dir.to_sql()], Node::from_row)?
+                st.query_map(params![dir.to_sql()], |r| self.node_from_row(r))?
                     .collect::<Result<Vec<_>, _>>()
             })
         }

@@ -392,6 +392,13 @@ impl Node {
         r
     }
 
+    /// Raises the change attribute to at least `floor` (a node being
+    /// loaded: not a change of the node, so its version stays).
+    pub fn raise_change(&self, floor: u64) {
+        let mut m = self.meta.write();
+        m.change = m.change.max(floor);
+    }
+
     /// Takes what the MarkBase app committed to the node's row (`row`, the
     /// same node freshly read): place, label, size, times and content path
     /// move here; our own attributes (mode, owners, change) stay. The

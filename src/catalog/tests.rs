@@ -269,3 +269,92 @@ fn racing_data_writes_reach_the_database_and_leave_nothing_pinned() {
     let rows = cat.writer_stats().nodes_written.load(Ordering::Relaxed) - before;
     assert!((1..40_000).contains(&rows), "{rows}");
 }
+
+/// Waits (bounded) until the feed has applied `n` of the app's changes.
+fn feed_applied(cat: &Catalog, n: u64) {
+    let stats = cat.feed_stats().expect("feed running");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stats.applied.load(Ordering::Relaxed) < n {
+        assert!(std::time::Instant::now() < deadline, "feed applied nothing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn change_attributes_moved_by_the_app_never_go_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("u.sqlite");
+    foreign_db(&db);
+    let cat = Arc::new(Catalog::open(&db, &CacheConfig::default()).unwrap());
+    cat.start_feed(Duration::from_millis(5)).unwrap();
+    let pilot = cat.node(&NodeId::Int(11)).unwrap();
+    cat.listing(&pilot.id).unwrap();
+    let cut = cat.node(&NodeId::Int(12)).unwrap();
+    let (folder0, file0) = (pilot.change(), cut.change());
+    // The app adds a child (the folder's own row stays as it was) and
+    // changes a file's size without touching its times.
+    let app = Connection::open(&db).unwrap();
+    app.busy_timeout(Duration::from_secs(10)).unwrap();
+    app.execute_batch(
+        "INSERT INTO file_nodes VALUES (20, 11, 'new.mov', 'file', '{}', 7, 1700000000, 1700000000, NULL);
+         UPDATE file_nodes SET file_size = 999 WHERE node_id = 12;",
+    )
+    .unwrap();
+    feed_applied(&cat, 2);
+    let (folder1, file1) = (pilot.change(), cut.change());
+    assert!(folder1 > folder0 && file1 > file0);
+    assert_eq!(cut.size(), 999);
+    cat.flush().unwrap();
+    drop((pilot, cut));
+    drop(cat);
+
+    // A client that cached the folder or file at the moved change must not
+    // see an older one: it would keep what it cached before the app's edit.
+    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    let pilot = cat.node(&NodeId::Int(11)).unwrap();
+    let cut = cat.node(&NodeId::Int(12)).unwrap();
+    assert!(
+        pilot.change() > folder1,
+        "folder change went back: {} after {folder1}",
+        pilot.change()
+    );
+    assert!(
+        cut.change() >= file1,
+        "file change went back: {} after {file1}",
+        cut.change()
+    );
+    assert!(cat.root().change() > folder1);
+    // The app's row is as the app left it; ours holds only our table.
+    let size: i64 = app
+        .query_row(
+            "SELECT file_size FROM file_nodes WHERE node_id = 12",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(size, 999);
+}
+
+#[test]
+fn no_side_row_for_a_node_the_app_deleted_before_the_writer_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("u.sqlite");
+    foreign_db(&db);
+    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    let cut = cat.node(&NodeId::Int(12)).unwrap();
+    let app = Connection::open(&db).unwrap();
+    app.busy_timeout(Duration::from_secs(10)).unwrap();
+    app.execute("DELETE FROM file_nodes WHERE node_id = 12", [])
+        .unwrap();
+    // A WRITE's size change reaches the writer after the app's delete.
+    cat.data_written(&cut, 4096);
+    cat.flush().unwrap();
+    let side: i64 = app
+        .query_row(
+            "SELECT COUNT(*) FROM markbase_nfs_attrs WHERE node_id = 12",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(side, 0, "an orphan side row would dress a later node 12");
+}
