@@ -378,31 +378,22 @@ fn write_node(
         statements += 1;
         row_exists = Some(changed > 0);
     }
-    if !insert {
-        // A data update of a node the MarkBase app may have deleted: no
-        // row, no side-table row either (an orphan would dress a later
-        // node that reuses the id).
-        let exists = match row_exists {
-            Some(e) => e,
-            None => {
-                statements += 1;
-                tx.prepare_cached("SELECT 1 FROM file_nodes WHERE node_id = ?1")?
-                    .exists([&id])?
-            }
-        };
-        if !exists {
-            return Ok(statements);
+    // Whether the node has a row (known from the UPDATE, else asked).
+    let exists = match row_exists {
+        Some(e) => e,
+        None => {
+            statements += 1;
+            tx.prepare_cached("SELECT 1 FROM file_nodes WHERE node_id = ?1")?
+                .exists([&id])?
         }
+    };
+    if !insert && !exists {
+        // A data update of a node the MarkBase app deleted: no row, no
+        // side-table row either (an orphan would dress a later node that
+        // reuses the id).
+        return Ok(statements);
     }
-    if insert && row_exists != Some(true) {
-        let exists = match row_exists {
-            Some(e) => e,
-            None => {
-                statements += 1;
-                tx.prepare_cached("SELECT 1 FROM file_nodes WHERE node_id = ?1")?
-                    .exists([&id])?
-            }
-        };
+    if insert {
         if !exists {
             let aliases = match &m.content {
                 Some(p) => serde_json::json!({ "path": p.to_string_lossy() }).to_string(),
