@@ -393,28 +393,26 @@ fn write_node(
         // reuses the id).
         return Ok(statements);
     }
-    if insert {
-        if !exists {
-            let aliases = match &m.content {
-                Some(p) => serde_json::json!({ "path": p.to_string_lossy() }).to_string(),
-                None => "{}".to_string(),
-            };
-            tx.prepare_cached(
-                "INSERT INTO file_nodes (node_id, parent_id, label, node_type, aliases_json, file_size, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                id,
-                parent,
-                m.label,
-                node.kind.as_catalog(),
-                aliases,
-                size,
-                unit.ns_to_unit(node.created_ns),
-                updated
-            ])?;
-            statements += 1;
-        }
+    if insert && !exists {
+        let aliases = match &m.content {
+            Some(p) => serde_json::json!({ "path": p.to_string_lossy() }).to_string(),
+            None => "{}".to_string(),
+        };
+        tx.prepare_cached(
+            "INSERT INTO file_nodes (node_id, parent_id, label, node_type, aliases_json, file_size, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            id,
+            parent,
+            m.label,
+            node.kind.as_catalog(),
+            aliases,
+            size,
+            unit.ns_to_unit(node.created_ns),
+            updated
+        ])?;
+        statements += 1;
     }
     tx.prepare_cached(
         "INSERT INTO markbase_nfs_attrs (node_id, change, mode, owner, owner_group, modified_ns, create_verifier, created_ns, hidden)
