@@ -29,6 +29,11 @@ pub struct CatalogConfig {
     /// How often the change feed looks for the MarkBase app's commits
     /// (`PRAGMA data_version`, one cheap query), in milliseconds.
     pub feed_poll_ms: u64,
+    /// How the server learns of the app's commits: `triggers` (ours on
+    /// `file_nodes`, feeding our own table; the default) or `scan` (no
+    /// change to the app's schema: folders and nodes the server holds are
+    /// re-read, a bounded share per poll; slower to notice).
+    pub feed: crate::catalog::FeedMode,
 }
 
 impl Default for CatalogConfig {
@@ -37,6 +42,7 @@ impl Default for CatalogConfig {
             writer_interval_ms: 200,
             writer_max_batch: 4096,
             feed_poll_ms: 50,
+            feed: crate::catalog::FeedMode::Triggers,
         }
     }
 }

@@ -56,7 +56,10 @@ pub fn open_export(cfg: &Config) -> anyhow::Result<Arc<Nfs4Server>> {
         "catalog reconciled with the disk"
     );
     catalog
-        .start_feed(Duration::from_millis(cfg.catalog.feed_poll_ms.max(1)))
+        .start_feed(
+            Duration::from_millis(cfg.catalog.feed_poll_ms.max(1)),
+            cfg.catalog.feed,
+        )
         .context("starting the catalog's change feed")?;
     Ok(Arc::new(Nfs4Server::new(cfg.clone(), catalog, storage)))
 }

@@ -6,9 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
+use markbase_nfs::catalog::FeedMode;
 use markbase_nfs::client::{Create, Nfs4Client};
 use markbase_nfs::nfs4::consts::{attr, Status};
 
@@ -50,6 +52,131 @@ fn storage(srv: &InProcess) -> PathBuf {
 #[test]
 fn the_apps_commits_show_on_the_mount_within_a_second() {
     let srv = InProcess::start();
+    the_apps_commits_show_within(&srv, Duration::from_secs(1));
+    // The server's own rows never linger in the feed.
+    let app = app(&srv.dir.path().join("users/demo.sqlite"));
+    srv.nfs.catalog().flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let left: i64 = app
+        .query_row("SELECT COUNT(*) FROM markbase_nfs_changes", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(left, 0, "feed rows left behind");
+}
+
+/// `catalog.feed = "scan"`: no trigger of ours in the app's schema, and
+/// its commits still show, found by re-reading what the server holds.
+#[test]
+fn without_triggers_the_apps_commits_show_by_rereading() {
+    let srv = InProcess::start_with(|cfg| cfg.catalog.feed = FeedMode::Scan);
+    let app = app(&srv.dir.path().join("users/demo.sqlite"));
+    let ours: i64 = app
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'markbase_nfs_feed%' OR name = 'markbase_nfs_changes'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(ours, 0, "scan mode leaves the app's schema alone");
+    the_apps_commits_show_within(&srv, Duration::from_secs(1));
+    let stats = srv.nfs.catalog().feed_stats().unwrap();
+    assert!(stats.scanning.load(Ordering::Relaxed));
+    assert!(stats.rescanned.load(Ordering::Relaxed) > 0);
+    // The server's own commits are not taken for the app's: re-reading
+    // after them finds nothing to apply, and undoes nothing.
+    let applied = stats.applied.load(Ordering::Relaxed);
+    let mut c = Nfs4Client::connect(srv.addr, "editor-2").unwrap();
+    let dir = c.lookup("Projects").unwrap();
+    for i in 0..20u64 {
+        let f = c
+            .open(
+                &dir,
+                &format!("take {i}.mov"),
+                Create::Unchecked { mode: 0o644 },
+                3,
+            )
+            .unwrap();
+        c.write(&f, 0, &vec![7u8; 1000 + i as usize], 2).unwrap();
+        c.close(&f).unwrap();
+    }
+    c.remove(&dir, "take 1.mov").unwrap();
+    srv.nfs.catalog().flush().unwrap();
+    let rescanned = stats.rescanned.load(Ordering::Relaxed);
+    visible_within(Duration::from_secs(2), Instant::now(), || {
+        stats.rescanned.load(Ordering::Relaxed) > rescanned + 2
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(stats.applied.load(Ordering::Relaxed), applied);
+    let f = c.lookup("Projects/take 5.mov").unwrap();
+    assert_eq!(size_of(&mut c, &f), 1005);
+    assert_eq!(
+        lookup_status(&mut c, "Projects/take 1.mov"),
+        Err(Status::NoEnt.code())
+    );
+}
+
+/// An app migration rebuilds `file_nodes` (new table, copy, drop, rename):
+/// our triggers go with the old table. The feed puts them back, and what
+/// the app changed meanwhile shows too.
+#[test]
+fn triggers_dropped_by_an_app_migration_are_put_back() {
+    let srv = InProcess::start();
+    let db = srv.dir.path().join("users/demo.sqlite");
+    let mut c = Nfs4Client::connect(srv.addr, "editor").unwrap();
+    c.lookup("Library/Notes café.txt").unwrap();
+    let app = app(&db);
+    // The table as the app declared it, under a new name.
+    let create: String = app
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'file_nodes'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let create = create.replacen("file_nodes", "file_nodes_new", 1);
+    let t = Instant::now();
+    app.execute_batch(&format!(
+        "BEGIN;
+         {create};
+         INSERT INTO file_nodes_new SELECT * FROM file_nodes;
+         DROP TABLE file_nodes;
+         ALTER TABLE file_nodes_new RENAME TO file_nodes;
+         UPDATE file_nodes SET label = 'Notes (migrated).txt' WHERE node_id = 'demo-notes';
+         COMMIT;"
+    ))
+    .unwrap();
+    // The edit made with no trigger in place shows ...
+    let took = visible_within(Duration::from_secs(2), t, || {
+        lookup_status(&mut c, "Library/Notes (migrated).txt").is_ok()
+    });
+    eprintln!("migrated edit visible after {took:?}");
+    let stats = srv.nfs.catalog().feed_stats().unwrap();
+    assert_eq!(stats.reinstalls.load(Ordering::Relaxed), 1);
+    assert!(!stats.scanning.load(Ordering::Relaxed));
+    // ... and the triggers are back: the next edit comes through them.
+    let t = Instant::now();
+    app.execute(
+        "UPDATE file_nodes SET label = 'Notes v3.txt' WHERE node_id = 'demo-notes'",
+        [],
+    )
+    .unwrap();
+    visible_within(Duration::from_secs(1), t, || {
+        lookup_status(&mut c, "Library/Notes v3.txt").is_ok()
+    });
+    let triggers: i64 = app
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'markbase_nfs_feed%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(triggers, 3);
+}
+
+/// The app's insert, rename, move, size change and delete, each visible
+/// through the client within `limit` of the commit.
+fn the_apps_commits_show_within(srv: &InProcess, limit: Duration) {
     let db = srv.dir.path().join("users/demo.sqlite");
     let mut c = Nfs4Client::connect(srv.addr, "editor").unwrap();
     // The client has the folders loaded (listings cached by the server).
@@ -60,11 +187,10 @@ fn the_apps_commits_show_on_the_mount_within_a_second() {
         Err(Status::NoEnt.code())
     );
     let app = app(&db);
-    let limit = Duration::from_secs(1);
     let mut took = Vec::new();
 
     // An insert, with its content.
-    let content = storage(&srv).join("app-shot-list.txt");
+    let content = storage(srv).join("app-shot-list.txt");
     std::fs::write(&content, b"1. wide\n2. close\n").unwrap();
     let t = Instant::now();
     app.execute(
@@ -131,15 +257,6 @@ fn the_apps_commits_show_on_the_mount_within_a_second() {
         lookup_status(&mut c, "Library/Shot list.txt") == Err(Status::NoEnt.code())
     }));
     eprintln!("visible after {took:?}");
-    // The server's own rows never linger in the feed.
-    srv.nfs.catalog().flush().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let left: i64 = app
-        .query_row("SELECT COUNT(*) FROM markbase_nfs_changes", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(left, 0, "feed rows left behind");
 }
 
 /// The app renames a file while a client streams WRITEs into it: the

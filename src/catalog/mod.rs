@@ -16,10 +16,11 @@ mod names;
 mod node;
 mod pins;
 mod reconcile;
+mod rescan;
 mod schema;
 mod writer;
 
-pub use feed::{FeedChange, FeedStats};
+pub use feed::{FeedChange, FeedMode, FeedStats};
 pub use gen::{generate, GenOptions, GenSummary};
 pub use import::{import_tree, ImportSummary};
 pub use names::{NameRules, MAX_NAME};
@@ -168,8 +169,6 @@ pub struct Catalog {
     id_counter: AtomicU64,
     /// SQL statements run on request threads (the WRITE path must run none).
     statements: AtomicU64,
-    /// The change feed's table and triggers are installed.
-    has_feed: bool,
     /// The least change attribute a folder loaded from SQLite shows: the
     /// open time, raised past every change the app made to a folder in
     /// memory only. A folder's listing can change without its row (the app
@@ -212,7 +211,6 @@ impl Catalog {
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(db = %db_path.display(), mode, "catalog is not in WAL mode: the app and the server will block each other more");
         }
-        let has_feed = feed::install(&conn);
         let shape =
             schema::shape_of(&conn).with_context(|| format!("inspecting {}", db_path.display()))?;
         // The root has no row: it shows the catalog's oldest creation and
@@ -250,7 +248,6 @@ impl Catalog {
             pins.clone(),
             writer.interval,
             writer.max_batch,
-            has_feed,
         )?;
         let listings = Cache::builder()
             .weigher(|_k: &NodeId, v: &SharedListing| (v.read().len() as u32).saturating_add(1))
@@ -275,7 +272,6 @@ impl Catalog {
             next_int_id: AtomicI64::new(max_int.unwrap_or(0) + 1),
             id_counter: AtomicU64::new(0),
             statements: AtomicU64::new(0),
-            has_feed,
             folder_floor: AtomicU64::new(now_ns().max(0) as u64),
             feed: Mutex::new(None),
             _lock: lock,
@@ -283,20 +279,33 @@ impl Catalog {
     }
 
     /// Starts applying the MarkBase app's committed changes, polled every
-    /// `every` (see [`feed`]). Without the feed's triggers (a read-only
-    /// catalog) it does nothing and says so at open.
-    pub fn start_feed(self: &Arc<Self>, every: Duration) -> anyhow::Result<()> {
-        if !self.has_feed {
-            return Ok(());
-        }
-        let after = feed::newest(&self.conn.lock())?;
-        // Older rows are in the table's current state, which is what the
-        // server loads: they can go.
-        let _ = self
-            .conn
-            .lock()
-            .execute("DELETE FROM markbase_nfs_changes WHERE seq <= ?1", [after]);
-        let f = feed::Feed::start(Arc::downgrade(self), &self.db_path, after, every)?;
+    /// `every` (see [`feed`]): through our triggers, or, where the catalog
+    /// cannot take them or `mode` asks, by re-reading what the server holds.
+    pub fn start_feed(self: &Arc<Self>, every: Duration, mode: FeedMode) -> anyhow::Result<()> {
+        let (mode, after) = {
+            let conn = self.conn.lock();
+            let mode = match mode {
+                FeedMode::Triggers if feed::install(&conn) => FeedMode::Triggers,
+                FeedMode::Triggers => FeedMode::Scan,
+                FeedMode::Scan => {
+                    feed::uninstall(&conn);
+                    FeedMode::Scan
+                }
+            };
+            let after = match mode {
+                FeedMode::Triggers => {
+                    let after = feed::newest(&conn)?;
+                    // Older rows are in the table's current state, which is
+                    // what the server loads: they can go.
+                    let _ =
+                        conn.execute("DELETE FROM markbase_nfs_changes WHERE seq <= ?1", [after]);
+                    after
+                }
+                FeedMode::Scan => 0,
+            };
+            (mode, after)
+        };
+        let f = feed::Feed::start(Arc::downgrade(self), &self.db_path, mode, after, every)?;
         *self.feed.lock() = Some(f);
         Ok(())
     }
@@ -551,25 +560,7 @@ impl Catalog {
         if parent.kind != NodeKind::Folder {
             return Err(CatalogError::NotFolder(dir.clone()));
         }
-        let conn = self.conn.lock();
-        self.statements.fetch_add(1, Ordering::Relaxed);
-        let rows: Vec<Node> = if dir.is_root() {
-            let sql = format!(
-                "SELECT {NODE_COLUMNS} {NODE_FROM} WHERE f.parent_id IS NULL OR f.parent_id = ''"
-            );
-            conn.prepare_cached(&sql).and_then(|mut st| {
-                st.query_map([], |r| self.node_from_row(r))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-        } else {
-            let sql = format!("SELECT {NODE_COLUMNS} {NODE_FROM} WHERE f.parent_id = ?1");
-            conn.prepare_cached(&sql).and_then(|mut st| {
-                st.query_map(params![dir.to_sql()], |r| self.node_from_row(r))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-        }
-        .map_err(sql_err(format!("list children of {dir}")))?;
-        drop(conn);
+        let rows = self.children_rows(dir)?;
         // Keep one instance per node: a node already in memory (maybe with
         // changes not yet persisted) wins over its row.
         let children: Vec<Arc<Node>> = rows
@@ -585,6 +576,29 @@ impl Catalog {
         let listing = Arc::new(RwLock::new(Listing::build(&children, self.names)));
         self.listings.insert(dir.clone(), listing.clone());
         Ok(listing)
+    }
+
+    /// The rows of `dir`'s children, as nodes (not the held instances).
+    fn children_rows(&self, dir: &NodeId) -> CatalogResult<Vec<Node>> {
+        let conn = self.conn.lock();
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        let rows = if dir.is_root() {
+            let sql = format!(
+                "SELECT {NODE_COLUMNS} {NODE_FROM} WHERE f.parent_id IS NULL OR f.parent_id = ''"
+            );
+            conn.prepare_cached(&sql).and_then(|mut st| {
+                st.query_map([], |r| self.node_from_row(r))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        } else {
+            let sql = format!("SELECT {NODE_COLUMNS} {NODE_FROM} WHERE f.parent_id = ?1");
+            conn.prepare_cached(&sql).and_then(|mut st| {
+                st.query_map(params![dir.to_sql()], |r| self.node_from_row(r))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        }
+        .map_err(sql_err(format!("list children of {dir}")))?;
+        Ok(rows)
     }
 
     /// The child of `dir` shown as `name`.

@@ -423,6 +423,17 @@ impl Node {
         });
     }
 
+    /// Whether the row (the same node freshly read) shows something the
+    /// app changed: what [`Node::refresh_from`] would take differs.
+    pub fn differs_from(&self, row: &Node) -> bool {
+        let (m, r) = (self.meta(), row.meta());
+        let ours = m.unsaved | m.writing;
+        (!ours.contains(Columns::PLACE) && (m.parent != r.parent || m.label != r.label))
+            || (!ours.contains(Columns::SIZE) && m.size != r.size)
+            || (!ours.contains(Columns::UPDATED) && m.modified_ns != r.modified_ns)
+            || m.content != r.content
+    }
+
     /// The node's state for the writer, taking the columns to write: a
     /// change after this marks them again.
     pub fn take_for_writer(&self) -> (NodeMeta, Columns) {

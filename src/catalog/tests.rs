@@ -286,7 +286,8 @@ fn change_attributes_moved_by_the_app_never_go_back_after_a_restart() {
     let db = dir.path().join("u.sqlite");
     foreign_db(&db);
     let cat = Arc::new(Catalog::open(&db, &CacheConfig::default()).unwrap());
-    cat.start_feed(Duration::from_millis(5)).unwrap();
+    cat.start_feed(Duration::from_millis(5), FeedMode::Triggers)
+        .unwrap();
     let pilot = cat.node(&NodeId::Int(11)).unwrap();
     cat.listing(&pilot.id).unwrap();
     let cut = cat.node(&NodeId::Int(12)).unwrap();

@@ -74,7 +74,6 @@ impl Writer {
         pins: Arc<Pins>,
         interval: Duration,
         max_batch: usize,
-        feed: bool,
     ) -> anyhow::Result<Writer> {
         let conn = Connection::open(db)?;
         conn.busy_timeout(Duration::from_secs(30))?;
@@ -93,7 +92,6 @@ impl Writer {
                     stats: st,
                     interval,
                     max_batch: max_batch.max(1),
-                    feed,
                 }
                 .run(rx)
             })?;
@@ -172,9 +170,6 @@ struct WriterLoop {
     stats: Arc<WriterStats>,
     interval: Duration,
     max_batch: usize,
-    /// The change feed is installed: our own rows in it are removed before
-    /// each commit, so the server's changes never come back to it.
-    feed: bool,
 }
 
 impl WriterLoop {
@@ -266,11 +261,10 @@ impl WriterLoop {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut statements = 0u64;
-        let feed_mark = if self.feed {
-            Some(super::feed::newest(&tx)?)
-        } else {
-            None
-        };
+        // Where the change feed is installed, the rows our transaction
+        // adds to it are removed before it commits, so the server's changes
+        // never come back through it (None: no feed table).
+        let feed_mark = super::feed::newest(&tx).ok();
         let mut nodes = 0u64;
         // Namespace jobs first, in submission order, then data updates (which
         // only update rows that exist: a removed node is not resurrected).
