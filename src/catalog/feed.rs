@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
 
 use super::node::NodeId;
-use super::rescan::ScanCycle;
+use super::rescan::{Fingerprints, ScanCycle};
 use super::Catalog;
 
 /// How the server learns of the app's commits (`catalog.feed`).
@@ -188,6 +188,7 @@ impl Feed {
                     schema: None,
                     cycle: None,
                     again: false,
+                    prints: Fingerprints::default(),
                     stats: st,
                 }
                 .run(every, s)
@@ -211,10 +212,10 @@ impl Feed {
     }
 }
 
-/// Folders re-read per poll while a scan cycle runs.
-const FOLDERS_PER_POLL: usize = 64;
-/// Nodes (outside those folders) re-read per poll.
-const NODES_PER_POLL: usize = 512;
+/// Most folders and nodes (outside those folders) re-read per poll while a
+/// scan cycle runs, and the most time spent on them.
+const RESCAN_PER_POLL: (usize, usize) = (1024, 1024);
+const RESCAN_BUDGET: Duration = Duration::from_millis(20);
 
 /// The polling thread's state.
 struct Poller {
@@ -229,6 +230,7 @@ struct Poller {
     cycle: Option<ScanCycle>,
     /// A commit came during the cycle: another one follows.
     again: bool,
+    prints: Fingerprints,
     stats: Arc<FeedStats>,
 }
 
@@ -293,7 +295,7 @@ impl Poller {
         if self.cycle.is_some() {
             self.again = true;
         } else {
-            self.cycle = Some(ScanCycle::of(catalog));
+            self.cycle = Some(ScanCycle::of(catalog, &mut self.prints));
         }
     }
 
@@ -301,13 +303,14 @@ impl Poller {
         let Some(cycle) = &mut self.cycle else {
             return;
         };
-        let (checked, applied) = cycle.step(catalog, FOLDERS_PER_POLL, NODES_PER_POLL);
+        let (checked, applied) =
+            cycle.step(catalog, &mut self.prints, RESCAN_PER_POLL, RESCAN_BUDGET);
         self.stats.rescanned.fetch_add(checked, Ordering::Relaxed);
         self.stats.applied.fetch_add(applied, Ordering::Relaxed);
         if cycle.is_done() {
             self.cycle = None;
             if std::mem::take(&mut self.again) {
-                self.cycle = Some(ScanCycle::of(catalog));
+                self.cycle = Some(ScanCycle::of(catalog, &mut self.prints));
             }
         }
     }

@@ -6,15 +6,41 @@
 //! Only what is in memory can be stale: folder listings and nodes. A pass
 //! ([`ScanCycle`]) re-reads each held listing's children and each other
 //! held node, a bounded share per poll, and hands what differs from the row
-//! to [`Catalog::apply_external`], as if the feed had reported it.
+//! to [`Catalog::apply_external`], as if the feed had reported it. A folder
+//! whose rows hash as at its last comparison is not compared again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::names::{component_for_label, distinguish};
 use super::node::{Node, NodeId};
 use super::{Catalog, FeedChange, NODE_COLUMNS, NODE_FROM};
+use rusqlite::types::ValueRef;
 use rusqlite::OptionalExtension;
+
+/// FNV-1a, fed piecewise.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn eat(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Per held folder, a hash of its children's rows (the app's columns) when
+/// it was last compared: a folder whose rows hash the same is not compared
+/// again, which spares parsing every row of every held folder each pass.
+#[derive(Default)]
+pub(crate) struct Fingerprints(HashMap<NodeId, u64>);
 
 /// One pass over the folders and nodes held when it started.
 pub(crate) struct ScanCycle {
@@ -23,9 +49,11 @@ pub(crate) struct ScanCycle {
 }
 
 impl ScanCycle {
-    /// A pass over what `catalog` holds now.
-    pub fn of(catalog: &Catalog) -> ScanCycle {
+    /// A pass over what `catalog` holds now; fingerprints of folders no
+    /// longer held go.
+    pub fn of(catalog: &Catalog, prints: &mut Fingerprints) -> ScanCycle {
         let folders: Vec<NodeId> = catalog.listings.iter().map(|(k, _)| (*k).clone()).collect();
+        prints.0.retain(|id, _| catalog.listings.contains_key(id));
         // Nodes whose folder's listing is re-read are checked there.
         let nodes = catalog
             .nodes
@@ -39,18 +67,41 @@ impl ScanCycle {
         ScanCycle { folders, nodes }
     }
 
-    /// Re-reads up to `folders` listings and `nodes` nodes; returns how
-    /// many were read and how many changes were applied.
-    pub fn step(&mut self, catalog: &Catalog, folders: usize, nodes: usize) -> (u64, u64) {
+    /// Re-reads up to `folders` listings and `nodes` nodes, stopping early
+    /// once `budget` has passed; returns how many were read and how many
+    /// changes were applied.
+    pub fn step(
+        &mut self,
+        catalog: &Catalog,
+        prints: &mut Fingerprints,
+        (folders, nodes): (usize, usize),
+        budget: Duration,
+    ) -> (u64, u64) {
+        let start = Instant::now();
         let (mut read, mut applied) = (0u64, 0u64);
         for _ in 0..folders {
+            if start.elapsed() > budget {
+                return (read, applied);
+            }
             let Some(dir) = self.folders.pop() else {
                 break;
             };
             read += 1;
-            applied += apply_all(catalog, catalog.differences_in_folder(&dir));
+            let Ok(print) = catalog.folder_fingerprint(&dir) else {
+                continue;
+            };
+            if prints.0.get(&dir) == Some(&print) {
+                continue;
+            }
+            if let Some(changes) = catalog.differences_in_folder(&dir) {
+                applied += apply_all(catalog, changes);
+                prints.0.insert(dir, print);
+            }
         }
         for _ in 0..nodes {
+            if start.elapsed() > budget {
+                break;
+            }
             let Some(id) = self.nodes.pop() else {
                 break;
             };
@@ -82,21 +133,21 @@ fn shows_label(shown: &str, row: &Node) -> bool {
 impl Catalog {
     /// What differs between the held listing of `dir` (and the nodes in
     /// it) and the rows of its children: each as a feed change.
-    fn differences_in_folder(&self, dir: &NodeId) -> Vec<FeedChange> {
+    /// None when it could not compare (not held, a namespace change of
+    /// ours in flight, a read error): the folder is compared next pass.
+    fn differences_in_folder(&self, dir: &NodeId) -> Option<Vec<FeedChange>> {
         let _ns = self.ns_lock.lock();
         // A namespace change of ours not committed yet: the rows are behind
         // the listing, not the app ahead of it. The next pass sees it.
         if self.pins.listing(dir).is_some() {
-            return Vec::new();
+            return None;
         }
-        let Some(listing) = self.listings.get(dir) else {
-            return Vec::new();
-        };
+        let listing = self.listings.get(dir)?;
         let rows = match self.children_rows(dir) {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(folder = %dir, error = %e, "re-reading a folder");
-                return Vec::new();
+                return None;
             }
         };
         let listing = listing.read();
@@ -131,7 +182,54 @@ impl Catalog {
                 new_parent: None,
             });
         }
-        changes
+        Some(changes)
+    }
+
+    /// A hash of the app's columns of `dir`'s children, read without
+    /// building nodes.
+    fn folder_fingerprint(&self, dir: &NodeId) -> rusqlite::Result<u64> {
+        let conn = self.conn.lock();
+        let columns = "node_id, label, node_type, aliases_json, file_size, updated_at";
+        let (sql, arg) = if dir.is_root() {
+            (
+                format!(
+                    "SELECT {columns} FROM file_nodes WHERE parent_id IS NULL OR parent_id = ''"
+                ),
+                None,
+            )
+        } else {
+            (
+                format!("SELECT {columns} FROM file_nodes WHERE parent_id = ?1"),
+                Some(dir.to_sql()),
+            )
+        };
+        let mut st = conn.prepare_cached(&sql)?;
+        let mut rows = match &arg {
+            Some(a) => st.query([a])?,
+            None => st.query([])?,
+        };
+        let mut hash = Fnv::default();
+        while let Some(row) = rows.next()? {
+            for i in 0..6 {
+                match row.get_ref(i)? {
+                    ValueRef::Null => hash.eat(&[0]),
+                    ValueRef::Integer(v) => {
+                        hash.eat(&[1]);
+                        hash.eat(&v.to_le_bytes());
+                    }
+                    ValueRef::Real(v) => {
+                        hash.eat(&[2]);
+                        hash.eat(&v.to_le_bytes());
+                    }
+                    ValueRef::Text(t) | ValueRef::Blob(t) => {
+                        hash.eat(&[3]);
+                        hash.eat(&(t.len() as u64).to_le_bytes());
+                        hash.eat(t);
+                    }
+                }
+            }
+        }
+        Ok(hash.0)
     }
 
     /// What differs between a held node and its row, as a feed change.
