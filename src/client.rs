@@ -641,6 +641,30 @@ impl Nfs4Client {
         r.next(op::REMOVE).map(|_| ())
     }
 
+    /// RENAME `from_dir/old` to `to_dir/new` (replacing a target there).
+    pub fn rename(
+        &mut self,
+        from_dir: &[u8],
+        old: &str,
+        to_dir: &[u8],
+        new: &str,
+    ) -> ClientResult<()> {
+        let args = CompoundArgs::new()
+            .putfh(from_dir)
+            .op(op::SAVEFH, |_| {})
+            .putfh(to_dir)
+            .op(op::RENAME, |e| {
+                e.string(old);
+                e.string(new);
+            });
+        let body = self.compound(&args)?;
+        let mut r = Self::results(&body);
+        r.next(op::PUTFH)?;
+        r.next(op::SAVEFH)?;
+        r.next(op::PUTFH)?;
+        r.next(op::RENAME).map(|_| ())
+    }
+
     pub fn close(&mut self, f: &OpenFile) -> ClientResult<()> {
         let seqid = self.seqid;
         let args = CompoundArgs::new().putfh(&f.fh).op(op::CLOSE, |e| {

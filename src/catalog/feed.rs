@@ -289,9 +289,12 @@ impl Poller {
         }
     }
 
-    /// Starts a pass over what the server holds (or asks for another one
-    /// after the pass under way).
+    /// Re-reads the folders in use at once, then starts a pass over what
+    /// the server holds (or asks for another one after the pass under way).
     fn start_cycle(&mut self, catalog: &Catalog) {
+        let (read, applied) = super::rescan::recent_pass(catalog, &mut self.prints);
+        self.stats.rescanned.fetch_add(read, Ordering::Relaxed);
+        self.stats.applied.fetch_add(applied, Ordering::Relaxed);
         if self.cycle.is_some() {
             self.again = true;
         } else {
@@ -347,6 +350,7 @@ impl Poller {
         } else {
             self.mode = FeedMode::Scan;
             self.stats.scanning.store(true, Ordering::Relaxed);
+            catalog.track_recent.store(true, Ordering::Relaxed);
         }
         self.schema = None;
         self.start_cycle(catalog);

@@ -87,6 +87,10 @@ const NODE_COLUMNS: &str = "f.node_id, f.parent_id, f.label, f.node_type, f.alia
     a.created_ns, a.hidden";
 const NODE_FROM: &str = "FROM file_nodes f LEFT JOIN markbase_nfs_attrs a ON a.node_id = f.node_id";
 
+/// Boot instances of earlier runs remembered (a client away for this many
+/// server restarts gets BAD_STATEID rather than STALE_STATEID).
+pub const BOOTS_KEPT: i64 = 256;
+
 /// A folder's change attribute before and after an operation (change_info4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirChange {
@@ -153,8 +157,9 @@ pub struct Catalog {
     nodes: Cache<NodeId, Arc<Node>>,
     /// Hash → id of text ids too long for a file handle (see `long_id`).
     long_ids: Cache<u64, NodeId>,
-    /// Nodes the MarkBase app deleted, for opens that still use them.
-    removed_by_app: Cache<NodeId, Arc<Node>>,
+    /// Nodes deleted while in memory (by the MarkBase app, or a client's
+    /// REMOVE or RENAME over them), for opens that still use them.
+    removed: Cache<NodeId, Arc<Node>>,
     listings: Cache<NodeId, SharedListing>,
     pins: Arc<Pins>,
     writer: Writer,
@@ -176,6 +181,10 @@ pub struct Catalog {
     /// client may have cached with an older listing, in this run or an
     /// earlier one.
     folder_floor: AtomicU64,
+    /// Folders clients listed or looked in lately, re-read first after a
+    /// commit when the feed scans (see [`rescan`]); kept only then.
+    recent_folders: Cache<NodeId, ()>,
+    track_recent: std::sync::atomic::AtomicBool,
     /// The thread that applies the MarkBase app's changes (see [`feed`]).
     feed: Mutex<Option<feed::Feed>>,
     /// Held while this catalog is open: one server per catalog.
@@ -258,7 +267,7 @@ impl Catalog {
             conn: Mutex::new(conn),
             nodes: Cache::new(cache.nodes.max(1)),
             long_ids: Cache::new(4096),
-            removed_by_app: Cache::builder()
+            removed: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
@@ -273,6 +282,11 @@ impl Catalog {
             id_counter: AtomicU64::new(0),
             statements: AtomicU64::new(0),
             folder_floor: AtomicU64::new(now_ns().max(0) as u64),
+            recent_folders: Cache::builder()
+                .max_capacity(rescan::RECENT_FOLDERS)
+                .time_to_live(rescan::RECENT_FOR)
+                .build(),
+            track_recent: std::sync::atomic::AtomicBool::new(false),
             feed: Mutex::new(None),
             _lock: lock,
         })
@@ -305,15 +319,20 @@ impl Catalog {
             };
             (mode, after)
         };
+        // Where the feed scans, folders in use go first.
+        self.track_recent
+            .store(mode == FeedMode::Scan, Ordering::Relaxed);
         let f = feed::Feed::start(Arc::downgrade(self), &self.db_path, mode, after, every)?;
         *self.feed.lock() = Some(f);
         Ok(())
     }
 
-    /// A node the MarkBase app deleted (or retyped) while it was in memory:
-    /// an open of it keeps reading and writing its content until CLOSE.
-    pub fn removed_by_app(&self, id: &NodeId) -> Option<Arc<Node>> {
-        self.removed_by_app.get(id)
+    /// A node deleted (by the MarkBase app or a client) or retyped while it
+    /// was in memory: an open of it keeps reading and writing its content
+    /// until CLOSE (RFC 7530 §16.25: a removed file stays usable through
+    /// the opens of it).
+    pub fn removed(&self, id: &NodeId) -> Option<Arc<Node>> {
+        self.removed.get(id)
     }
 
     /// What the change feed has applied (None without a feed).
@@ -379,7 +398,7 @@ impl Catalog {
                 // aside for opens that still use it).
                 if let Some(n) = held {
                     n.update(|m| m.deleted = true);
-                    self.removed_by_app.insert(n.id.clone(), n.clone());
+                    self.removed.insert(n.id.clone(), n.clone());
                     self.pins.forget_node(&n.id);
                     self.nodes.invalidate(&n.id);
                     self.listings.invalidate(&n.id);
@@ -538,6 +557,9 @@ impl Catalog {
 
     /// The children of folder `dir`.
     pub fn listing(&self, dir: &NodeId) -> CatalogResult<SharedListing> {
+        if self.track_recent.load(Ordering::Relaxed) {
+            self.recent_folders.insert(dir.clone(), ());
+        }
         if let Some(l) = self.pins.listing(dir) {
             return Ok(l);
         }
@@ -760,9 +782,11 @@ impl Catalog {
         Ok((node, cinfo, pending))
     }
 
-    /// Drops a removed node from memory; its handle becomes stale.
+    /// Drops a removed node from memory; its handle becomes stale, except
+    /// to opens of it (see [`Catalog::removed`]).
     fn forget(&self, node: &Arc<Node>) {
         node.update(|m| m.deleted = true);
+        self.removed.insert(node.id.clone(), node.clone());
         self.pins.forget_node(&node.id);
         self.nodes.invalidate(&node.id);
         self.listings.invalidate(&node.id);
@@ -957,6 +981,34 @@ impl Catalog {
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql_err("list NFS clients"));
         rows
+    }
+
+    /// Records this run's boot instance (committed before it returns) and
+    /// returns those of earlier runs, the newest [`BOOTS_KEPT`].
+    pub fn record_boot(&self, boot: u32) -> CatalogResult<std::collections::HashSet<u32>> {
+        let conn = self.conn.lock();
+        self.statements.fetch_add(3, Ordering::Relaxed);
+        let earlier = conn
+            .prepare_cached("SELECT boot FROM markbase_nfs_boots")
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, i64>(0))?
+                    .map(|b| b.map(|b| b as u32))
+                    .collect::<Result<std::collections::HashSet<u32>, _>>()
+            })
+            .map_err(sql_err("read earlier boot instances"))?;
+        conn.execute(
+            "INSERT OR REPLACE INTO markbase_nfs_boots (boot, started_ns) VALUES (?1, ?2)",
+            params![boot as i64, now_ns()],
+        )
+        .and_then(|_| {
+            conn.execute(
+                "DELETE FROM markbase_nfs_boots WHERE boot NOT IN
+                 (SELECT boot FROM markbase_nfs_boots ORDER BY started_ns DESC LIMIT ?1)",
+                [BOOTS_KEPT],
+            )
+        })
+        .map_err(sql_err("record the boot instance"))?;
+        Ok(earlier)
     }
 
     /// Records a confirmed NFS client; committed before it returns, since

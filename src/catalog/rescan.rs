@@ -36,6 +36,50 @@ impl Fnv {
     }
 }
 
+/// Folders clients used within [`RECENT_FOR`] (at most this many) are
+/// re-read at once after a commit, before the pass over everything held:
+/// the folder an editor has open in Finder shows the app's edit in about a
+/// poll, however many folders the server holds.
+pub(crate) const RECENT_FOLDERS: u64 = 64;
+pub(crate) const RECENT_FOR: Duration = Duration::from_secs(10);
+
+/// Re-reads the folders clients used lately (see [`RECENT_FOLDERS`]);
+/// returns how many were read and how many changes were applied.
+pub(crate) fn recent_pass(catalog: &Catalog, prints: &mut Fingerprints) -> (u64, u64) {
+    let recent: Vec<NodeId> = catalog
+        .recent_folders
+        .iter()
+        .map(|(k, _)| (*k).clone())
+        .collect();
+    let (mut read, mut applied) = (0, 0);
+    for dir in recent {
+        read += 1;
+        applied += compare_folder(catalog, prints, dir);
+    }
+    (read, applied)
+}
+
+/// Compares a held folder with its rows unless they hash as at its last
+/// comparison; returns the changes applied.
+fn compare_folder(catalog: &Catalog, prints: &mut Fingerprints, dir: NodeId) -> u64 {
+    if !catalog.listings.contains_key(&dir) {
+        return 0;
+    }
+    let Ok(print) = catalog.folder_fingerprint(&dir) else {
+        return 0;
+    };
+    if prints.0.get(&dir) == Some(&print) {
+        return 0;
+    }
+    match catalog.differences_in_folder(&dir) {
+        Some(changes) => {
+            prints.0.insert(dir, print);
+            apply_all(catalog, changes)
+        }
+        None => 0,
+    }
+}
+
 /// Per held folder, a hash of its children's rows (the app's columns) when
 /// it was last compared: a folder whose rows hash the same is not compared
 /// again, which spares parsing every row of every held folder each pass.
@@ -87,16 +131,7 @@ impl ScanCycle {
                 break;
             };
             read += 1;
-            let Ok(print) = catalog.folder_fingerprint(&dir) else {
-                continue;
-            };
-            if prints.0.get(&dir) == Some(&print) {
-                continue;
-            }
-            if let Some(changes) = catalog.differences_in_folder(&dir) {
-                applied += apply_all(catalog, changes);
-                prints.0.insert(dir, print);
-            }
+            applied += compare_folder(catalog, prints, dir);
         }
         for _ in 0..nodes {
             if start.elapsed() > budget {

@@ -63,6 +63,14 @@ const CREATE_CLIENTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS markbase_nfs_clie
     confirmed_ns INTEGER NOT NULL
 )";
 
+/// The boot instances of earlier runs (the first four bytes of every
+/// stateid they issued), so a stateid of an earlier run is told apart from
+/// one never issued: STALE_STATEID against BAD_STATEID (RFC 7530 §9.1.4).
+const CREATE_BOOTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS markbase_nfs_boots (
+    boot       INTEGER PRIMARY KEY,
+    started_ns INTEGER NOT NULL
+)";
+
 /// What kind of ids and timestamps an existing catalog uses, so rows we add
 /// look like the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +144,8 @@ pub fn open_or_create(path: &Path) -> anyhow::Result<Connection> {
         .with_context(|| format!("upgrading markbase_nfs_attrs in {}", path.display()))?;
     conn.execute(CREATE_CLIENTS_TABLE, [])
         .with_context(|| format!("creating markbase_nfs_clients in {}", path.display()))?;
+    conn.execute(CREATE_BOOTS_TABLE, [])
+        .with_context(|| format!("creating markbase_nfs_boots in {}", path.display()))?;
     Ok(conn)
 }
 

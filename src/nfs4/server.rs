@@ -85,8 +85,13 @@ impl Nfs4Server {
             );
         }
         let grace = Duration::from_secs(config.nfs.grace_time as u64);
+        let earlier_boots = catalog.record_boot(boot).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot record the boot instance: earlier runs' stateids will read as BAD, not STALE");
+            HashSet::new()
+        });
         let state = State::new(boot, lease, grace, reclaimable, Instant::now())
-            .with_courtesy(Duration::from_secs(config.nfs.courtesy_time));
+            .with_courtesy(Duration::from_secs(config.nfs.courtesy_time))
+            .with_earlier_boots(earlier_boots);
         Nfs4Server {
             latency: Default::default(),
             started: Instant::now(),
@@ -250,10 +255,11 @@ impl Nfs4Server {
                 .ok_or(Status::Stale)?,
         };
         match self.node(&id) {
-            // Deleted by the MarkBase app while a client has it open: the
-            // open keeps serving until CLOSE (the content is the app's).
+            // Removed (by the MarkBase app, a REMOVE, a RENAME over it)
+            // while a client has it open: the open keeps serving until
+            // CLOSE; its content goes with the last open.
             Err(Status::Stale) if self.state.lock().is_open(id.fileid()) => {
-                self.catalog.removed_by_app(&id).ok_or(Status::Stale)
+                self.catalog.removed(&id).ok_or(Status::Stale)
             }
             other => other,
         }

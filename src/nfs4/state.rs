@@ -222,6 +222,10 @@ pub struct State {
     /// Stateids of closed opens → their owner, for a replayed CLOSE.
     retired_stateids: HashMap<[u8; 12], OwnerKey>,
     expired: VecDeque<u64>,
+    /// Client ids released because their client rebooted (bounded).
+    rebooted: VecDeque<u64>,
+    /// Boot instances of earlier runs (see `with_earlier_boots`).
+    earlier_boots: HashSet<u32>,
     grace_until: Instant,
     /// Client ids (nfs_client_id4.id) that held state before the restart.
     reclaimable: HashSet<Vec<u8>>,
@@ -296,6 +300,8 @@ impl State {
             retired: VecDeque::new(),
             retired_stateids: HashMap::new(),
             expired: VecDeque::new(),
+            rebooted: VecDeque::new(),
+            earlier_boots: HashSet::new(),
             grace_until,
             reclaimable,
             last_sweep: None,
@@ -306,6 +312,13 @@ impl State {
     /// Keeps expired clients' state for up to `courtesy` past their lease,
     /// until another client's request conflicts with it (then only the
     /// conflicting open or lock goes).
+    /// Boot instances of earlier runs: their stateids are STALE, others
+    /// this run never issued BAD.
+    pub fn with_earlier_boots(mut self, boots: HashSet<u32>) -> State {
+        self.earlier_boots = boots;
+        self
+    }
+
     pub fn with_courtesy(mut self, courtesy: Duration) -> State {
         self.courtesy = courtesy;
         self
@@ -446,10 +459,7 @@ impl State {
             }
             self.release_client(k);
             if confirmed {
-                self.expired.push_back(k);
-                if self.expired.len() > EXPIRED_LIMIT {
-                    self.expired.pop_front();
-                }
+                self.remember_expired(k);
             }
         }
         ids
@@ -539,13 +549,28 @@ impl State {
             .map(|(k, _)| *k)
             .collect();
         for k in old {
+            // The rebooted client's old stateids now answer EXPIRED (its
+            // old client id, unknown from here, STALE_CLIENTID).
             self.release_client(k);
+            self.rebooted.push_back(k);
+            if self.rebooted.len() > EXPIRED_LIMIT {
+                self.rebooted.pop_front();
+            }
         }
         if let Some(rec) = self.clients.get_mut(&clientid) {
             rec.confirmed = true;
             rec.last_renew = now;
         }
         Ok(id)
+    }
+
+    /// A client id whose state is gone: its stateids answer EXPIRED
+    /// (the newest EXPIRED_LIMIT remembered).
+    fn remember_expired(&mut self, clientid: u64) {
+        self.expired.push_back(clientid);
+        if self.expired.len() > EXPIRED_LIMIT {
+            self.expired.pop_front();
+        }
     }
 
     fn release_client(&mut self, clientid: u64) {
@@ -782,13 +807,22 @@ impl State {
         }
     }
 
+    /// Why a stateid names no state: issued by an earlier run (STALE), by
+    /// a client whose lease expired or that rebooted (EXPIRED), or never
+    /// issued / malformed (BAD). A client told STALE starts reboot recovery,
+    /// so only a stateid of an earlier run gets it.
     fn stale_or_expired(&self, other: &[u8; 12]) -> Status {
-        if other[..4] != self.boot.to_be_bytes() {
-            return Status::StaleStateId;
+        let boot = u32::from_be_bytes([other[0], other[1], other[2], other[3]]);
+        if boot != self.boot {
+            return if self.earlier_boots.contains(&boot) {
+                Status::StaleStateId
+            } else {
+                Status::BadStateId
+            };
         }
         let lo = u32::from_be_bytes([other[4], other[5], other[6], other[7]]);
         let clientid = ((self.boot as u64) << 32) | lo as u64;
-        if self.expired.contains(&clientid) {
+        if self.expired.contains(&clientid) || self.rebooted.contains(&clientid) {
             Status::Expired
         } else {
             Status::BadStateId
@@ -828,6 +862,13 @@ impl State {
     }
 
     pub fn open_confirm(&mut self, stateid: &StateId, seqid: u32) -> Result<StateId, Status> {
+        // Confirmed already: a second OPEN_CONFIRM (not a retransmission,
+        // which is replayed before this) names no open awaiting one
+        // (RFC 7530 §16.18.5). BAD_STATEID leaves the seqid as it was.
+        let owner = self.open_state(stateid)?.owner.clone();
+        if self.owners.get(&owner).is_some_and(|o| o.confirmed) {
+            return Err(Status::BadStateId);
+        }
         self.open_owner_step(stateid, seqid)?;
         let owner = self.open_state(stateid)?.owner.clone();
         if let Some(o) = self.owners.get_mut(&owner) {
@@ -931,15 +972,11 @@ impl State {
         fileid: u64,
         now: Instant,
     ) -> Result<(), Status> {
-        if *stateid == StateId::ANONYMOUS {
-            let denied = self
-                .opens
-                .values()
-                .any(|o| o.fileid == fileid && o.deny & OPEN4_SHARE_ACCESS_WRITE != 0);
-            return if denied { Err(Status::Locked) } else { Ok(()) };
-        }
-        if *stateid == StateId::READ_BYPASS {
-            return Err(Status::BadStateId);
+        // The special stateids (anonymous, and all-ones "READ bypass",
+        // which RFC 7530 §9.1.4.3 lets a WRITE or SETATTR use as the
+        // anonymous one) write unless an open denies writing.
+        if stateid.is_special() {
+            return self.share_allows(fileid, OPEN4_SHARE_ACCESS_WRITE);
         }
         let o = self.open_for_io(stateid)?;
         if o.fileid != fileid {
@@ -967,7 +1004,10 @@ impl State {
         fileid: u64,
         now: Instant,
     ) -> Result<(), Status> {
-        if stateid.is_special() {
+        if *stateid == StateId::ANONYMOUS {
+            return self.share_allows(fileid, OPEN4_SHARE_ACCESS_READ);
+        }
+        if *stateid == StateId::READ_BYPASS {
             return Ok(());
         }
         let o = self.open_for_io(stateid)?;
@@ -979,6 +1019,20 @@ impl State {
         }
         self.renew_by_stateid(&stateid.other, now);
         Ok(())
+    }
+
+    /// I/O without an open (`access`: read or write) is refused with
+    /// LOCKED where an open of the file denies it (RFC 7530 §9.9).
+    fn share_allows(&self, fileid: u64, access: u32) -> Result<(), Status> {
+        let denied = self
+            .opens
+            .values()
+            .any(|o| o.fileid == fileid && o.deny & access != 0);
+        if denied {
+            Err(Status::Locked)
+        } else {
+            Ok(())
+        }
     }
 
     /// Is `fileid` open by anyone?

@@ -29,6 +29,11 @@ pub(crate) fn readdir(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
     if cookie == 1 || cookie == 2 {
         return Err(Status::BadCookie);
     }
+    // Not even room for the verifier, end of list and eof: TOOSMALL, also
+    // where there is no entry to return (RFC 7530 §16.24.4).
+    if maxcount < READDIR_FIXED {
+        return Err(Status::TooSmall);
+    }
     let listing = c
         .srv
         .catalog()

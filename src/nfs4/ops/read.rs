@@ -21,7 +21,17 @@ pub(crate) fn read(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
         .lock()
         .check_read(&sid, node.fileid, std::time::Instant::now())?;
     let count = count.min(c.srv.config().nfs.max_read) as usize;
-    let content = node.meta().content.clone();
+    let (content, size) = {
+        let m = node.meta();
+        (m.content.clone(), m.size)
+    };
+    if offset >= size {
+        // At or past the end (however far): no data, and eof, so a client
+        // reading to the end stops (RFC 7530 §16.23).
+        out.enc().bool(true);
+        out.opaque_data(bytes::Bytes::new());
+        return Ok(());
+    }
     let Some(path) = content.as_deref() else {
         let err = std::io::Error::new(std::io::ErrorKind::NotFound, "no aliases_json.path");
         c.srv.report_missing(&node, &err);
@@ -35,6 +45,9 @@ pub(crate) fn read(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
         tracing::error!(node = %node.id, offset, count, error = %e, "READ failed");
         Status::Io
     })?;
+    // Also eof when the bytes reach the end exactly: a READ of the whole
+    // file needs no second READ to learn it.
+    let eof = eof || offset.saturating_add(data.len() as u64) >= size;
     out.enc().bool(eof);
     out.opaque_data(data);
     Ok(())

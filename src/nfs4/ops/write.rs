@@ -88,7 +88,11 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
         tracing::error!(node = %node.id, offset, len, error = %e, "WRITE failed");
         io_status(&e)
     })?;
-    c.srv.catalog().data_written(&node, end);
+    // A zero-length WRITE changes nothing: size and time_modify stay
+    // (RFC 7530 §16.36.4).
+    if len > 0 {
+        c.srv.catalog().data_written(&node, end);
+    }
     if synced && matches!(payload, Payload::Pipe(_)) {
         // The transport splices UNSTABLE payloads only; should a synced one
         // come this way, the whole file is synced.

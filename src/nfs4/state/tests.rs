@@ -95,6 +95,9 @@ fn open_confirm_read_close_cycle() {
     assert_eq!(st.open_confirm(&g, 5), Err(Status::BadSeqId));
     let s = st.open_confirm(&g, 6).unwrap();
     assert_eq!(s.seqid, 2);
+    // A second OPEN_CONFIRM (a new request, not a retransmission): no open
+    // awaits one. BAD_STATEID does not consume seqid 7 (used below).
+    assert_eq!(st.open_confirm(&s, 7), Err(Status::BadStateId));
     st.check_read(&s, 42, now).unwrap();
     assert_eq!(st.check_read(&s, 43, now), Err(Status::BadStateId));
     assert_eq!(st.check_read(&g, 42, now), Err(Status::OldStateId));
@@ -105,16 +108,16 @@ fn open_confirm_read_close_cycle() {
     st.close(&s, 8).unwrap();
     assert_eq!(st.counts().opens, 0);
     assert_eq!(st.counts().open_owners, 0);
+    // A stateid this run never issued, with another run's boot bytes: BAD,
+    // unless that run was one of this server's (STALE, see below).
     let mut stale = s;
     stale.other[0] ^= 1;
-    assert_eq!(st.check_read(&stale, 42, now), Err(Status::StaleStateId));
+    assert_eq!(st.check_read(&stale, 42, now), Err(Status::BadStateId));
     st.check_read(&StateId::ANONYMOUS, 42, now).unwrap();
     st.check_read(&StateId::READ_BYPASS, 42, now).unwrap();
     st.check_write(&StateId::ANONYMOUS, 42, now).unwrap();
-    assert_eq!(
-        st.check_write(&StateId::READ_BYPASS, 42, now),
-        Err(Status::BadStateId)
-    );
+    // All-ones writes like the anonymous stateid (RFC 7530 §9.1.4.3).
+    st.check_write(&StateId::READ_BYPASS, 42, now).unwrap();
 }
 
 #[test]
@@ -523,4 +526,63 @@ fn thousand_cycles_leave_no_state() {
     );
     assert!(c.retired_owners <= RETIRED_LIMIT);
     assert_eq!(c.clients, 10);
+}
+
+#[test]
+fn io_without_an_open_respects_share_denials() {
+    let now = Instant::now();
+    let mut st = fresh(now);
+    let cid = confirmed(&mut st, b"c", now);
+    let mut seq = 1;
+    // An editor opens for reading and writing, denying readers.
+    open(&mut st, cid, b"a", &mut seq, 42, 3, 1, now).unwrap();
+    let anonymous = StateId::ANONYMOUS;
+    assert_eq!(st.check_read(&anonymous, 42, now), Err(Status::Locked));
+    st.check_write(&anonymous, 42, now).unwrap();
+    // READ bypass is for locks, and reads; other files are not denied.
+    st.check_read(&StateId::READ_BYPASS, 42, now).unwrap();
+    st.check_read(&StateId::ANONYMOUS, 43, now).unwrap();
+    // Denying writers too: all-ones writes as the anonymous stateid does.
+    open(&mut st, cid, b"b", &mut seq, 44, 1, 2, now).unwrap();
+    for special in [StateId::ANONYMOUS, StateId::READ_BYPASS] {
+        assert_eq!(st.check_write(&special, 44, now), Err(Status::Locked));
+    }
+}
+
+/// RFC 7530 §9.1.4: STALE_STATEID only for a stateid of an earlier run of
+/// this server (a client told STALE starts reboot recovery); BAD_STATEID
+/// for one never issued; EXPIRED for one whose client rebooted.
+#[test]
+fn stateid_errors_say_whose_it_was() {
+    let now = Instant::now();
+    let mut st = fresh(now).with_earlier_boots(HashSet::from([5, 6]));
+    let cid = confirmed(&mut st, b"c", now);
+    let mut seq = 1;
+    let s = open(&mut st, cid, b"o", &mut seq, 42, 3, 0, now).unwrap();
+    let with_boot = |boot: u32| {
+        let mut x = s;
+        x.other[..4].copy_from_slice(&boot.to_be_bytes());
+        x
+    };
+    assert_eq!(
+        st.check_read(&with_boot(6), 42, now),
+        Err(Status::StaleStateId)
+    );
+    assert_eq!(
+        st.check_write(&with_boot(5), 42, now),
+        Err(Status::StaleStateId)
+    );
+    assert_eq!(
+        st.check_read(&with_boot(99), 42, now),
+        Err(Status::BadStateId)
+    );
+    // This run's boot, an id never handed out.
+    let mut never = s;
+    never.other[8..].copy_from_slice(&[0xee; 4]);
+    assert_eq!(st.check_read(&never, 42, now), Err(Status::BadStateId));
+    // The client reboots (same id string, new verifier): its old state
+    // goes, and the old stateid answers EXPIRED.
+    let (cid2, conf) = st.set_client_id(b"c", [2; 8], "sys:0@a", now).unwrap();
+    st.confirm_client_id(cid2, conf, now).unwrap();
+    assert_eq!(st.check_read(&s, 42, now), Err(Status::Expired));
 }
