@@ -123,12 +123,26 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // SHARED_CATALOG_BENCH=scan runs the scan-mode part alone.
+    if std::env::var("SHARED_CATALOG_BENCH").as_deref() != Ok("scan") {
+        with_triggers(&base, &db, &rt);
+    }
+    without_triggers(&base, &db, &rt);
+}
+
+/// The feed's cost to the app, its delay, and a stream beside the app.
+fn with_triggers(base: &std::path::Path, db: &std::path::Path, rt: &tokio::runtime::Runtime) {
     // The app's bulk insert with and without the triggers, alternating, on
     // two copies of the catalog (no server: the cost to the app alone).
     let plain = base.join("plain.sqlite");
     let fed = base.join("fed.sqlite");
-    std::fs::copy(&db, &plain).unwrap();
-    std::fs::copy(&db, &fed).unwrap();
+    std::fs::copy(db, &plain).unwrap();
+    std::fs::copy(db, &fed).unwrap();
     {
         // The feed's triggers go in when serving starts.
         let c = std::sync::Arc::new(
@@ -155,17 +169,12 @@ fn main() {
     let _ = std::fs::remove_file(&plain);
     let _ = std::fs::remove_file(&fed);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let t = Instant::now();
-    let (addr, nfs) = start_server(&rt, &base, |_| {});
+    let (addr, nfs) = start_server(rt, base, |_| {});
     println!("server open on it in {:.1} s", t.elapsed().as_secs_f64());
     let mut client = Nfs4Client::connect(addr, "bench-editor").unwrap();
     let root = client.lookup("").unwrap();
-    let app = Connection::open(&db).unwrap();
+    let app = Connection::open(db).unwrap();
     app.busy_timeout(Duration::from_secs(30)).unwrap();
 
     // Delay: the app renames a node of a folder the client has looked in;
@@ -202,7 +211,7 @@ fn main() {
     for round in 0..ROUNDS {
         let a = stream_mbps(&mut client, &root, &format!("alone-{round}.mov"));
         let inserter = {
-            let db = db.clone();
+            let db = db.to_path_buf();
             std::thread::spawn(move || {
                 let mut app = Connection::open(&db).unwrap();
                 app.busy_timeout(Duration::from_secs(30)).unwrap();
@@ -228,15 +237,17 @@ fn main() {
             s.applied.load(std::sync::atomic::Ordering::Relaxed)
         );
     }
+}
 
+/// The delay without triggers.
+fn without_triggers(base: &std::path::Path, db: &std::path::Path, rt: &tokio::runtime::Runtime) {
     // Without triggers (`catalog.feed = "scan"`), on a copy of the catalog
     // (the triggers' server keeps the first): the same renames, with every
     // folder's listing held, so each pass re-reads all 1,000,000 rows.
     let scan_dir = base.join("scan");
     std::fs::create_dir_all(&scan_dir).unwrap();
-    drop(app);
-    std::fs::copy(&db, scan_dir.join("bench.sqlite")).unwrap();
-    let (addr, nfs) = start_server(&rt, &scan_dir, |cfg| {
+    std::fs::copy(db, scan_dir.join("bench.sqlite")).unwrap();
+    let (addr, nfs) = start_server(rt, &scan_dir, |cfg| {
         cfg.catalog.feed = markbase_nfs::catalog::FeedMode::Scan;
     });
     let mut client = Nfs4Client::connect(addr, "bench-editor-scan").unwrap();
