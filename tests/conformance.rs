@@ -223,3 +223,35 @@ fn special_stateids_write_and_empty_writes_change_nothing() {
     r.next(op::SETATTR).unwrap();
     assert_eq!(c.read(&anonymous, 0, 100).unwrap(), (b"ab".to_vec(), true));
 }
+
+/// RFC 7530 §5.5: supported_attrs lists the write-only attributes too
+/// (time_access_set, time_modify_set), and asking to read one is INVAL.
+#[test]
+fn write_only_attributes_are_listed_and_not_readable() {
+    let srv = InProcess::start();
+    let mut c = Nfs4Client::connect(srv.addr, "attrs").unwrap();
+    let root = c.lookup("").unwrap();
+    let v = getattr(&mut c, &root, &[attr::SUPPORTED_ATTRS]);
+    let mut d = markbase_nfs::xdr::Decoder::new(&v);
+    let listed = markbase_nfs::nfs4::attrs::Bitmap::decode(&mut d).unwrap();
+    assert!(listed.contains(48) && listed.contains(54), "{listed:?}");
+    for write_only in [48, 54] {
+        let args = CompoundArgs::new()
+            .putfh(&root)
+            .getattr(&[attr::TYPE, write_only]);
+        let body = c.compound(&args);
+        let status = match body {
+            Ok(body) => {
+                let mut r = Nfs4Client::results(&body);
+                r.next(op::PUTFH).unwrap();
+                r.next(op::GETATTR).err().and_then(|e| e.status())
+            }
+            Err(e) => e.status(),
+        };
+        assert_eq!(
+            status,
+            Some(Status::Inval.code()),
+            "GETATTR of {write_only}"
+        );
+    }
+}

@@ -57,6 +57,7 @@ struct MacAttrs {
     filehandle: Option<Vec<u8>>,
     case_insensitive: Option<bool>,
     time_create: Option<(i64, u32)>,
+    time_modify: Option<(i64, u32)>,
     hidden: Option<bool>,
     supported: Option<Bitmap>,
 }
@@ -132,9 +133,10 @@ fn parse_fattr(d: &mut Decoder<'_>) -> Result<MacAttrs, String> {
                 v.u32().map_err(e)?;
                 v.u32().map_err(e)?;
             }
-            47 | 49 | 51 | 52 | 53 => {
+            47 | 49 | 51 | 52 => {
                 nfstime(&mut v)?;
             }
+            53 => a.time_modify = Some(nfstime(&mut v)?),
             50 => a.time_create = Some(nfstime(&mut v)?),
             55 => a.mounted_on_fileid = Some(v.u64().map_err(e)?),
             other => return Err(format!("attribute {other} returned but not parsed")),
@@ -659,7 +661,7 @@ fn read(mac: &mut Mac, f: &MacOpen, offset: u64, count: u32) -> Vec<u8> {
 
 /// Finder's copy: create (UNCHECKED4 + MODE, then EXCLUSIVE4 + SETATTR as
 /// `open(O_EXCL)` does), write, then copyfile's SETATTR of the times
-/// including time_create. Before, time_create was listed as supported but
+/// including time_create and the original's modification time. Before, time_create was listed as supported but
 /// refused with INVAL, and the whole `setattrlist` — the copy — failed.
 #[test]
 fn a_finder_copy_sets_creation_time_and_owner() {
@@ -679,6 +681,9 @@ fn a_finder_copy_sets_creation_time_and_owner() {
     mac.close(&f);
     let a = mac.getattr(&f.fh);
     assert_eq!(a.time_create, Some((created, 500)));
+    // The kext sends time_modify_set only if supported_attrs lists it;
+    // without it the copy showed the time of the copy.
+    assert_eq!(a.time_modify, Some((modified, 0)));
     assert_eq!(a.owner.as_deref(), Some("501"));
     // EXCLUSIVE4, then the SETATTR that gives the file its attributes.
     let g = mac

@@ -211,7 +211,7 @@ pub fn encode_values(
     };
     for a in attrs.iter() {
         match a {
-            attr::SUPPORTED_ATTRS => supported().encode(e),
+            attr::SUPPORTED_ATTRS => advertised().encode(e),
             attr::TYPE => e.u32(if is_dir { NF4DIR } else { NF4REG }),
             attr::FH_EXPIRE_TYPE => e.u32(0), // FH4_PERSISTENT
             attr::CHANGE => e.u64(meta.change),
@@ -280,6 +280,7 @@ pub fn encode_fattr(
     requested: &Bitmap,
     e: &mut Encoder,
 ) -> Result<(), Status> {
+    refuse_write_only(requested)?;
     let returned = requested.and(&supported());
     returned.encode(e);
     let len_at = e.placeholder();
@@ -299,6 +300,7 @@ pub fn matches(
 ) -> Result<bool, Status> {
     let bitmap = Bitmap::decode(d)?;
     let values = d.opaque(usize::MAX)?;
+    refuse_write_only(&bitmap)?;
     if !bitmap.is_subset_of(&supported()) {
         return Err(Status::AttrNotSupp);
     }
@@ -361,6 +363,27 @@ const TIME_ACCESS_SET: u32 = 48;
 const TIME_MODIFY_SET: u32 = 54;
 
 /// The attributes this server can set.
+/// What supported_attrs says: the readable attributes and the write-only
+/// ones. The Mac sends a SETATTR only with attributes listed here
+/// (kext/nfs4_subs.c: nfs_vattr_set_bitmap, "limit to what is supported by
+/// server"): without time_modify_set a Finder copy or `touch` would lose
+/// its times.
+pub fn advertised() -> Bitmap {
+    let mut b = supported();
+    b.set(TIME_ACCESS_SET);
+    b.set(TIME_MODIFY_SET);
+    b
+}
+
+/// Write-only attributes have no value to read: asking GETATTR, READDIR,
+/// VERIFY or NVERIFY for one is INVAL (RFC 7530 §5.5).
+fn refuse_write_only(requested: &Bitmap) -> Result<(), Status> {
+    if requested.contains(TIME_ACCESS_SET) || requested.contains(TIME_MODIFY_SET) {
+        return Err(Status::Inval);
+    }
+    Ok(())
+}
+
 pub fn settable() -> Bitmap {
     Bitmap::of(&[
         attr::SIZE,
