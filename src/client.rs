@@ -665,6 +665,11 @@ impl Nfs4Client {
         r.next(op::RENAME).map(|_| ())
     }
 
+    /// The open-owner seqid the next OPEN, CLOSE… of this client will carry.
+    pub fn next_seqid(&self) -> u32 {
+        self.seqid
+    }
+
     pub fn close(&mut self, f: &OpenFile) -> ClientResult<()> {
         let seqid = self.seqid;
         let args = CompoundArgs::new().putfh(&f.fh).op(op::CLOSE, |e| {

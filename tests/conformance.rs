@@ -255,3 +255,36 @@ fn write_only_attributes_are_listed_and_not_readable() {
         );
     }
 }
+
+/// RFC 7530 §9.1.7: a retransmission (the owner's last seqid, the same
+/// request) gets the recorded reply; another request reusing that seqid is
+/// BAD_SEQID. Before, a CLOSE reusing an OPEN_CONFIRM's seqid got the
+/// OPEN_CONFIRM's reply, stateid and all, as its own.
+#[test]
+fn only_the_same_request_is_answered_from_the_replay_record() {
+    let srv = InProcess::start();
+    let mut c = Nfs4Client::connect(srv.addr, "replay").unwrap();
+    let dir = c.lookup("Projects").unwrap();
+    let f = file_with(&mut c, &dir, "shot.mov", b"frames");
+    let close_with = |c: &mut Nfs4Client, seqid: u32| -> Result<Vec<u8>, u32> {
+        let args = CompoundArgs::new().putfh(&f.fh).op(op::CLOSE, |e| {
+            e.u32(seqid);
+            e.u32(f.stateid.0);
+            e.fixed(&f.stateid.1);
+        });
+        let body = c.compound(&args).map_err(|e| e.status().unwrap_or(0))?;
+        let mut r = Nfs4Client::results(&body);
+        r.next(op::PUTFH).unwrap();
+        let d = r.next(op::CLOSE).map_err(|e| e.status().unwrap_or(0))?;
+        Ok(d.rest().to_vec())
+    };
+    // The last seqid went to the OPEN (or its OPEN_CONFIRM): a CLOSE with it
+    // is another request.
+    let last = c.next_seqid() - 1;
+    assert_eq!(close_with(&mut c, last), Err(Status::BadSeqId.code()));
+    // The real CLOSE, then its retransmission: the same reply.
+    let next = c.next_seqid();
+    let first = close_with(&mut c, next).unwrap();
+    assert_eq!(first.len(), 16, "a CLOSE result is one stateid");
+    assert_eq!(close_with(&mut c, next), Ok(first));
+}

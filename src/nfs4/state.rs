@@ -95,6 +95,9 @@ struct ClientRecord {
 #[derive(Debug, Clone)]
 struct LastReply {
     seqid: u32,
+    /// What the request was (see `ops::request_print`): a retransmission
+    /// is the same request; another with the same seqid is refused.
+    request: u64,
     status: Status,
     body: Vec<u8>,
 }
@@ -607,19 +610,37 @@ impl State {
         }
     }
 
-    /// The recorded reply if `seqid` retransmits the owner's last request.
-    pub fn replay(&self, key: &OwnerKey, seqid: u32) -> Option<(Status, Vec<u8>)> {
+    /// The recorded reply if `seqid` retransmits the owner's last request
+    /// (`request`: what it is, or None not to compare). A different request
+    /// reusing that seqid is BAD_SEQID, not the other request's reply.
+    pub fn replay(
+        &self,
+        key: &OwnerKey,
+        seqid: u32,
+        request: Option<u64>,
+    ) -> Option<Result<(Status, Vec<u8>), Status>> {
         let o = self.owners.get(key)?;
         match &o.last_reply {
             Some(r) if r.seqid == seqid && o.last_seqid == seqid => {
-                Some((r.status, r.body.clone()))
+                if request.is_some_and(|q| q != r.request) {
+                    Some(Err(Status::BadSeqId))
+                } else {
+                    Some(Ok((r.status, r.body.clone())))
+                }
             }
             _ => None,
         }
     }
 
-    /// Records an owner's reply for replay.
-    pub fn remember(&mut self, key: &OwnerKey, seqid: u32, status: Status, body: Vec<u8>) {
+    /// Records an owner's reply to `request` for replay.
+    pub fn remember(
+        &mut self,
+        key: &OwnerKey,
+        seqid: u32,
+        request: u64,
+        status: Status,
+        body: Vec<u8>,
+    ) {
         if seqid_unchanged(status) {
             return;
         }
@@ -627,6 +648,7 @@ impl State {
             if o.last_seqid == seqid {
                 o.last_reply = Some(LastReply {
                     seqid,
+                    request,
                     status,
                     body,
                 });
@@ -671,7 +693,9 @@ impl State {
     ) -> Result<Begin, Status> {
         self.renew(clientid, now)?;
         let key = OwnerKey::open(clientid, owner);
-        if let Some((status, body)) = self.replay(&key, seqid) {
+        // The request itself was compared by the caller (`ops::sequenced`).
+        if let Some(replayed) = self.replay(&key, seqid, None) {
+            let (status, body) = replayed?;
             return Ok(Begin::Replay(status, body));
         }
         let confirm_needed = match self.owners.get(&key) {

@@ -6,10 +6,10 @@
 use std::time::Instant;
 
 use super::open::{put_stateid, stateid};
-use super::sequenced;
+use super::{request_print, sequenced};
 use crate::catalog::NodeKind;
 use crate::nfs4::compound::Compound;
-use crate::nfs4::consts::{OpResult, Status, NFS4_OPAQUE_LIMIT};
+use crate::nfs4::consts::{op, OpResult, Status, NFS4_OPAQUE_LIMIT};
 use crate::nfs4::state::{Denied, LockError, Locker};
 use crate::rpc::ReplyBody;
 use crate::xdr::{Decoder, Encoder};
@@ -45,6 +45,7 @@ fn current_file(c: &Compound<'_>) -> OpResult<u64> {
 }
 
 pub(crate) fn lock(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
+    let args = d.rest();
     let locktype = d.u32()?;
     let reclaim = d.bool()?;
     let offset = d.u64()?;
@@ -69,6 +70,7 @@ pub(crate) fn lock(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
         }
     };
     let fileid = current_file(c)?;
+    let request = request_print(op::LOCK, fileid, args, d);
     let (key, seqid) = {
         let st = c.srv.state.lock();
         match &locker {
@@ -83,7 +85,7 @@ pub(crate) fn lock(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
             } => (st.owner_of(lock_stateid), *lock_seqid),
         }
     };
-    sequenced(c, out, key, seqid, |c, out| {
+    sequenced(c, out, key, seqid, request, |c, out| {
         let r = c.srv.state.lock().lock(
             locktype,
             reclaim,
@@ -124,14 +126,16 @@ pub(crate) fn lockt(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
 }
 
 pub(crate) fn locku(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
+    let args = d.rest();
     let _locktype = d.u32()?;
     let seqid = d.u32()?;
     let sid = stateid(d)?;
     let offset = d.u64()?;
     let length = d.u64()?;
-    current_file(c)?;
+    let fileid = current_file(c)?;
+    let request = request_print(op::LOCKU, fileid, args, d);
     let key = c.srv.state.lock().owner_of(&sid);
-    sequenced(c, out, key, seqid, |c, out| {
+    sequenced(c, out, key, seqid, request, |c, out| {
         let next = c
             .srv
             .state

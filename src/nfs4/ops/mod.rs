@@ -77,10 +77,13 @@ pub(crate) fn sequenced(
     out: &mut ReplyBody,
     owner: Option<OwnerKey>,
     seqid: u32,
+    request: u64,
     f: impl FnOnce(&mut Compound<'_>, &mut ReplyBody) -> OpResult,
 ) -> OpResult {
     if let Some(k) = &owner {
-        if let Some((status, body)) = c.srv.state.lock().replay(k, seqid) {
+        let replayed = c.srv.state.lock().replay(k, seqid, Some(request));
+        if let Some(replayed) = replayed {
+            let (status, body) = replayed?;
             out.enc().buf.extend_from_slice(&body);
             return if status == Status::Ok {
                 Ok(())
@@ -94,10 +97,26 @@ pub(crate) fn sequenced(
     if let Some(k) = owner {
         let status = result.err().unwrap_or(Status::Ok);
         if let Some(body) = out.bytes_since(mark) {
-            c.srv.state.lock().remember(&k, seqid, status, body);
+            c.srv
+                .state
+                .lock()
+                .remember(&k, seqid, request, status, body);
         }
     }
     result
+}
+
+/// What a seqid-bearing request is, to tell a retransmission from another
+/// request reusing its seqid: a hash of the operation, the current file and
+/// the argument bytes (`args`: the undecoded rest when the operation began;
+/// `d`: the decoder after its arguments).
+pub(crate) fn request_print(opnum: u32, fileid: u64, args: &[u8], d: &Decoder<'_>) -> u64 {
+    let used = args.len().saturating_sub(d.remaining());
+    let mut bytes = Vec::with_capacity(12 + used);
+    bytes.extend_from_slice(&opnum.to_be_bytes());
+    bytes.extend_from_slice(&fileid.to_be_bytes());
+    bytes.extend_from_slice(&args[..used]);
+    crate::catalog::fnv1a(&bytes)
 }
 
 /// Checks a name component (RFC 7530 §12.7): the name as UTF-8, or the

@@ -6,12 +6,12 @@ use std::time::Instant;
 use super::attributes::apply;
 use super::namespace::put_cinfo;
 use super::write::io_status;
-use super::{component, sequenced};
+use super::{component, request_print, sequenced};
 use crate::catalog::{CatalogError, DirChange, NewNode, Node, NodeKind};
 use crate::nfs4::attrs::{decode_settable, Bitmap, SetAttrs};
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{
-    attr, OpResult, Status, CLAIM_NULL, CLAIM_PREVIOUS, NFS4_OPAQUE_LIMIT, OPEN4_CREATE,
+    attr, op, OpResult, Status, CLAIM_NULL, CLAIM_PREVIOUS, NFS4_OPAQUE_LIMIT, OPEN4_CREATE,
     OPEN4_RESULT_CONFIRM, OPEN4_RESULT_LOCKTYPE_POSIX, OPEN_DELEGATE_NONE,
 };
 use crate::nfs4::server::catalog_status;
@@ -53,6 +53,7 @@ enum How {
 }
 
 pub(crate) fn open(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
+    let args = d.rest();
     let seqid = d.u32()?;
     let access = d.u32()?;
     let deny = d.u32()?;
@@ -88,7 +89,8 @@ pub(crate) fn open(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
     };
     let cur = c.current()?;
     let key = OwnerKey::open(clientid, owner);
-    sequenced(c, out, Some(key), seqid, |c, out| {
+    let request = request_print(op::OPEN, cur.fileid, args, d);
+    sequenced(c, out, Some(key), seqid, request, |c, out| {
         let now = Instant::now();
         let confirm_needed = match c.srv.state.lock().begin_open(clientid, owner, seqid, now)? {
             Begin::Proceed { confirm_needed } => confirm_needed,
@@ -298,11 +300,13 @@ pub(crate) fn open_confirm(
     d: &mut Decoder<'_>,
     out: &mut ReplyBody,
 ) -> OpResult {
+    let args = d.rest();
     let sid = stateid(d)?;
     let seqid = d.u32()?;
-    c.current()?;
+    let fileid = c.current()?.fileid;
+    let request = request_print(op::OPEN_CONFIRM, fileid, args, d);
     let key = c.srv.state.lock().owner_of(&sid);
-    sequenced(c, out, key, seqid, |c, out| {
+    sequenced(c, out, key, seqid, request, |c, out| {
         let next = c.srv.state.lock().open_confirm(&sid, seqid)?;
         put_stateid(out.enc(), &next);
         Ok(())
@@ -314,13 +318,15 @@ pub(crate) fn open_downgrade(
     d: &mut Decoder<'_>,
     out: &mut ReplyBody,
 ) -> OpResult {
+    let args = d.rest();
     let sid = stateid(d)?;
     let seqid = d.u32()?;
     let access = d.u32()?;
     let deny = d.u32()?;
-    c.current()?;
+    let fileid = c.current()?.fileid;
+    let request = request_print(op::OPEN_DOWNGRADE, fileid, args, d);
     let key = c.srv.state.lock().owner_of(&sid);
-    sequenced(c, out, key, seqid, |c, out| {
+    sequenced(c, out, key, seqid, request, |c, out| {
         let next = c
             .srv
             .state
@@ -332,11 +338,13 @@ pub(crate) fn open_downgrade(
 }
 
 pub(crate) fn close(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
+    let args = d.rest();
     let seqid = d.u32()?;
     let sid = stateid(d)?;
-    c.current()?;
+    let fileid = c.current()?.fileid;
+    let request = request_print(op::CLOSE, fileid, args, d);
     let key = c.srv.state.lock().owner_of(&sid);
-    sequenced(c, out, key, seqid, |c, out| {
+    sequenced(c, out, key, seqid, request, |c, out| {
         let (next, fileid) = {
             let mut st = c.srv.state.lock();
             let fileid = st.file_of(&sid);

@@ -130,23 +130,35 @@ fn retransmitted_requests_get_the_recorded_reply() {
     // CLOSE with seqid 3, its reply recorded.
     let key = st.owner_of(&s).unwrap();
     let closed = st.close(&s, seq).unwrap();
-    st.remember(&key, seq, Status::Ok, vec![1, 2, 3]);
+    st.remember(&key, seq, 77, Status::Ok, vec![1, 2, 3]);
     // The retransmitted CLOSE is recognised even though the open is gone.
     let key2 = st
         .owner_of(&s)
         .expect("closed stateid still maps to its owner");
-    assert_eq!(st.replay(&key2, seq), Some((Status::Ok, vec![1, 2, 3])));
+    assert_eq!(
+        st.replay(&key2, seq, Some(77)),
+        Some(Ok((Status::Ok, vec![1, 2, 3])))
+    );
+    // Another request reusing that seqid is not answered with the CLOSE's
+    // reply.
+    assert_eq!(st.replay(&key2, seq, Some(78)), Some(Err(Status::BadSeqId)));
     assert_eq!(closed.seqid, s.seqid + 1);
     // A replayed OPEN is answered from the record too.
     seq += 1;
     st.begin_open(cid, b"o", seq, now).unwrap();
-    st.remember(&OwnerKey::open(cid, b"o"), seq, Status::NoEnt, vec![]);
+    st.remember(&OwnerKey::open(cid, b"o"), seq, 5, Status::NoEnt, vec![]);
     assert_eq!(
         st.begin_open(cid, b"o", seq, now),
         Ok(Begin::Replay(Status::NoEnt, vec![]))
     );
     // Errors that do not advance the seqid are not recorded.
-    st.remember(&OwnerKey::open(cid, b"o"), seq, Status::BadSeqId, vec![9]);
+    st.remember(
+        &OwnerKey::open(cid, b"o"),
+        seq,
+        6,
+        Status::BadSeqId,
+        vec![9],
+    );
     assert_eq!(
         st.begin_open(cid, b"o", seq, now),
         Ok(Begin::Replay(Status::NoEnt, vec![]))
