@@ -169,3 +169,39 @@ fn a_remove_retransmitted_after_reconnect_is_not_a_spurious_noent() {
         Status::NoEnt.code()
     );
 }
+
+/// RFC 7530 §9.2: one lock-owner's overlapping and adjacent locks of one
+/// type are one lock; another owner's LOCKT reports the union.
+#[test]
+fn one_owners_overlapping_locks_show_as_their_union() {
+    let srv = InProcess::start();
+    let mut a = Nfs4Client::connect(srv.addr, "merge-a").unwrap();
+    let mut b = Nfs4Client::connect(srv.addr, "merge-b").unwrap();
+    let root = a.lookup("").unwrap();
+    let fa = a
+        .open(&root, "edl.txt", Create::Unchecked { mode: 0o644 }, BOTH)
+        .unwrap();
+    let fb = b.open(&root, "edl.txt", Create::No, BOTH).unwrap();
+    let la = a.lock(&fa, None, 0, WRITE_LT, 0, 10, b"a-lock").unwrap();
+    let la = a
+        .lock(&fa, Some(la), 1, WRITE_LT, 5, 15, b"a-lock")
+        .unwrap();
+    a.lock(&fa, Some(la), 2, WRITE_LT, 20, 10, b"a-lock")
+        .unwrap();
+    let clientid = b.clientid;
+    let args = CompoundArgs::new().putfh(&fb.fh).op(op::LOCKT, |e| {
+        e.u32(READ_LT);
+        e.u64(27);
+        e.u64(1);
+        e.u64(clientid);
+        e.string("b-lock");
+    });
+    let body = b.compound(&args).unwrap();
+    let mut d = markbase_nfs::xdr::Decoder::new(&body);
+    assert_eq!((d.u32().unwrap(), d.u32().unwrap()), (op::PUTFH, 0));
+    assert_eq!(
+        (d.u32().unwrap(), d.u32().unwrap()),
+        (op::LOCKT, Status::Denied.code())
+    );
+    assert_eq!((d.u64().unwrap(), d.u64().unwrap()), (0, 30), "the union");
+}

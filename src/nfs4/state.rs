@@ -1201,6 +1201,7 @@ impl State {
         subtract(&mut l.ranges, start, end);
         l.ranges.push(want);
         l.ranges.sort_by_key(|r| r.start);
+        coalesce(&mut l.ranges);
         l.seqid = next_seqid(l.seqid);
         Ok(StateId {
             seqid: l.seqid,
@@ -1294,6 +1295,23 @@ impl State {
         self.retired_stateids.retain(|_, k| *k != key);
         Ok(())
     }
+}
+
+/// Joins ranges of one lock state that touch or overlap and have the same
+/// type (sorted by start): one owner's locks over [0, 10) and [5, 20) are
+/// one lock over [0, 20), which LOCKT and LOCK4denied then report
+/// (RFC 7530 §9.2: a lock-owner's locks on a file are one set of ranges).
+fn coalesce(ranges: &mut Vec<Range>) {
+    let mut out: Vec<Range> = Vec::with_capacity(ranges.len());
+    for r in ranges.drain(..) {
+        match out.last_mut() {
+            Some(prev) if prev.write == r.write && r.start <= prev.end => {
+                prev.end = prev.end.max(r.end);
+            }
+            _ => out.push(r),
+        }
+    }
+    *ranges = out;
 }
 
 /// Removes [start, end) from a list of ranges, splitting where needed.

@@ -598,3 +598,45 @@ fn stateid_errors_say_whose_it_was() {
     st.confirm_client_id(cid2, conf, now).unwrap();
     assert_eq!(st.check_read(&s, 42, now), Err(Status::Expired));
 }
+
+/// One owner's overlapping and adjacent locks are one lock: another owner's
+/// LOCKT and LOCK see the union.
+#[test]
+fn one_owners_locks_merge_into_their_union() {
+    let now = Instant::now();
+    let mut st = fresh(now);
+    let a = confirmed(&mut st, b"client-a", now);
+    let b = confirmed(&mut st, b"client-b", now);
+    let (mut sa, mut sb) = (1, 1);
+    let oa = open(&mut st, a, b"oa", &mut sa, 42, 3, 0, now).unwrap();
+    open(&mut st, b, b"ob", &mut sb, 42, 3, 0, now).unwrap();
+    let mut la = new_lock(&mut st, a, oa, sa, b"la", WRITE_LT, 0, 10, now).unwrap();
+    let mut seqid = 0;
+    let mut more = |st: &mut State, locktype: u32, offset: u64, length: u64| {
+        seqid += 1;
+        la = st
+            .lock(
+                locktype,
+                false,
+                offset,
+                length,
+                &Locker::Existing {
+                    lock_stateid: la,
+                    lock_seqid: seqid,
+                },
+                42,
+                now,
+            )
+            .unwrap();
+    };
+    more(&mut st, WRITE_LT, 5, 15); // overlapping: [0, 20)
+    more(&mut st, WRITE_LT, 20, 10); // adjacent: [0, 30)
+    assert_eq!(st.counts().locked_ranges, 1);
+    let Err(LockError::Denied(d)) = st.lock_test(READ_LT, 25, 1, b, b"lb", 42, now) else {
+        panic!("not denied")
+    };
+    assert_eq!((d.offset, d.length), (0, 30));
+    // A read lock next to the write lock stays apart.
+    more(&mut st, READ_LT, 30, 10);
+    assert_eq!(st.counts().locked_ranges, 2);
+}
