@@ -35,25 +35,11 @@ fn locks_conflict_across_clients_and_free_on_unlock() {
         .unwrap_err();
     assert_eq!(err.status(), Some(Status::Denied.code()));
     // LOCKT reports the holder's range.
-    let clientid = b.clientid;
-    let args = CompoundArgs::new().putfh(&fb.fh).op(op::LOCKT, |e| {
-        e.u32(WRITE_LT);
-        e.u64(0);
-        e.u64(1);
-        e.u64(clientid);
-        e.string("b-lock");
-    });
-    let body = b.compound(&args).unwrap();
-    let mut d = markbase_nfs::xdr::Decoder::new(&body);
-    assert_eq!((d.u32().unwrap(), d.u32().unwrap()), (op::PUTFH, 0));
+    let denied = lockt_denied(&mut b, &fb.fh, WRITE_LT, 0, 1);
     assert_eq!(
-        (d.u32().unwrap(), d.u32().unwrap()),
-        (op::LOCKT, Status::Denied.code())
+        denied,
+        (0, u64::MAX, WRITE_LT, a.clientid, b"a-lock".to_vec())
     );
-    assert_eq!((d.u64().unwrap(), d.u64().unwrap()), (0, u64::MAX));
-    assert_eq!(d.u32().unwrap(), WRITE_LT);
-    assert_eq!(d.u64().unwrap(), a.clientid);
-    assert_eq!(d.opaque(100).unwrap(), b"a-lock");
     // Release: B's lock goes through (its seqid moved on with the DENIED).
     a.unlock(&fa, la, 1, 0, u64::MAX).unwrap();
     let lb = b.lock(&fb, None, 0, READ_LT, 4096, 10, b"b-lock").unwrap();
@@ -188,20 +174,39 @@ fn one_owners_overlapping_locks_show_as_their_union() {
         .unwrap();
     a.lock(&fa, Some(la), 2, WRITE_LT, 20, 10, b"a-lock")
         .unwrap();
-    let clientid = b.clientid;
-    let args = CompoundArgs::new().putfh(&fb.fh).op(op::LOCKT, |e| {
-        e.u32(READ_LT);
-        e.u64(27);
-        e.u64(1);
+    let (offset, length, ..) = lockt_denied(&mut b, &fb.fh, READ_LT, 27, 1);
+    assert_eq!((offset, length), (0, 30), "the union");
+}
+
+/// LOCKT by lock-owner "b-lock" of `c`, expected DENIED: the holder's
+/// (offset, length, type, client id, owner).
+fn lockt_denied(
+    c: &mut Nfs4Client,
+    fh: &[u8],
+    locktype: u32,
+    offset: u64,
+    length: u64,
+) -> (u64, u64, u32, u64, Vec<u8>) {
+    let clientid = c.clientid;
+    let args = CompoundArgs::new().putfh(fh).op(op::LOCKT, |e| {
+        e.u32(locktype);
+        e.u64(offset);
+        e.u64(length);
         e.u64(clientid);
         e.string("b-lock");
     });
-    let body = b.compound(&args).unwrap();
+    let body = c.compound(&args).unwrap();
     let mut d = markbase_nfs::xdr::Decoder::new(&body);
     assert_eq!((d.u32().unwrap(), d.u32().unwrap()), (op::PUTFH, 0));
     assert_eq!(
         (d.u32().unwrap(), d.u32().unwrap()),
         (op::LOCKT, Status::Denied.code())
     );
-    assert_eq!((d.u64().unwrap(), d.u64().unwrap()), (0, 30), "the union");
+    (
+        d.u64().unwrap(),
+        d.u64().unwrap(),
+        d.u32().unwrap(),
+        d.u64().unwrap(),
+        d.opaque(100).unwrap().to_vec(),
+    )
 }

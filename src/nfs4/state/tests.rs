@@ -190,6 +190,17 @@ fn share_deny_conflicts_between_owners() {
     assert!(st.is_open(42) && !st.is_open(43));
 }
 
+/// Clients a and b, each with an open of file 42 for reading and writing:
+/// (client ids, open stateids, next open-owner seqids).
+fn two_openers(st: &mut State, now: Instant) -> (u64, u64, StateId, StateId, u32, u32) {
+    let a = confirmed(st, b"client-a", now);
+    let b = confirmed(st, b"client-b", now);
+    let (mut sa, mut sb) = (1, 1);
+    let oa = open(st, a, b"oa", &mut sa, 42, 3, 0, now).unwrap();
+    let ob = open(st, b, b"ob", &mut sb, 42, 3, 0, now).unwrap();
+    (a, b, oa, ob, sa, sb)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn new_lock(
     st: &mut State,
@@ -216,11 +227,7 @@ fn new_lock(
 fn byte_range_locks_conflict_split_upgrade_and_release() {
     let now = Instant::now();
     let mut st = fresh(now);
-    let a = confirmed(&mut st, b"client-a", now);
-    let b = confirmed(&mut st, b"client-b", now);
-    let (mut sa, mut sb) = (1, 1);
-    let oa = open(&mut st, a, b"oa", &mut sa, 42, 3, 0, now).unwrap();
-    let ob = open(&mut st, b, b"ob", &mut sb, 42, 3, 0, now).unwrap();
+    let (a, b, oa, ob, sa, mut sb) = two_openers(&mut st, now);
     // A write-locks [100, 200).
     let la = new_lock(&mut st, a, oa, sa, b"la", WRITE_LT, 100, 100, now).unwrap();
     // B cannot read-lock [150, 160): DENIED names A's lock.
@@ -605,11 +612,7 @@ fn stateid_errors_say_whose_it_was() {
 fn one_owners_locks_merge_into_their_union() {
     let now = Instant::now();
     let mut st = fresh(now);
-    let a = confirmed(&mut st, b"client-a", now);
-    let b = confirmed(&mut st, b"client-b", now);
-    let (mut sa, mut sb) = (1, 1);
-    let oa = open(&mut st, a, b"oa", &mut sa, 42, 3, 0, now).unwrap();
-    open(&mut st, b, b"ob", &mut sb, 42, 3, 0, now).unwrap();
+    let (a, b, oa, _, sa, _) = two_openers(&mut st, now);
     let mut la = new_lock(&mut st, a, oa, sa, b"la", WRITE_LT, 0, 10, now).unwrap();
     let mut seqid = 0;
     let mut more = |st: &mut State, locktype: u32, offset: u64, length: u64| {
