@@ -288,3 +288,31 @@ fn only_the_same_request_is_answered_from_the_replay_record() {
     assert_eq!(first.len(), 16, "a CLOSE result is one stateid");
     assert_eq!(close_with(&mut c, next), Ok(first));
 }
+
+/// RFC 7530 §16.1: ACCESS reports (as supported) only the rights that mean
+/// something for the object: LOOKUP and DELETE for folders, EXECUTE for
+/// files.
+#[test]
+fn access_reports_the_rights_of_the_objects_type() {
+    let srv = InProcess::start();
+    let mut c = Nfs4Client::connect(srv.addr, "access").unwrap();
+    let access = |c: &mut Nfs4Client, fh: &[u8]| -> (u32, u32) {
+        let args = CompoundArgs::new()
+            .putfh(fh)
+            .op(op::ACCESS, |e| e.u32(0x3f));
+        let body = c.compound(&args).unwrap();
+        let mut r = Nfs4Client::results(&body);
+        r.next(op::PUTFH).unwrap();
+        let d = r.next(op::ACCESS).unwrap();
+        (d.u32().unwrap(), d.u32().unwrap())
+    };
+    let dir = c.lookup("Projects").unwrap();
+    let file = c.lookup("Projects/README.txt").unwrap();
+    // READ 1, LOOKUP 2, MODIFY 4, EXTEND 8, DELETE 0x10, EXECUTE 0x20.
+    let (supported, granted) = access(&mut c, &dir);
+    assert_eq!(supported, 0x1f, "folder");
+    assert_eq!(granted & !supported, 0);
+    let (supported, granted) = access(&mut c, &file);
+    assert_eq!(supported, 0x2d, "file");
+    assert_eq!(granted & !supported, 0);
+}

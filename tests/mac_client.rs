@@ -910,6 +910,58 @@ fn remove(mac: &mut Mac, dir: &[u8], name: &str) -> Result<(), u32> {
     .map_err(|(_, s)| s)
 }
 
+/// What `nfs_vnop_access` (kext/nfs_vnops.c) concludes for the rights in
+/// `wanted`: with the access cache on (the default) it asks every right
+/// (NFS_ACCESS_ALL, 0x3f) through `nfs4_access_rpc` (kext/nfs4_vnops.c:
+/// PUTFH, ACCESS, GETATTR), which takes a DELETE the server does not
+/// report as supported for allowed; then EACCES unless all of `wanted`
+/// came back.
+fn access_allows(mac: &mut Mac, fh: &[u8], wanted: u32) -> bool {
+    const NFS_ACCESS_ALL: u32 = 0x3f;
+    const NFS_ACCESS_DELETE: u32 = 0x10;
+    let bm = mac.masked(&GETATTR_BITMAP);
+    let body = mac
+        .call(
+            "access",
+            CompoundArgs::new()
+                .putfh(fh)
+                .op(op::ACCESS, |e| e.u32(NFS_ACCESS_ALL))
+                .getattr(&bm),
+        )
+        .unwrap();
+    let mut d = Decoder::new(&body);
+    skip_op(&mut d, op::PUTFH);
+    assert_eq!((d.u32().unwrap(), d.u32().unwrap()), (op::ACCESS, 0));
+    let supported = d.u32().unwrap();
+    let mut result = d.u32().unwrap();
+    let missing = NFS_ACCESS_ALL & !supported;
+    if missing & NFS_ACCESS_DELETE != 0 {
+        result |= NFS_ACCESS_DELETE;
+    }
+    result & wanted == wanted
+}
+
+/// `rm` and Finder's delete of a file: the VFS authorises KAUTH_VNODE_DELETE
+/// on the file itself, which the kext turns into NFS_ACCESS_DELETE asked
+/// of the file (nfs_vnop_access, "common"). A server that reports DELETE as
+/// supported for a file and does not grant it makes every delete EACCES.
+#[test]
+fn deleting_a_file_is_allowed_by_access() {
+    let srv = InProcess::start();
+    let mut mac = Mac::mount(srv.addr);
+    let root = mac.root.clone();
+    let (dir, _) = mac.lookup(&root, "Projects").unwrap();
+    let (file, _) = mac.lookup(&dir, "README.txt").unwrap();
+    const READ: u32 = 0x01;
+    const MODIFY: u32 = 0x04;
+    const DELETE: u32 = 0x10;
+    assert!(access_allows(&mut mac, &file, DELETE), "delete of a file");
+    assert!(access_allows(&mut mac, &file, READ | MODIFY));
+    // Deleting an entry of the folder (KAUTH_VNODE_DELETE_CHILD: MODIFY).
+    assert!(access_allows(&mut mac, &dir, MODIFY | DELETE));
+    remove(&mut mac, &dir, "README.txt").unwrap();
+}
+
 /// A whole-file lock with the kext's 20-byte lock owner
 /// (kext/nfs4_vnops.c: nfs4_setlock_rpc; nfsm_chain_add_lock_owner4):
 /// PUTFH, GETATTR, LOCK(0, all ones). Then, with the file open and locked,

@@ -26,13 +26,17 @@ pub(crate) fn getattr(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
 pub(crate) fn access(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
     let requested = d.u32()?;
     let node = c.current()?;
-    let all = ACCESS4_READ
-        | ACCESS4_LOOKUP
-        | ACCESS4_MODIFY
-        | ACCESS4_EXTEND
-        | ACCESS4_DELETE
-        | ACCESS4_EXECUTE;
     let is_dir = node.kind == NodeKind::Folder;
+    // Only the rights meaningful for the object's type are reported
+    // (RFC 7530 §16.1): LOOKUP and DELETE (of an entry) for folders,
+    // EXECUTE for files. The Mac asks DELETE of the file it deletes and
+    // takes a right the server does not report as granted (kext
+    // nfs4_access_rpc), where a DELETE reported and refused was EACCES.
+    let all = if is_dir {
+        ACCESS4_READ | ACCESS4_LOOKUP | ACCESS4_MODIFY | ACCESS4_EXTEND | ACCESS4_DELETE
+    } else {
+        ACCESS4_READ | ACCESS4_MODIFY | ACCESS4_EXTEND | ACCESS4_EXECUTE
+    };
     let mode = attrs::mode_of(c.srv, &node, &node.meta());
     let mut granted = 0;
     if mode & 0o400 != 0 {
