@@ -256,8 +256,18 @@ pub type ClientResult<T> = Result<T, ClientError>;
 #[derive(Debug, Clone, Copy)]
 pub enum Create {
     No,
-    Unchecked { mode: u32 },
-    Guarded { mode: u32 },
+    Unchecked {
+        mode: u32,
+    },
+    /// UNCHECKED4 with a size in the createattrs too (O_TRUNC, or a size
+    /// for the new file).
+    UncheckedSized {
+        mode: u32,
+        size: u64,
+    },
+    Guarded {
+        mode: u32,
+    },
     Exclusive([u8; 8]),
 }
 
@@ -431,6 +441,15 @@ impl Nfs4Client {
                     });
                     crate::nfs4::attrs::Bitmap::of(&[crate::nfs4::consts::attr::MODE]).encode(e);
                     e.u32(4);
+                    e.u32(mode);
+                }
+                Create::UncheckedSized { mode, size } => {
+                    e.u32(1);
+                    e.u32(0);
+                    use crate::nfs4::consts::attr;
+                    crate::nfs4::attrs::Bitmap::of(&[attr::SIZE, attr::MODE]).encode(e);
+                    e.u32(12);
+                    e.u64(size);
                     e.u32(mode);
                 }
                 Create::Exclusive(v) => {

@@ -316,3 +316,33 @@ fn access_reports_the_rights_of_the_objects_type() {
     assert_eq!(supported, 0x2d, "file");
     assert_eq!(granted & !supported, 0);
 }
+
+/// RFC 7530 §16.16.5: an UNCHECKED4 OPEN of an existing file leaves it as
+/// it is, but for a size of zero (O_TRUNC); an OPEN for reading that
+/// creates a file with a size gets that size (the server applies the
+/// createattrs itself, it is not a WRITE through the open).
+#[test]
+fn unchecked_createattrs_apply_to_new_files_and_truncate_only() {
+    let srv = InProcess::start();
+    let mut c = Nfs4Client::connect(srv.addr, "createattrs").unwrap();
+    let dir = c.lookup("Projects").unwrap();
+    let f = file_with(&mut c, &dir, "take.mov", b"0123456789");
+    c.close(&f).unwrap();
+    let size = |c: &mut Nfs4Client, fh: &[u8]| {
+        let v = getattr(c, fh, &[attr::SIZE]);
+        u64::from_be_bytes(v[..8].try_into().unwrap())
+    };
+    let sized = |mode, size| Create::UncheckedSized { mode, size };
+    // Existing: a size other than zero is not applied.
+    let g = c.open(&dir, "take.mov", sized(0o600, 5), BOTH).unwrap();
+    assert_eq!(size(&mut c, &g.fh), 10);
+    c.close(&g).unwrap();
+    // Zero truncates.
+    let g = c.open(&dir, "take.mov", sized(0o600, 0), BOTH).unwrap();
+    assert_eq!(size(&mut c, &g.fh), 0);
+    c.close(&g).unwrap();
+    // New, opened for reading only, with a size.
+    let n = c.open(&dir, "reserved.mov", sized(0o644, 4096), 1).unwrap();
+    assert_eq!(size(&mut c, &n.fh), 4096);
+    c.close(&n).unwrap();
+}

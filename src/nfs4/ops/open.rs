@@ -12,7 +12,8 @@ use crate::nfs4::attrs::{decode_settable, Bitmap, SetAttrs};
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{
     attr, op, OpResult, Status, CLAIM_NULL, CLAIM_PREVIOUS, NFS4_OPAQUE_LIMIT, OPEN4_CREATE,
-    OPEN4_RESULT_CONFIRM, OPEN4_RESULT_LOCKTYPE_POSIX, OPEN_DELEGATE_NONE,
+    OPEN4_RESULT_CONFIRM, OPEN4_RESULT_LOCKTYPE_POSIX, OPEN4_SHARE_ACCESS_WRITE,
+    OPEN_DELEGATE_NONE,
 };
 use crate::nfs4::server::catalog_status;
 use crate::nfs4::state::{Begin, OwnerKey, StateId};
@@ -180,9 +181,10 @@ fn open_checked(
             (f, unchanged)
         }
         (Some(f), How::Unchecked(attrs)) => {
-            // For an existing file only the size (O_TRUNC) is applied.
-            if let Some(size) = attrs.size {
-                truncate = Some(size);
+            // An existing file keeps its attributes: only a size of zero
+            // (O_TRUNC) is applied (RFC 7530 §16.16.5).
+            if attrs.size == Some(0) {
+                truncate = Some(0);
                 attrset.set(attr::SIZE);
             }
             (f, unchanged)
@@ -217,7 +219,16 @@ fn open_checked(
             bitmap: Bitmap::of(&[attr::SIZE]),
             ..SetAttrs::default()
         };
-        if let Err(e) = apply(c, &file, &attrs, &stateid) {
+        // The server applies the createattrs itself: an open for reading
+        // that creates a file with a size is not refused OPENMODE. Through
+        // the open where it may write (its own deny does not stand in the
+        // way), else as I/O without an open (other opens' denials do).
+        let by = if access & OPEN4_SHARE_ACCESS_WRITE != 0 {
+            stateid
+        } else {
+            StateId::ANONYMOUS
+        };
+        if let Err(e) = apply(c, &file, &attrs, &by) {
             // The open is undone; the open-owner's seqid stays consumed.
             let _ = c.srv.state.lock().close_unchecked(&stateid);
             return Err(e);
