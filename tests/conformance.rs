@@ -25,6 +25,21 @@ fn file_with(c: &mut Nfs4Client, dir: &[u8], name: &str, data: &[u8]) -> OpenFil
     f
 }
 
+/// A client `who` and a file `name` in Projects holding `data`, closed:
+/// (client, folder handle, file).
+fn closed_file(
+    srv: &InProcess,
+    who: &str,
+    name: &str,
+    data: &[u8],
+) -> (Nfs4Client, Vec<u8>, OpenFile) {
+    let mut c = Nfs4Client::connect(srv.addr, who).unwrap();
+    let dir = c.lookup("Projects").unwrap();
+    let f = file_with(&mut c, &dir, name, data);
+    c.close(&f).unwrap();
+    (c, dir, f)
+}
+
 /// RFC 7530 §16.23.4: eof is TRUE when the READ reaches the end of the
 /// file — including a READ of the whole file, and a zero-count READ at the
 /// end — and a READ past the end answers no data and eof, however far.
@@ -153,8 +168,7 @@ fn files_renamed_over_or_removed_stay_usable_through_their_opens() {
     );
     c.write(&original, 9, b", amended", 2).unwrap();
     assert_eq!(c.read(&original, 0, 100).unwrap().0, b"version 1, amended");
-    let size = getattr(&mut c, &original.fh, &[attr::SIZE]);
-    assert_eq!(u64::from_be_bytes(size[..8].try_into().unwrap()), 18);
+    assert_eq!(size_of(&mut c, &original.fh), 18);
     c.close(&original).unwrap();
     assert!(original_content.exists(), "another open still uses it");
     other.close(&viewing).unwrap();
@@ -185,10 +199,7 @@ fn files_renamed_over_or_removed_stay_usable_through_their_opens() {
 #[test]
 fn special_stateids_write_and_empty_writes_change_nothing() {
     let srv = InProcess::start();
-    let mut c = Nfs4Client::connect(srv.addr, "special").unwrap();
-    let dir = c.lookup("Projects").unwrap();
-    let f = file_with(&mut c, &dir, "notes.txt", b"abc");
-    c.close(&f).unwrap();
+    let (mut c, _, f) = closed_file(&srv, "special", "notes.txt", b"abc");
     let all_ones = OpenFile {
         fh: f.fh.clone(),
         stateid: (u32::MAX, [0xff; 12]),
@@ -324,25 +335,18 @@ fn access_reports_the_rights_of_the_objects_type() {
 #[test]
 fn unchecked_createattrs_apply_to_new_files_and_truncate_only() {
     let srv = InProcess::start();
-    let mut c = Nfs4Client::connect(srv.addr, "createattrs").unwrap();
-    let dir = c.lookup("Projects").unwrap();
-    let f = file_with(&mut c, &dir, "take.mov", b"0123456789");
-    c.close(&f).unwrap();
-    let size = |c: &mut Nfs4Client, fh: &[u8]| {
-        let v = getattr(c, fh, &[attr::SIZE]);
-        u64::from_be_bytes(v[..8].try_into().unwrap())
-    };
+    let (mut c, dir, _) = closed_file(&srv, "createattrs", "take.mov", b"0123456789");
     let sized = |mode, size| Create::UncheckedSized { mode, size };
     // Existing: a size other than zero is not applied.
     let g = c.open(&dir, "take.mov", sized(0o600, 5), BOTH).unwrap();
-    assert_eq!(size(&mut c, &g.fh), 10);
+    assert_eq!(size_of(&mut c, &g.fh), 10);
     c.close(&g).unwrap();
     // Zero truncates.
     let g = c.open(&dir, "take.mov", sized(0o600, 0), BOTH).unwrap();
-    assert_eq!(size(&mut c, &g.fh), 0);
+    assert_eq!(size_of(&mut c, &g.fh), 0);
     c.close(&g).unwrap();
     // New, opened for reading only, with a size.
     let n = c.open(&dir, "reserved.mov", sized(0o644, 4096), 1).unwrap();
-    assert_eq!(size(&mut c, &n.fh), 4096);
+    assert_eq!(size_of(&mut c, &n.fh), 4096);
     c.close(&n).unwrap();
 }

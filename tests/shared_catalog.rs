@@ -40,11 +40,6 @@ fn lookup_status(c: &mut Nfs4Client, path: &str) -> Result<Vec<u8>, u32> {
     c.lookup(path).map_err(|e| e.status().unwrap_or(u32::MAX))
 }
 
-fn size_of(c: &mut Nfs4Client, fh: &[u8]) -> u64 {
-    let v = getattr(c, fh, &[attr::SIZE]);
-    u64::from_be_bytes(v[..8].try_into().unwrap())
-}
-
 fn storage(srv: &InProcess) -> PathBuf {
     srv.dir.path().join("users/demo.storage")
 }

@@ -567,3 +567,9 @@ pub fn getattr(c: &mut markbase_nfs::client::Nfs4Client, fh: &[u8], attrs: &[u32
     d.skip(4 * n).unwrap();
     d.opaque(usize::MAX).unwrap().to_vec()
 }
+
+/// The SIZE attribute of `fh`.
+pub fn size_of(c: &mut markbase_nfs::client::Nfs4Client, fh: &[u8]) -> u64 {
+    let v = getattr(c, fh, &[markbase_nfs::nfs4::consts::attr::SIZE]);
+    u64::from_be_bytes(v[..8].try_into().unwrap())
+}
