@@ -350,3 +350,28 @@ fn unchecked_createattrs_apply_to_new_files_and_truncate_only() {
     assert_eq!(size_of(&mut c, &n.fh), 4096);
     c.close(&n).unwrap();
 }
+
+/// RFC 7530 §16.19.4: OPEN_DOWNGRADE to an access the owner never opened
+/// with (READ alone, after an OPEN for both) is INVAL.
+#[test]
+fn open_downgrade_to_an_access_never_opened_is_inval() {
+    let srv = InProcess::start();
+    let mut c = Nfs4Client::connect(srv.addr, "downgrade").unwrap();
+    let dir = c.lookup("Projects").unwrap();
+    let f = file_with(&mut c, &dir, "grade.mov", b"x");
+    let seqid = c.next_seqid();
+    let args = CompoundArgs::new()
+        .putfh(&f.fh)
+        .op(op::OPEN_DOWNGRADE, |e| {
+            e.u32(f.stateid.0);
+            e.fixed(&f.stateid.1);
+            e.u32(seqid);
+            e.u32(1); // READ
+            e.u32(0);
+        });
+    let body = c.compound(&args).unwrap();
+    let mut r = Nfs4Client::results(&body);
+    r.next(op::PUTFH).unwrap();
+    let status = r.next(op::OPEN_DOWNGRADE).err().and_then(|e| e.status());
+    assert_eq!(status, Some(Status::Inval.code()));
+}

@@ -116,6 +116,11 @@ struct OpenState {
     fileid: u64,
     access: u32,
     deny: u32,
+    /// The share_access and share_deny values the owner's OPENs of the file
+    /// asked for (bit n set: value n was asked): OPEN_DOWNGRADE may go back
+    /// to one of them only (RFC 7530 §16.19.4).
+    accesses_opened: u8,
+    denies_opened: u8,
 }
 
 /// A locked byte range, `end` exclusive (`u64::MAX` = to end of file).
@@ -802,6 +807,8 @@ impl State {
         {
             o.access |= access;
             o.deny |= deny;
+            o.accesses_opened |= 1 << access;
+            o.denies_opened |= 1 << deny;
             o.seqid = next_seqid(o.seqid);
             return Ok(StateId {
                 seqid: o.seqid,
@@ -817,6 +824,8 @@ impl State {
                 fileid,
                 access,
                 deny,
+                accesses_opened: 1 << access,
+                denies_opened: 1 << deny,
             },
         );
         Ok(StateId { seqid: 1, other })
@@ -922,7 +931,13 @@ impl State {
     ) -> Result<StateId, Status> {
         self.open_owner_step(stateid, seqid)?;
         let o = self.open_state(stateid)?;
-        if access == 0 || access & !o.access != 0 || deny & !o.deny != 0 {
+        let opened = |mask: u8, v: u32| v <= OPEN4_SHARE_ACCESS_BOTH && mask & (1 << v) != 0;
+        if access == 0
+            || access & !o.access != 0
+            || deny & !o.deny != 0
+            || !opened(o.accesses_opened, access)
+            || !opened(o.denies_opened, deny)
+        {
             return Err(Status::Inval);
         }
         let o = self

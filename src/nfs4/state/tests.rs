@@ -643,3 +643,26 @@ fn one_owners_locks_merge_into_their_union() {
     more(&mut st, READ_LT, 30, 10);
     assert_eq!(st.counts().locked_ranges, 2);
 }
+
+/// RFC 7530 §16.19.4: OPEN_DOWNGRADE goes back to an access (and deny) the
+/// owner's OPENs asked for, not to any subset of their union.
+#[test]
+fn open_downgrade_goes_back_only_to_what_was_opened() {
+    let now = Instant::now();
+    let mut st = fresh(now);
+    let cid = confirmed(&mut st, b"c", now);
+    let mut seq = 1;
+    // Opened for reading and writing at once: READ alone was never asked.
+    let both = open(&mut st, cid, b"o", &mut seq, 42, 3, 0, now).unwrap();
+    assert_eq!(st.open_downgrade(&both, seq, 1, 0), Err(Status::Inval));
+    seq += 1;
+    // Another file: READ, then WRITE (the open becomes BOTH); each can come
+    // back.
+    open(&mut st, cid, b"o", &mut seq, 43, 1, 0, now).unwrap();
+    let up = open(&mut st, cid, b"o", &mut seq, 43, 2, 0, now).unwrap();
+    let down = st.open_downgrade(&up, seq, 1, 0).unwrap();
+    seq += 1;
+    assert_eq!(st.check_write(&down, 43, now), Err(Status::OpenMode));
+    // Never more than is held now.
+    assert_eq!(st.open_downgrade(&down, seq, 2, 0), Err(Status::Inval));
+}
