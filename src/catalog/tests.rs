@@ -311,7 +311,19 @@ fn change_attributes_moved_by_the_app_never_go_back_after_a_restart() {
 
     // A client that cached the folder or file at the moved change must not
     // see an older one: it would keep what it cached before the app's edit.
-    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    // (The feed thread may hold the last handle a moment longer, and with
+    // it the catalog's lock: the reopen waits for it, bounded.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let cat = loop {
+        match Catalog::open(&db, &CacheConfig::default()) {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("already served"), "{e:#}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e:#}"),
+        }
+    };
     let pilot = cat.node(&NodeId::Int(11)).unwrap();
     let cut = cat.node(&NodeId::Int(12)).unwrap();
     assert!(
