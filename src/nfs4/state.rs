@@ -560,10 +560,7 @@ impl State {
             // The rebooted client's old stateids now answer EXPIRED (its
             // old client id, unknown from here, STALE_CLIENTID).
             self.release_client(k);
-            self.rebooted.push_back(k);
-            if self.rebooted.len() > EXPIRED_LIMIT {
-                self.rebooted.pop_front();
-            }
+            push_bounded(&mut self.rebooted, k);
         }
         if let Some(rec) = self.clients.get_mut(&clientid) {
             rec.confirmed = true;
@@ -575,10 +572,7 @@ impl State {
     /// A client id whose state is gone: its stateids answer EXPIRED
     /// (the newest EXPIRED_LIMIT remembered).
     fn remember_expired(&mut self, clientid: u64) {
-        self.expired.push_back(clientid);
-        if self.expired.len() > EXPIRED_LIMIT {
-            self.expired.pop_front();
-        }
+        push_bounded(&mut self.expired, clientid);
     }
 
     fn release_client(&mut self, clientid: u64) {
@@ -1309,6 +1303,14 @@ impl State {
         self.retired.retain(|k| *k != key);
         self.retired_stateids.retain(|_, k| *k != key);
         Ok(())
+    }
+}
+
+/// Appends a client id to a list kept to the newest EXPIRED_LIMIT.
+fn push_bounded(ids: &mut VecDeque<u64>, clientid: u64) {
+    ids.push_back(clientid);
+    if ids.len() > EXPIRED_LIMIT {
+        ids.pop_front();
     }
 }
 
