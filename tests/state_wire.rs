@@ -210,3 +210,36 @@ fn lockt_denied(
         d.opaque(100).unwrap().to_vec(),
     )
 }
+
+/// RFC 7530 §9.1.4: a stateid is its client's. Another client's connection
+/// quoting it for WRITE or READ is refused (ACCESS) and the file keeps its
+/// bytes; the owner's own I/O, and a new connection that has not yet said
+/// whom it acts for (a client reconnecting), go through.
+#[test]
+fn another_clients_stateid_is_refused_for_io() {
+    let srv = InProcess::start();
+    let mut a = Nfs4Client::connect(srv.addr, "stateid-owner").unwrap();
+    let mut b = Nfs4Client::connect(srv.addr, "stateid-thief").unwrap();
+    let root = a.lookup("").unwrap();
+    let fa = a
+        .open(&root, "grade.drp", Create::Unchecked { mode: 0o644 }, BOTH)
+        .unwrap();
+    a.write(&fa, 0, b"owner's bytes", 2).unwrap();
+    // B has its own open of another file, so its connection acts for B.
+    let fb = b
+        .open(&root, "other.drp", Create::Unchecked { mode: 0o644 }, BOTH)
+        .unwrap();
+    let err = b.write(&fa, 0, b"thief's bytes", 2).unwrap_err();
+    assert_eq!(err.status(), Some(Status::Access.code()));
+    let err = b.read(&fa, 0, 64).unwrap_err();
+    assert_eq!(err.status(), Some(Status::Access.code()));
+    assert_eq!(a.read(&fa, 0, 64).unwrap().0, b"owner's bytes");
+    // A's stateid on a new connection that has not spoken yet: served.
+    let mut fresh = RpcClient::connect(srv.addr).unwrap();
+    let args = Nfs4Client::write_args(&fa, 8, b"BYTES", 2);
+    let (_, reply) = markbase_nfs::client::compound(&mut fresh, &args, 0).unwrap();
+    assert_eq!(reply.unwrap().status, Status::Ok.code());
+    assert_eq!(a.read(&fa, 0, 64).unwrap().0, b"owner's BYTES");
+    b.close(&fb).unwrap();
+    a.close(&fa).unwrap();
+}

@@ -9,6 +9,7 @@
 //! bits of its client id, so one whose lease expired answers EXPIRED.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::consts::{
@@ -205,6 +206,12 @@ pub struct StateCounts {
 const RETIRED_LIMIT: usize = 1024;
 /// Most expired client ids remembered to answer EXPIRED.
 const EXPIRED_LIMIT: usize = 4096;
+/// Most connections remembered as speaking for clients (see
+/// `State::spoke_for`); past it the record starts again, which only
+/// loosens the check for a while.
+const SPEAKERS_LIMIT: usize = 16384;
+/// Most client ids one connection is remembered speaking for.
+const CLIENTS_PER_SPEAKER: usize = 4;
 
 /// What `begin_open` decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +249,10 @@ pub struct State {
     /// while nobody conflicts with them (a "courteous" server): a Mac that
     /// slept past the lease finds its files as it left them.
     courtesy: Duration,
+    /// The clients each connection (by its peer address) confirmed,
+    /// renewed or opened as: I/O on that connection with a stateid of
+    /// another client is refused (see `check_speaker`).
+    speakers: HashMap<SocketAddr, Vec<u64>>,
 }
 
 fn next_seqid(s: u32) -> u32 {
@@ -314,6 +325,7 @@ impl State {
             reclaimable,
             last_sweep: None,
             courtesy: Duration::ZERO,
+            speakers: HashMap::new(),
         }
     }
 
@@ -582,6 +594,50 @@ impl State {
         self.locks.retain(|_, l| l.owner.clientid != clientid);
         self.retired.retain(|k| k.clientid != clientid);
         self.retired_stateids.retain(|_, k| k.clientid != clientid);
+        self.speakers.retain(|_, ids| {
+            ids.retain(|c| *c != clientid);
+            !ids.is_empty()
+        });
+    }
+
+    /// The connection at `peer` acted as `clientid` (a SETCLIENTID_CONFIRM,
+    /// RENEW or OPEN of it succeeded there).
+    pub fn spoke_for(&mut self, peer: Option<SocketAddr>, clientid: u64) {
+        let Some(peer) = peer else {
+            return;
+        };
+        if self.speakers.len() >= SPEAKERS_LIMIT && !self.speakers.contains_key(&peer) {
+            self.speakers.clear();
+        }
+        let ids = self.speakers.entry(peer).or_default();
+        if !ids.contains(&clientid) {
+            if ids.len() == CLIENTS_PER_SPEAKER {
+                ids.remove(0);
+            }
+            ids.push(clientid);
+        }
+    }
+
+    /// May the connection at `peer` do I/O with `stateid`? Not when it
+    /// acted only as other clients than the one the stateid belongs to:
+    /// NFS4ERR_ACCESS, the stateid is not its to use. A connection that
+    /// has not yet said whom it acts for (a client reconnecting goes
+    /// straight back to its WRITEs) is not refused: in NFSv4.0 nothing
+    /// else tells a client's calls apart (AUTH_SYS names no machine: the
+    /// Mac sends an empty one, `kext/nfs_subs.c` `nfsm_rpchead2`).
+    pub fn check_speaker(&self, stateid: &StateId, peer: Option<SocketAddr>) -> Result<(), Status> {
+        if stateid.is_special() {
+            return Ok(());
+        }
+        let Some(ids) = peer.and_then(|p| self.speakers.get(&p)) else {
+            return Ok(());
+        };
+        let owner = self.open_for_io(stateid)?.owner.clientid;
+        if ids.contains(&owner) {
+            Ok(())
+        } else {
+            Err(Status::Access)
+        }
     }
 
     /// Checks that `clientid` is a live, confirmed client and renews its

@@ -122,10 +122,11 @@ pub(crate) fn apply(
         if size > i64::MAX as u64 {
             return Err(Status::FBig);
         }
-        c.srv
-            .state
-            .lock()
-            .check_write(sid, node.fileid, std::time::Instant::now())?;
+        {
+            let mut st = c.srv.state.lock();
+            st.check_write(sid, node.fileid, std::time::Instant::now())?;
+            st.check_speaker(sid, c.ctx.peer)?;
+        }
         let path = node.meta().content.clone().ok_or(Status::Io)?;
         let files = c.srv.files();
         let file = files

@@ -34,11 +34,12 @@ pub(crate) fn setclientid(
 pub(crate) fn setclientid_confirm(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {
     let clientid = d.u64()?;
     let confirm: [u8; 8] = d.array()?;
-    let id = c
-        .srv
-        .state
-        .lock()
-        .confirm_client_id(clientid, confirm, Instant::now())?;
+    let id = {
+        let mut st = c.srv.state.lock();
+        let id = st.confirm_client_id(clientid, confirm, Instant::now())?;
+        st.spoke_for(c.ctx.peer, clientid);
+        id
+    };
     // Recorded before the reply, so it can reclaim after any later restart.
     c.srv
         .catalog()
@@ -49,5 +50,8 @@ pub(crate) fn setclientid_confirm(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> 
 
 pub(crate) fn renew(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {
     let clientid = d.u64()?;
-    c.srv.state.lock().renew(clientid, Instant::now())
+    let mut st = c.srv.state.lock();
+    st.renew(clientid, Instant::now())?;
+    st.spoke_for(c.ctx.peer, clientid);
+    Ok(())
 }

@@ -113,6 +113,7 @@ pub(crate) fn open(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
                 return Err(e);
             }
         };
+        c.srv.state.lock().spoke_for(c.ctx.peer, clientid);
         let e = out.enc();
         put_stateid(e, &stateid);
         put_cinfo(e, cinfo);

@@ -16,10 +16,11 @@ pub(crate) fn read(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
     if node.kind == NodeKind::Folder {
         return Err(Status::IsDir);
     }
-    c.srv
-        .state
-        .lock()
-        .check_read(&sid, node.fileid, std::time::Instant::now())?;
+    {
+        let mut st = c.srv.state.lock();
+        st.check_read(&sid, node.fileid, std::time::Instant::now())?;
+        st.check_speaker(&sid, c.ctx.peer)?;
+    }
     let count = count.min(c.srv.config().nfs.max_read) as usize;
     let (content, size) = {
         let m = node.meta();

@@ -67,10 +67,11 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
         .checked_add(len as u64)
         .filter(|e| *e <= i64::MAX as u64)
         .ok_or(Status::FBig)?;
-    c.srv
-        .state
-        .lock()
-        .check_write(&sid, node.fileid, std::time::Instant::now())?;
+    {
+        let mut st = c.srv.state.lock();
+        st.check_write(&sid, node.fileid, std::time::Instant::now())?;
+        st.check_speaker(&sid, c.ctx.peer)?;
+    }
     let path = node.meta().content.clone().ok_or(Status::Io)?;
     let file = c.srv.files().get_writable(node.fileid, &path).map_err(|e| {
         tracing::warn!(node = %node.id, path = %path.display(), error = %e, "WRITE cannot open content");
