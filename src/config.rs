@@ -87,6 +87,10 @@ pub struct ExportConfig {
     /// Whose identity counts for ownership changes: "none" (callers as they
     /// are), "root" (uid 0 acts as nobody), "all" (everyone acts as nobody).
     pub squash: String,
+    /// Who may do what: "owner" (every caller is every node's owner: one
+    /// editor's own machine) or "mode" (the caller's uid and groups against
+    /// each node's owner, group and mode bits; new nodes are the creator's).
+    pub permissions: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -222,6 +226,7 @@ impl Default for ExportConfig {
             create_demo: true,
             case_insensitive: true,
             squash: "none".into(),
+            permissions: "owner".into(),
         }
     }
 }
@@ -327,6 +332,16 @@ impl Config {
             "network.max_inflight_per_connection and max_inflight_metadata must be at least 1"
         );
         anyhow::ensure!(
+            ["none", "root", "all"].contains(&self.export.squash.as_str()),
+            "export.squash is {:?}: \"none\", \"root\" or \"all\"",
+            self.export.squash
+        );
+        anyhow::ensure!(
+            ["owner", "mode"].contains(&self.export.permissions.as_str()),
+            "export.permissions is {:?}: \"owner\" or \"mode\"",
+            self.export.permissions
+        );
+        anyhow::ensure!(
             self.storage.open_files > 0,
             "storage.open_files must be at least 1"
         );
@@ -363,6 +378,14 @@ mod tests {
         let c = Config::from_toml("[server]\nport = 2049\n").unwrap();
         assert_eq!(c.server.port, 2049);
         assert_eq!(c.nfs, NfsConfig::default());
+        for bad in [
+            "[export]\npermissions = \"acl\"\n",
+            "[export]\nsquash = \"roots\"\n",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+        let c = Config::from_toml("[export]\npermissions = \"mode\"\n").unwrap();
+        assert_eq!(c.export.permissions, "mode");
     }
 
     #[test]

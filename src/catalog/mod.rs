@@ -122,6 +122,9 @@ pub struct NewNode {
     pub name: String,
     pub content: Option<PathBuf>,
     pub mode: Option<u32>,
+    /// Owner and group ids (decimal) to record; `None` = the export's.
+    pub owner: Option<String>,
+    pub owner_group: Option<String>,
     pub create_verifier: Option<[u8; 8]>,
 }
 
@@ -733,6 +736,8 @@ impl Catalog {
                 accessed_ns: now,
                 change: now.max(0) as u64,
                 mode: new.mode,
+                owner: new.owner,
+                owner_group: new.owner_group,
                 create_verifier: new.create_verifier,
                 ..NodeMeta::default()
             },

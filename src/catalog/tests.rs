@@ -232,6 +232,8 @@ fn racing_data_writes_reach_the_database_and_leave_nothing_pinned() {
                 name: "race.mov".into(),
                 content: Some(dir.path().join("race.mov")),
                 mode: None,
+                owner: None,
+                owner_group: None,
                 create_verifier: None,
             },
         )

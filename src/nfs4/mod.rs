@@ -9,6 +9,7 @@ pub mod fh;
 mod idmap;
 pub mod latency;
 mod ops;
+mod permission;
 mod server;
 pub mod state;
 

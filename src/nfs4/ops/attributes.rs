@@ -10,6 +10,7 @@ use crate::nfs4::consts::{
     OpResult, Status, ACCESS4_DELETE, ACCESS4_EXECUTE, ACCESS4_EXTEND, ACCESS4_LOOKUP,
     ACCESS4_MODIFY, ACCESS4_READ,
 };
+use crate::nfs4::permission;
 use crate::nfs4::server::catalog_status;
 use crate::nfs4::state::StateId;
 use crate::rpc::ReplyBody;
@@ -21,8 +22,8 @@ pub(crate) fn getattr(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
     attrs::encode_fattr(c.srv, &node, c.viewer(), &requested, out.enc())
 }
 
-/// Grants by the owner's mode bits: the export serves one editor's
-/// machine, so every caller is treated as the owner.
+/// Grants by the caller's rights (see [`permission::rights`]: by default
+/// the owner's mode bits, every caller being the owner).
 pub(crate) fn access(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
     let requested = d.u32()?;
     let node = c.current()?;
@@ -37,18 +38,18 @@ pub(crate) fn access(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
     } else {
         ACCESS4_READ | ACCESS4_MODIFY | ACCESS4_EXTEND | ACCESS4_EXECUTE
     };
-    let mode = attrs::mode_of(c.srv, &node, &node.meta());
+    let rights = permission::rights(c.srv, &node, &c.ctx.credentials);
     let mut granted = 0;
-    if mode & 0o400 != 0 {
+    if rights & permission::READ != 0 {
         granted |= ACCESS4_READ;
     }
-    if mode & 0o200 != 0 {
+    if rights & permission::WRITE != 0 {
         granted |= ACCESS4_MODIFY | ACCESS4_EXTEND;
         if is_dir {
             granted |= ACCESS4_DELETE;
         }
     }
-    if mode & 0o100 != 0 {
+    if rights & permission::EXECUTE != 0 {
         granted |= if is_dir {
             ACCESS4_LOOKUP
         } else {
@@ -82,16 +83,6 @@ pub(crate) fn setattr(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
     Ok(())
 }
 
-/// The uid that counts for ownership changes, after the export's squash.
-fn effective_uid(c: &Compound<'_>) -> u32 {
-    let uid = c.ctx.credentials.uid();
-    match c.srv.config().export.squash.as_str() {
-        "all" => 65534,
-        "root" if uid == 0 => 65534,
-        _ => uid,
-    }
-}
-
 /// Applies `attrs` to `node` (shared by SETATTR and OPEN's createattrs).
 pub(crate) fn apply(
     c: &Compound<'_>,
@@ -110,10 +101,26 @@ pub(crate) fn apply(
         let viewer = c.viewer();
         if (changes(&attrs.owner, attrs::owner_of(c.srv, &m, viewer))
             || changes(&attrs.owner_group, attrs::group_of(c.srv, &m, viewer)))
-            && effective_uid(c) != 0
+            && permission::effective_uid(c.srv, &c.ctx.credentials) != 0
         {
             return Err(Status::Perm);
         }
+    }
+    // Where the export checks by mode: mode, flags, creation time and
+    // times given by value are the owner's to set (POSIX chmod, chflags,
+    // utimes); "now" also whoever may write (touch).
+    let cred = &c.ctx.credentials;
+    let given_time = |t: &Option<TimeSet>| matches!(t, Some(TimeSet::Client(_)));
+    if attrs.mode.is_some()
+        || attrs.hidden.is_some()
+        || attrs.created.is_some()
+        || given_time(&attrs.atime)
+        || given_time(&attrs.mtime)
+    {
+        permission::require_owner(c.srv, node, cred)?;
+    } else if attrs.atime.is_some() || attrs.mtime.is_some() {
+        permission::require_owner(c.srv, node, cred)
+            .or_else(|_| permission::require(c.srv, node, cred, permission::WRITE))?;
     }
     if let Some(size) = attrs.size {
         if node.kind == NodeKind::Folder {
@@ -126,6 +133,9 @@ pub(crate) fn apply(
             let mut st = c.srv.state.lock();
             st.check_write(sid, node.fileid, std::time::Instant::now())?;
             st.check_speaker(sid, c.ctx.peer)?;
+        }
+        if sid.is_special() {
+            permission::require(c.srv, node, cred, permission::WRITE)?;
         }
         let path = node.meta().content.clone().ok_or(Status::Io)?;
         let files = c.srv.files();

@@ -5,6 +5,7 @@ use crate::catalog::NodeKind;
 use crate::nfs4::attrs::{self, Bitmap};
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, Status, AUTH_NONE, AUTH_SYS};
+use crate::nfs4::permission;
 use crate::nfs4::server::catalog_status;
 use crate::rpc::ReplyBody;
 use crate::xdr::Decoder;
@@ -29,6 +30,7 @@ pub(crate) fn readdir(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
     if cookie == 1 || cookie == 2 {
         return Err(Status::BadCookie);
     }
+    permission::require(c.srv, &dir, &c.ctx.credentials, permission::READ)?;
     // Not even room for the verifier, end of list and eof: TOOSMALL, also
     // where there is no entry to return (RFC 7530 §16.24.4).
     if maxcount < READDIR_FIXED {

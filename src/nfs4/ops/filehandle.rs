@@ -4,6 +4,7 @@ use super::component;
 use crate::catalog::NodeKind;
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, Status, NFS4_FHSIZE};
+use crate::nfs4::permission;
 use crate::nfs4::server::catalog_status;
 use crate::rpc::ReplyBody;
 use crate::xdr::Decoder;
@@ -46,6 +47,7 @@ pub(crate) fn lookup(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {
     if dir.kind != NodeKind::Folder {
         return Err(Status::NotDir);
     }
+    permission::require(c.srv, &dir, &c.ctx.credentials, permission::EXECUTE)?;
     let found = c
         .srv
         .catalog()

@@ -9,6 +9,7 @@ use crate::catalog::{CatalogError, DirChange, NewNode, Node, NodeKind};
 use crate::nfs4::attrs::{decode_settable, Bitmap};
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{attr, OpResult, Status, NF4DIR, NF4LNK, NFS4_OPAQUE_LIMIT};
+use crate::nfs4::permission::{self, EXECUTE, WRITE};
 use crate::nfs4::server::catalog_status;
 use crate::rpc::ReplyBody;
 use crate::xdr::{Decoder, Encoder};
@@ -54,12 +55,16 @@ pub(crate) fn create(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
         NF4LNK => return Err(Status::NotSupp),
         _ => return Err(Status::BadType),
     }
+    permission::require(c.srv, &dir, &c.ctx.credentials, WRITE | EXECUTE)?;
+    let (owner, owner_group) = permission::creator(c.srv, &c.ctx.credentials);
     let new = NewNode {
         id: c.srv.catalog().allocate_id(),
         kind: NodeKind::Folder,
         name: name.to_string(),
         content: None,
         mode: attrs.mode,
+        owner,
+        owner_group,
         create_verifier: None,
     };
     let (node, cinfo, pending) = c
@@ -82,6 +87,7 @@ pub(crate) fn create(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
 pub(crate) fn remove(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
     let name = component(d)?;
     let dir = current_dir(c)?;
+    permission::require(c.srv, &dir, &c.ctx.credentials, WRITE | EXECUTE)?;
     let (node, cinfo, pending) = c.srv.catalog().remove(&dir.id, name).map_err(|e| match e {
         CatalogError::NotFound(_) => Status::NoEnt,
         e => catalog_status(&e),
@@ -101,6 +107,9 @@ pub(crate) fn rename(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
     let source_dir = c.saved.clone().ok_or(Status::NoFileHandle)?;
     if source_dir.kind != NodeKind::Folder {
         return Err(Status::NotDir);
+    }
+    for dir in [&source_dir, &target_dir] {
+        permission::require(c.srv, dir, &c.ctx.credentials, WRITE | EXECUTE)?;
     }
     let (renamed, pending) = c
         .srv

@@ -12,9 +12,10 @@ use crate::nfs4::attrs::{decode_settable, Bitmap, SetAttrs};
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{
     attr, op, OpResult, Status, CLAIM_NULL, CLAIM_PREVIOUS, NFS4_OPAQUE_LIMIT, OPEN4_CREATE,
-    OPEN4_RESULT_CONFIRM, OPEN4_RESULT_LOCKTYPE_POSIX, OPEN4_SHARE_ACCESS_WRITE,
-    OPEN_DELEGATE_NONE,
+    OPEN4_RESULT_CONFIRM, OPEN4_RESULT_LOCKTYPE_POSIX, OPEN4_SHARE_ACCESS_READ,
+    OPEN4_SHARE_ACCESS_WRITE, OPEN_DELEGATE_NONE,
 };
+use crate::nfs4::permission;
 use crate::nfs4::server::catalog_status;
 use crate::nfs4::state::{Begin, OwnerKey, StateId};
 use crate::rpc::ReplyBody;
@@ -159,6 +160,8 @@ fn open_checked(
     if dir.kind != NodeKind::Folder {
         return Err(Status::NotDir);
     }
+    let cred = &c.ctx.credentials;
+    permission::require(c.srv, dir, cred, permission::EXECUTE)?;
     let existing = c
         .srv
         .catalog()
@@ -170,6 +173,7 @@ fn open_checked(
     };
     let mut attrset = Bitmap::default();
     let mut truncate = None;
+    let mut created = false;
     let (file, cinfo) = match (existing, how) {
         (Some(f), How::NoCreate) => (f, unchanged),
         (None, How::NoCreate) => return Err(Status::NoEnt),
@@ -179,6 +183,7 @@ fn open_checked(
             if f.meta().create_verifier != Some(*v) {
                 return Err(Status::Exist);
             }
+            created = true;
             (f, unchanged)
         }
         (Some(f), How::Unchecked(attrs)) => {
@@ -203,11 +208,24 @@ fn open_checked(
                 truncate = Some(s);
                 attrset.set(attr::SIZE);
             }
+            permission::require(c.srv, dir, cred, permission::WRITE | permission::EXECUTE)?;
+            created = true;
             create_file(c, dir, name, mode, verifier)?
         }
     };
     if file.kind == NodeKind::Folder {
         return Err(Status::IsDir);
+    }
+    if !created {
+        // The creator may use what it just made whatever its mode.
+        let mut want = 0;
+        if access & OPEN4_SHARE_ACCESS_READ != 0 {
+            want |= permission::READ;
+        }
+        if access & OPEN4_SHARE_ACCESS_WRITE != 0 || truncate.is_some() {
+            want |= permission::WRITE;
+        }
+        permission::require(c.srv, &file, cred, want)?;
     }
     let stateid = c
         .srv
@@ -283,12 +301,15 @@ fn create_file(
         tracing::error!(path = %path.display(), error = %e, "cannot create content file");
         io_status(&e)
     })?;
+    let (owner, owner_group) = permission::creator(c.srv, &c.ctx.credentials);
     let new = NewNode {
         id,
         kind: NodeKind::File,
         name: name.to_string(),
         content: Some(path.clone()),
         mode,
+        owner,
+        owner_group,
         create_verifier: verifier,
     };
     match catalog.create(&dir.id, new) {

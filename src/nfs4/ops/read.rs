@@ -5,6 +5,7 @@ use super::open::stateid;
 use crate::catalog::NodeKind;
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, Status};
+use crate::nfs4::permission;
 use crate::rpc::ReplyBody;
 use crate::xdr::Decoder;
 
@@ -20,6 +21,10 @@ pub(crate) fn read(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
         let mut st = c.srv.state.lock();
         st.check_read(&sid, node.fileid, std::time::Instant::now())?;
         st.check_speaker(&sid, c.ctx.peer)?;
+    }
+    if sid.is_special() {
+        // No open checked the caller's rights: check them here.
+        permission::require(c.srv, &node, &c.ctx.credentials, permission::READ)?;
     }
     let count = count.min(c.srv.config().nfs.max_read) as usize;
     let (content, size) = {

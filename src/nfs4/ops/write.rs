@@ -8,6 +8,7 @@ use super::open::stateid;
 use crate::catalog::NodeKind;
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, Status};
+use crate::nfs4::permission;
 use crate::rpc::{BulkData, ReplyBody};
 use crate::xdr::Decoder;
 
@@ -71,6 +72,10 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
         let mut st = c.srv.state.lock();
         st.check_write(&sid, node.fileid, std::time::Instant::now())?;
         st.check_speaker(&sid, c.ctx.peer)?;
+    }
+    if sid.is_special() {
+        // No open checked the caller's rights: check them here.
+        permission::require(c.srv, &node, &c.ctx.credentials, permission::WRITE)?;
     }
     let path = node.meta().content.clone().ok_or(Status::Io)?;
     let file = c.srv.files().get_writable(node.fileid, &path).map_err(|e| {
