@@ -171,14 +171,25 @@ work() {
   printf 'abc' > "a/b/with space.txt"
   cp a/b/clip.mov a/c2/copy.mov
   echo appended >> a/c2/copy.mov
+  ln -s b/clip.mov a/link || exit 2
+  ln -s "../a/b" "Scène 1/dirlink" || exit 2
+  cat "Scène 1/dirlink/with space.txt" > a/through-link.txt || exit 2
+  mv a/link a/link2 || exit 2
+  ln -s gone a/dangling && rm a/dangling || exit 2
+  mkfifo a/pipe || exit 2
+  mknod a/null c 1 3 || exit 2
+  mknod a/disk b 8 1 || exit 2
+  mv a/disk a/c2/disk || exit 2
+  rm a/null || exit 2
   cd /
 }
 work /mnt/tree
 work /tmp/local
-echo NFS-BEGIN; cd /mnt/tree && /usr/bin/find . -printf '%y %s %p\n' | sort; echo NFS-END
+echo NFS-BEGIN; cd /mnt/tree && /usr/bin/find . -printf '%y %s %p %l\n' | sort; echo NFS-END
 echo NFSSUM-BEGIN; /usr/bin/find . -type f -exec sha256sum {} + | sort -k2; echo NFSSUM-END
-echo LOCAL-BEGIN; cd /tmp/local && /usr/bin/find . -printf '%y %s %p\n' | sort; echo LOCAL-END
+echo LOCAL-BEGIN; cd /tmp/local && /usr/bin/find . -printf '%y %s %p %l\n' | sort; echo LOCAL-END
 echo LOCALSUM-BEGIN; /usr/bin/find . -type f -exec sha256sum {} + | sort -k2; echo LOCALSUM-END
+echo RDEV-BEGIN; for t in /mnt/tree /tmp/local; do ls -l $t/a/c2/disk | awk '{print $5 $6}'; done; echo RDEV-END
 "#;
     let _vm = vm_lock();
     let vm = run_vm(server.port(), script, &[]);
@@ -209,7 +220,25 @@ echo LOCALSUM-BEGIN; /usr/bin/find . -type f -exec sha256sum {} + | sort -k2; ec
     let nfs = norm(section(&stdout, "NFS-BEGIN", "NFS-END"));
     let local = norm(section(&stdout, "LOCAL-BEGIN", "LOCAL-END"));
     assert!(nfs.len() > 10, "{nfs:?}");
+    // Symlinks (their targets), a FIFO and a device made through the
+    // mount are there as the local file system has them.
+    for want in [
+        "l 10 ./a/link2 b/clip.mov",
+        "l 6 ./Scène 1/dirlink ../a/b",
+        "p 0 ./a/pipe ",
+        "b 0 ./a/c2/disk ",
+        "f 3 ./a/through-link.txt ",
+    ] {
+        assert!(
+            nfs.iter().any(|l| l == want),
+            "{want:?} missing from {nfs:#?}"
+        );
+    }
     assert_eq!(nfs, local);
+    assert_eq!(
+        section(&stdout, "RDEV-BEGIN", "RDEV-END").trim(),
+        "8,1\n8,1"
+    );
     assert_eq!(
         section(&stdout, "NFSSUM-BEGIN", "NFSSUM-END"),
         section(&stdout, "LOCALSUM-BEGIN", "LOCALSUM-END")

@@ -24,7 +24,10 @@ pub use feed::{FeedChange, FeedMode, FeedStats};
 pub use gen::{generate, GenOptions, GenSummary};
 pub use import::{import_tree, ImportSummary};
 pub use names::{NameRules, MAX_NAME};
-pub use node::{fnv1a, Columns, Listing, ListingEntry, Node, NodeId, NodeKind, NodeMeta};
+pub use node::{
+    fnv1a, Columns, Listing, ListingEntry, Node, NodeId, NodeKind, NodeMeta, Special,
+    SPECIAL_ID_PREFIX,
+};
 pub use pins::SharedListing;
 pub use reconcile::{reconcile, ReconcileReport};
 pub use schema::{create_demo, open_or_create};
@@ -86,6 +89,21 @@ const NODE_COLUMNS: &str = "f.node_id, f.parent_id, f.label, f.node_type, f.alia
     f.created_at, f.updated_at, a.change, a.mode, a.owner, a.owner_group, a.modified_ns, a.create_verifier,
     a.created_ns, a.hidden";
 const NODE_FROM: &str = "FROM file_nodes f LEFT JOIN markbase_nfs_attrs a ON a.node_id = f.node_id";
+/// The same for our special nodes (see `Node::from_special_row`).
+const SPECIAL_COLUMNS: &str = "s.node_id, s.parent_id, s.label, s.kind, s.target, s.rdev_major,
+    s.rdev_minor, s.created_ns, s.updated_ns, a.change, a.mode, a.owner, a.owner_group, a.modified_ns,
+    a.created_ns, a.hidden";
+const SPECIAL_FROM: &str =
+    "FROM markbase_nfs_specials s LEFT JOIN markbase_nfs_attrs a ON a.node_id = s.node_id";
+
+/// Special nodes whose folder the app deleted (they cannot be reached):
+/// dropped at open, side rows first.
+const DROP_ORPHAN_SPECIALS: [&str; 2] = [
+    "DELETE FROM markbase_nfs_attrs WHERE node_id IN (SELECT node_id FROM markbase_nfs_specials
+       WHERE parent_id IS NOT NULL AND parent_id NOT IN (SELECT node_id FROM file_nodes))",
+    "DELETE FROM markbase_nfs_specials
+       WHERE parent_id IS NOT NULL AND parent_id NOT IN (SELECT node_id FROM file_nodes)",
+];
 
 /// Boot instances of earlier runs remembered (a client away for this many
 /// server restarts gets BAD_STATEID rather than STALE_STATEID).
@@ -122,6 +140,8 @@ pub struct NewNode {
     pub name: String,
     pub content: Option<PathBuf>,
     pub mode: Option<u32>,
+    /// A symlink's target or a device's numbers (special kinds only).
+    pub special: Option<node::Special>,
     /// Owner and group ids (decimal) to record; `None` = the export's.
     pub owner: Option<String>,
     pub owner_group: Option<String>,
@@ -225,6 +245,21 @@ impl Catalog {
         }
         let shape =
             schema::shape_of(&conn).with_context(|| format!("inspecting {}", db_path.display()))?;
+        let mut orphans = 0;
+        for sql in DROP_ORPHAN_SPECIALS {
+            orphans = conn.execute(sql, []).with_context(|| {
+                format!(
+                    "dropping unreachable special nodes in {}",
+                    db_path.display()
+                )
+            })?;
+        }
+        if orphans > 0 {
+            tracing::info!(
+                orphans,
+                "dropped symlinks and special files whose folder the app deleted"
+            );
+        }
         // The root has no row: it shows the catalog's oldest creation and
         // newest change.
         let (created, updated, change, max_int): (Option<i64>, Option<i64>, Option<i64>, Option<i64>) =
@@ -349,6 +384,12 @@ impl Catalog {
     /// loaded) and the change attribute of all three, so clients
     /// revalidate. READDIR cookies stay valid: they derive from fileids.
     pub fn apply_external(&self, change: &FeedChange) {
+        // Special nodes are the server's alone: the app has no row of them
+        // to change (a scan may report one whose change of ours is not yet
+        // committed).
+        if change.node.is_special() {
+            return;
+        }
         let _ns = self.ns_lock.lock();
         let row = {
             let conn = self.conn.lock();
@@ -513,6 +554,20 @@ impl Catalog {
     fn load_node(&self, id: &NodeId) -> CatalogResult<Arc<Node>> {
         let conn = self.conn.lock();
         self.statements.fetch_add(1, Ordering::Relaxed);
+        if id.is_special() {
+            let sql = format!("SELECT {SPECIAL_COLUMNS} {SPECIAL_FROM} WHERE s.node_id = ?1");
+            let node = conn
+                .prepare_cached(&sql)
+                .and_then(|mut st| {
+                    st.query_row([id.to_sql()], Node::from_special_row)
+                        .optional()
+                })
+                .map_err(sql_err(format!("load special node {id}")))?;
+            return node
+                .flatten()
+                .map(Arc::new)
+                .ok_or_else(|| CatalogError::NotFound(id.clone()));
+        }
         let sql = format!("SELECT {NODE_COLUMNS} {NODE_FROM} WHERE f.node_id = ?1");
         let node = conn
             .prepare_cached(&sql)
@@ -623,6 +678,22 @@ impl Catalog {
             })
         }
         .map_err(sql_err(format!("list children of {dir}")))?;
+        let specials = if dir.is_root() {
+            let sql = format!("SELECT {SPECIAL_COLUMNS} {SPECIAL_FROM} WHERE s.parent_id IS NULL");
+            conn.prepare_cached(&sql).and_then(|mut st| {
+                st.query_map([], Node::from_special_row)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        } else {
+            let sql = format!("SELECT {SPECIAL_COLUMNS} {SPECIAL_FROM} WHERE s.parent_id = ?1");
+            conn.prepare_cached(&sql).and_then(|mut st| {
+                st.query_map(params![dir.to_sql()], Node::from_special_row)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        }
+        .map_err(sql_err(format!("list special children of {dir}")))?;
+        let mut rows = rows;
+        rows.extend(specials.into_iter().flatten());
         Ok(rows)
     }
 
@@ -681,6 +752,18 @@ impl Catalog {
         ))
     }
 
+    /// A fresh id for a special node (see [`node::SPECIAL_ID_PREFIX`]).
+    pub fn allocate_special_id(&self) -> NodeId {
+        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
+        let x = (now_ns() as u64) ^ n.rotate_left(32) ^ ((std::process::id() as u64) << 48);
+        NodeId::text(&format!(
+            "{}{:016x}{:04x}",
+            node::SPECIAL_ID_PREFIX,
+            fnv1a(&x.to_be_bytes()),
+            n & 0xffff
+        ))
+    }
+
     /// Marks the folder changed (its change attribute moves on); returns
     /// (before, after) and the change to persist, if it has a row.
     fn touch_dir(&self, dir: &Arc<Node>, now: i64) -> (DirChange, Option<Change>) {
@@ -727,11 +810,12 @@ impl Catalog {
                 parent: (!dir.is_root()).then(|| dir.clone()),
                 label: new.name.clone(),
                 content: new.content,
-                size: if new.kind == NodeKind::Folder {
-                    4096
-                } else {
-                    0
+                size: match (new.kind, &new.special) {
+                    (NodeKind::Folder, _) => 4096,
+                    (NodeKind::Symlink, Some(s)) => s.target.len() as u64,
+                    _ => 0,
                 },
+                special: new.special,
                 modified_ns: now,
                 accessed_ns: now,
                 change: now.max(0) as u64,
@@ -866,7 +950,9 @@ impl Catalog {
         let replaced = match target_id {
             Some(tid) => {
                 let target = self.node(&tid)?;
-                if target.kind != node.kind {
+                // A folder replaces only a folder, anything else only a
+                // non-folder (RFC 7530 §16.26.4).
+                if (target.kind == NodeKind::Folder) != (node.kind == NodeKind::Folder) {
                     return Err(CatalogError::TypeMismatch(tid));
                 }
                 if target.kind == NodeKind::Folder && !self.listing_locked(&tid)?.read().is_empty()

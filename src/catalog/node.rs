@@ -29,6 +29,11 @@ impl NodeId {
         matches!(self, NodeId::Root)
     }
 
+    /// An id of the server's own table of special nodes.
+    pub fn is_special(&self) -> bool {
+        matches!(self, NodeId::Text(s) if s.starts_with(SPECIAL_ID_PREFIX))
+    }
+
     pub fn text(s: &str) -> NodeId {
         NodeId::Text(Arc::from(s))
     }
@@ -83,9 +88,44 @@ impl fmt::Display for NodeId {
 pub enum NodeKind {
     Folder,
     File,
+    /// The kinds below live in the server's own table
+    /// (`markbase_nfs_specials`), never in the app's `file_nodes`.
+    Symlink,
+    Fifo,
+    Socket,
+    BlockDevice,
+    CharDevice,
 }
 
 impl NodeKind {
+    /// Symlinks, FIFOs, sockets and devices: the server's own nodes.
+    pub fn is_special(self) -> bool {
+        !matches!(self, NodeKind::Folder | NodeKind::File)
+    }
+
+    /// The name a special kind has in `markbase_nfs_specials.kind`.
+    pub fn special_name(self) -> Option<&'static str> {
+        Some(match self {
+            NodeKind::Symlink => "symlink",
+            NodeKind::Fifo => "fifo",
+            NodeKind::Socket => "socket",
+            NodeKind::BlockDevice => "block",
+            NodeKind::CharDevice => "char",
+            NodeKind::Folder | NodeKind::File => return None,
+        })
+    }
+
+    pub fn from_special_name(s: &str) -> Option<NodeKind> {
+        Some(match s {
+            "symlink" => NodeKind::Symlink,
+            "fifo" => NodeKind::Fifo,
+            "socket" => NodeKind::Socket,
+            "block" => NodeKind::BlockDevice,
+            "char" => NodeKind::CharDevice,
+            _ => return None,
+        })
+    }
+
     pub fn from_catalog(s: &str) -> NodeKind {
         match s.to_ascii_lowercase().as_str() {
             "folder" | "directory" | "dir" => NodeKind::Folder,
@@ -93,10 +133,13 @@ impl NodeKind {
         }
     }
 
+    /// `file_nodes.node_type` of a folder or file (specials have no row
+    /// there; they answer their own table's name).
     pub fn as_catalog(self) -> &'static str {
         match self {
             NodeKind::Folder => "folder",
             NodeKind::File => "file",
+            other => other.special_name().unwrap_or("file"),
         }
     }
 }
@@ -233,6 +276,9 @@ pub struct NodeMeta {
     pub hidden: bool,
     /// The verifier of an EXCLUSIVE4 create, so a retransmission succeeds.
     pub create_verifier: Option<[u8; 8]>,
+    /// What a symlink points to or which device a device node is (fixed at
+    /// creation); `None` for folders and files.
+    pub special: Option<Special>,
     /// Removed from the namespace (its handle is now stale).
     pub deleted: bool,
     /// `file_nodes` columns changed here and not yet written.
@@ -240,6 +286,20 @@ pub struct NodeMeta {
     /// Columns the writer has taken into a transaction not yet committed.
     pub writing: Columns,
 }
+
+/// What a special node is besides its kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Special {
+    /// A symlink's target, as the client gave it (not interpreted).
+    pub target: Vec<u8>,
+    /// A device's major and minor numbers (specdata4).
+    pub rdev: (u32, u32),
+}
+
+/// The prefix of the ids the server gives its special nodes: MarkBase's
+/// own ids are UUIDs or integers, so these never name an app row, and a
+/// special's id says which table holds it.
+pub const SPECIAL_ID_PREFIX: &str = "nfs-special-";
 
 /// One node as the server holds it in memory.
 #[derive(Debug)]
@@ -328,11 +388,11 @@ impl Node {
         };
         let content = match kind {
             NodeKind::File => aliases.as_deref().and_then(content_path_of),
-            NodeKind::Folder => None,
+            _ => None,
         };
         let size = match kind {
             NodeKind::File => int_of(row.get_ref(5)?).max(0) as u64,
-            NodeKind::Folder => 4096,
+            _ => 4096,
         };
         let created_ns = timestamp_to_ns(int_of(row.get_ref(6)?));
         let updated_ns = timestamp_to_ns(int_of(row.get_ref(7)?)).max(created_ns);
@@ -370,11 +430,55 @@ impl Node {
                 created_ns: set_created,
                 hidden: hidden.unwrap_or(0) != 0,
                 create_verifier: create_verifier.and_then(|v| v.try_into().ok()),
+                special: None,
                 deleted: false,
                 unsaved: Columns::default(),
                 writing: Columns::default(),
             },
         ))
+    }
+
+    /// Decodes a row of our table of special nodes, selected with
+    /// `catalog::SPECIAL_COLUMNS`; None for a kind this build does not know.
+    pub fn from_special_row(row: &Row<'_>) -> rusqlite::Result<Option<Node>> {
+        let id = NodeId::from_sql(row.get_ref(0)?).unwrap_or(NodeId::Int(0));
+        let parent = NodeId::from_sql(row.get_ref(1)?);
+        let label: String = row.get(2)?;
+        let Some(kind) = NodeKind::from_special_name(&row.get::<_, String>(3)?) else {
+            return Ok(None);
+        };
+        let target: Option<Vec<u8>> = row.get(4)?;
+        let rdev = (row.get::<_, i64>(5)? as u32, row.get::<_, i64>(6)? as u32);
+        let created_ns: i64 = row.get(7)?;
+        let updated_ns: i64 = row.get(8)?;
+        let side_change: Option<i64> = row.get(9)?;
+        let target = target.unwrap_or_default();
+        let modified_ns = row.get::<_, Option<i64>>(13)?.unwrap_or(updated_ns);
+        Ok(Some(Node::new(
+            id,
+            kind,
+            created_ns,
+            NodeMeta {
+                parent,
+                label,
+                content: None,
+                size: if kind == NodeKind::Symlink {
+                    target.len() as u64
+                } else {
+                    0
+                },
+                modified_ns,
+                accessed_ns: modified_ns,
+                change: (side_change.unwrap_or(0).max(0) as u64).max(modified_ns.max(0) as u64),
+                mode: row.get::<_, Option<i64>>(10)?.map(|m| m as u32),
+                owner: row.get(11)?,
+                owner_group: row.get(12)?,
+                created_ns: row.get(14)?,
+                hidden: row.get::<_, Option<i64>>(15)?.unwrap_or(0) != 0,
+                special: Some(Special { target, rdev }),
+                ..NodeMeta::default()
+            },
+        )))
     }
 
     /// A consistent view of the changing fields.

@@ -63,6 +63,27 @@ const CREATE_CLIENTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS markbase_nfs_clie
     confirmed_ns INTEGER NOT NULL
 )";
 
+/// Symlinks, FIFOs, sockets and device nodes clients create: the server's
+/// own nodes, kept apart so the app's `file_nodes` holds the folders and
+/// files it knows and nothing else. Their mode, owner and change attribute
+/// are in `markbase_nfs_attrs` like every node's. `parent_id` has no
+/// declared type so it matches text and integer ids alike (NULL: top
+/// level).
+const CREATE_SPECIALS_TABLE: &str = "CREATE TABLE IF NOT EXISTS markbase_nfs_specials (
+    node_id    TEXT PRIMARY KEY,
+    parent_id,
+    label      TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    target     BLOB,
+    rdev_major INTEGER NOT NULL DEFAULT 0,
+    rdev_minor INTEGER NOT NULL DEFAULT 0,
+    created_ns INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL
+)";
+
+const CREATE_SPECIALS_PARENT_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS markbase_nfs_specials_parent ON markbase_nfs_specials(parent_id)";
+
 /// The boot instances of earlier runs (the first four bytes of every
 /// stateid they issued), so a stateid of an earlier run is told apart from
 /// one never issued: STALE_STATEID against BAD_STATEID (RFC 7530 §9.1.4).
@@ -146,6 +167,10 @@ pub fn open_or_create(path: &Path) -> anyhow::Result<Connection> {
         .with_context(|| format!("creating markbase_nfs_clients in {}", path.display()))?;
     conn.execute(CREATE_BOOTS_TABLE, [])
         .with_context(|| format!("creating markbase_nfs_boots in {}", path.display()))?;
+    conn.execute(CREATE_SPECIALS_TABLE, [])
+        .with_context(|| format!("creating markbase_nfs_specials in {}", path.display()))?;
+    conn.execute(CREATE_SPECIALS_PARENT_INDEX, [])
+        .with_context(|| format!("indexing markbase_nfs_specials in {}", path.display()))?;
     Ok(conn)
 }
 

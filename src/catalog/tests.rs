@@ -232,6 +232,7 @@ fn racing_data_writes_reach_the_database_and_leave_nothing_pinned() {
                 name: "race.mov".into(),
                 content: Some(dir.path().join("race.mov")),
                 mode: None,
+                special: None,
                 owner: None,
                 owner_group: None,
                 create_verifier: None,
@@ -372,4 +373,66 @@ fn no_side_row_for_a_node_the_app_deleted_before_the_writer_ran() {
         )
         .unwrap();
     assert_eq!(side, 0, "an orphan side row would dress a later node 12");
+}
+
+/// A symlink kept in our table, in a catalog of integer ids: it reloads
+/// as it was; once the app deletes its folder (while no server runs), the
+/// next open drops it and its side row, as nothing can reach it.
+#[test]
+fn special_nodes_reload_and_go_with_their_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("u.sqlite");
+    foreign_db(&db);
+    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    let new = NewNode {
+        id: cat.allocate_special_id(),
+        kind: NodeKind::Symlink,
+        name: "latest".into(),
+        content: None,
+        mode: Some(0o777),
+        special: Some(Special {
+            target: b"cut.mov".to_vec(),
+            rdev: (0, 0),
+        }),
+        owner: None,
+        owner_group: None,
+        create_verifier: None,
+    };
+    let (link, _, pending) = cat.create(&NodeId::Int(11), new).unwrap();
+    pending.wait().unwrap();
+    let id = link.id.clone();
+    drop(link);
+    drop(cat);
+
+    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    let link = cat.lookup(&NodeId::Int(11), "latest").unwrap().unwrap();
+    assert_eq!(
+        (link.id.clone(), link.kind),
+        (id.clone(), NodeKind::Symlink)
+    );
+    assert_eq!(link.meta().special.as_ref().unwrap().target, b"cut.mov");
+    assert_eq!((link.size(), link.meta().mode), (7, Some(0o777)));
+    drop(link);
+    drop(cat);
+
+    let app = Connection::open(&db).unwrap();
+    app.execute(
+        "DELETE FROM file_nodes WHERE node_id IN (11, 12, 13, 14, 15)",
+        [],
+    )
+    .unwrap();
+    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    assert!(matches!(cat.node(&id), Err(CatalogError::NotFound(_))));
+    let count = |table: &str| -> i64 {
+        app.query_row(
+            &format!("SELECT COUNT(*) FROM {table} WHERE node_id = ?1"),
+            [id.to_sql()],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        (count("markbase_nfs_specials"), count("markbase_nfs_attrs")),
+        (0, 0)
+    );
 }

@@ -282,6 +282,13 @@ impl WriterLoop {
                         tx.prepare_cached("DELETE FROM markbase_nfs_attrs WHERE node_id = ?1")?
                             .execute([&v])?;
                         statements += 2;
+                        if id.is_special() {
+                            tx.prepare_cached(
+                                "DELETE FROM markbase_nfs_specials WHERE node_id = ?1",
+                            )?
+                            .execute([&v])?;
+                            statements += 1;
+                        }
                     }
                     Change::ClientUp(id) => {
                         tx.prepare_cached(
@@ -335,13 +342,16 @@ fn write_node(
     if m.deleted {
         return Ok(0);
     }
+    if node.kind.is_special() {
+        return write_special(tx, node, &m, insert);
+    }
     let unit: TimeUnit = shape.time_unit;
     let id = node.id.to_sql();
     let parent = m.parent.as_ref().map(NodeId::to_sql).unwrap_or(Value::Null);
     let updated = unit.ns_to_unit(m.modified_ns);
     let size = match node.kind {
         NodeKind::File => m.size as i64,
-        NodeKind::Folder => 0,
+        _ => 0,
     };
     let mut statements = 0;
     let mut row_exists = None;
@@ -408,6 +418,53 @@ fn write_node(
         ])?;
         statements += 1;
     }
+    write_side_row(tx, &id, &m)?;
+    Ok(statements + 1)
+}
+
+/// Writes a special node (symlink, FIFO, socket, device): its row in our
+/// table (`insert`: created or moved; otherwise only if it still has one)
+/// and its side row.
+fn write_special(
+    tx: &Connection,
+    node: &Arc<Node>,
+    m: &super::node::NodeMeta,
+    insert: bool,
+) -> rusqlite::Result<u64> {
+    let id = node.id.to_sql();
+    if !insert {
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM markbase_nfs_specials WHERE node_id = ?1")?
+            .exists([&id])?;
+        if !exists {
+            return Ok(1);
+        }
+    }
+    let parent = m.parent.as_ref().map(NodeId::to_sql).unwrap_or(Value::Null);
+    let special = m.special.clone().unwrap_or_default();
+    tx.prepare_cached(
+        "INSERT INTO markbase_nfs_specials (node_id, parent_id, label, kind, target, rdev_major, rdev_minor, created_ns, updated_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT(node_id) DO UPDATE SET parent_id = excluded.parent_id, label = excluded.label,
+           updated_ns = excluded.updated_ns",
+    )?
+    .execute(params![
+        id,
+        parent,
+        m.label,
+        node.kind.as_catalog(),
+        special.target,
+        special.rdev.0 as i64,
+        special.rdev.1 as i64,
+        node.created_ns,
+        m.modified_ns
+    ])?;
+    write_side_row(tx, &id, m)?;
+    Ok(3)
+}
+
+/// Our side-table row of a node: what `file_nodes` has no column for.
+fn write_side_row(tx: &Connection, id: &Value, m: &super::node::NodeMeta) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO markbase_nfs_attrs (node_id, change, mode, owner, owner_group, modified_ns, create_verifier, created_ns, hidden)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -427,5 +484,5 @@ fn write_node(
         m.created_ns,
         m.hidden as i64
     ])?;
-    Ok(statements + 1)
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! File attributes (fattr4): the bitmap, and encoding a node's attributes in
 //! ascending attribute order as RFC 7530 §5 requires.
 
-use super::consts::{attr, Status, NF4DIR, NF4REG};
+use super::consts::{attr, Status, NF4BLK, NF4CHR, NF4DIR, NF4FIFO, NF4LNK, NF4REG, NF4SOCK};
 use super::idmap::{self, IdKind};
 use super::server::Nfs4Server;
 use crate::catalog::{Node, NodeKind};
@@ -170,6 +170,19 @@ fn shown_id(set: Option<&str>, configured: &str, caller: u32) -> String {
     }
 }
 
+/// nfs_ftype4 of a node's kind.
+pub fn type_of(kind: NodeKind) -> u32 {
+    match kind {
+        NodeKind::File => NF4REG,
+        NodeKind::Folder => NF4DIR,
+        NodeKind::Symlink => NF4LNK,
+        NodeKind::Fifo => NF4FIFO,
+        NodeKind::Socket => NF4SOCK,
+        NodeKind::BlockDevice => NF4BLK,
+        NodeKind::CharDevice => NF4CHR,
+    }
+}
+
 /// A node's mode as sent: permission bits only. macOS drops a whole
 /// GETATTR reply whose mode has bits above 0o7777 (file-type bits).
 pub fn mode_of(srv: &Nfs4Server, node: &Node, meta: &crate::catalog::NodeMeta) -> u32 {
@@ -212,12 +225,12 @@ pub fn encode_values(
     for a in attrs.iter() {
         match a {
             attr::SUPPORTED_ATTRS => advertised().encode(e),
-            attr::TYPE => e.u32(if is_dir { NF4DIR } else { NF4REG }),
+            attr::TYPE => e.u32(type_of(node.kind)),
             attr::FH_EXPIRE_TYPE => e.u32(0), // FH4_PERSISTENT
             attr::CHANGE => e.u64(meta.change),
             attr::SIZE => e.u64(meta.size),
             attr::LINK_SUPPORT => e.bool(false),
-            attr::SYMLINK_SUPPORT => e.bool(false),
+            attr::SYMLINK_SUPPORT => e.bool(true),
             attr::NAMED_ATTR => e.bool(false),
             attr::FSID => {
                 e.u64(cfg.export.export_id as u64);
@@ -253,8 +266,9 @@ pub fn encode_values(
             attr::OWNER => e.string(&owner_of(srv, &meta, viewer)),
             attr::OWNER_GROUP => e.string(&group_of(srv, &meta, viewer)),
             attr::RAWDEV => {
-                e.u32(0);
-                e.u32(0);
+                let (major, minor) = meta.special.as_ref().map_or((0, 0), |s| s.rdev);
+                e.u32(major);
+                e.u32(minor);
             }
             attr::SPACE_AVAIL => e.u64(vol.bytes_avail),
             attr::SPACE_FREE => e.u64(vol.bytes_free),

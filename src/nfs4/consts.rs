@@ -142,7 +142,14 @@ pub type OpResult<T = ()> = Result<T, Status>;
 /// nfs_ftype4
 pub const NF4REG: u32 = 1;
 pub const NF4DIR: u32 = 2;
+pub const NF4BLK: u32 = 3;
+pub const NF4CHR: u32 = 4;
 pub const NF4LNK: u32 = 5;
+pub const NF4SOCK: u32 = 6;
+pub const NF4FIFO: u32 = 7;
+
+/// Longest symlink target accepted (PATH_MAX on Linux and macOS).
+pub const MAX_LINK_TARGET: usize = 4096;
 
 /// ACCESS4 bits
 pub const ACCESS4_READ: u32 = 0x01;

@@ -123,9 +123,7 @@ pub(crate) fn apply(
             .or_else(|_| permission::require(c.srv, node, cred, permission::WRITE))?;
     }
     if let Some(size) = attrs.size {
-        if node.kind == NodeKind::Folder {
-            return Err(Status::IsDir);
-        }
+        super::regular_file(node)?;
         if size > i64::MAX as u64 {
             return Err(Status::FBig);
         }

@@ -73,10 +73,17 @@ pub(crate) fn readdir(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
     Ok(())
 }
 
-/// We serve no symbolic links.
-pub(crate) fn readlink(c: &mut Compound<'_>) -> OpResult {
-    c.current()?;
-    Err(Status::Inval)
+/// A symlink's target, as it was given at CREATE; INVAL for anything else
+/// (RFC 7530 §16.25.5).
+pub(crate) fn readlink(c: &mut Compound<'_>, out: &mut ReplyBody) -> OpResult {
+    let node = c.current()?;
+    if node.kind != NodeKind::Symlink {
+        return Err(Status::Inval);
+    }
+    let m = node.meta();
+    out.enc()
+        .opaque(m.special.as_ref().map_or(&[][..], |s| &s.target));
+    Ok(())
 }
 
 /// AUTH_SYS and AUTH_NONE for every name; the current filehandle is

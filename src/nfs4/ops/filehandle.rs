@@ -44,8 +44,10 @@ pub(crate) fn restorefh(c: &mut Compound<'_>) -> OpResult {
 pub(crate) fn lookup(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {
     let dir = c.current()?;
     let name = component(d)?;
-    if dir.kind != NodeKind::Folder {
-        return Err(Status::NotDir);
+    match dir.kind {
+        NodeKind::Folder => {}
+        NodeKind::Symlink => return Err(Status::Symlink),
+        _ => return Err(Status::NotDir),
     }
     permission::require(c.srv, &dir, &c.ctx.credentials, permission::EXECUTE)?;
     let found = c

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use super::open::{put_stateid, stateid};
 use super::{request_print, sequenced};
-use crate::catalog::NodeKind;
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{op, OpResult, Status, NFS4_OPAQUE_LIMIT};
 use crate::nfs4::state::{Denied, LockError, Locker};
@@ -38,9 +37,7 @@ fn lock_result(r: Result<crate::nfs4::state::StateId, LockError>, out: &mut Repl
 
 fn current_file(c: &Compound<'_>) -> OpResult<u64> {
     let node = c.current()?;
-    if node.kind == NodeKind::Folder {
-        return Err(Status::IsDir);
-    }
+    super::regular_file(&node)?;
     Ok(node.fileid)
 }
 

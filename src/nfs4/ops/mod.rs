@@ -13,10 +13,32 @@ mod write;
 use super::compound::Compound;
 use super::consts::{op, OpResult, Status, MAX_NAME};
 use super::state::OwnerKey;
+use crate::catalog::{Node, NodeKind};
 use crate::rpc::ReplyBody;
 use crate::xdr::Decoder;
 
 /// Operations of NFSv4.0 (3..=39); anything else is OP_ILLEGAL.
+/// I/O (READ, WRITE, COMMIT, LOCK, SETATTR of the size) is for regular
+/// files: ISDIR for a folder, INVAL for a symlink or special file
+/// (RFC 7530 §16.23.5, §16.36.5).
+pub(crate) fn regular_file(node: &Node) -> OpResult {
+    match node.kind {
+        NodeKind::File => Ok(()),
+        NodeKind::Folder => Err(Status::IsDir),
+        _ => Err(Status::Inval),
+    }
+}
+
+/// OPEN is for regular files: ISDIR for a folder, SYMLINK for a symlink
+/// (the client follows it itself), INVAL for a FIFO, socket or device
+/// (clients open those locally, never through the server).
+pub(crate) fn openable(node: &Node) -> OpResult {
+    match node.kind {
+        NodeKind::Symlink => Err(Status::Symlink),
+        _ => regular_file(node),
+    }
+}
+
 pub(crate) fn is_known(opnum: u32) -> bool {
     (op::ACCESS..=op::RELEASE_LOCKOWNER).contains(&opnum)
 }
@@ -40,7 +62,7 @@ pub(crate) fn dispatch(
         op::VERIFY => attributes::verify(c, d, false),
         op::NVERIFY => attributes::verify(c, d, true),
         op::READDIR => directory::readdir(c, d, out),
-        op::READLINK => directory::readlink(c),
+        op::READLINK => directory::readlink(c, out),
         op::SECINFO => directory::secinfo(c, d, out),
         op::SETCLIENTID => client::setclientid(c, d, out),
         op::SETCLIENTID_CONFIRM => client::setclientid_confirm(c, d),

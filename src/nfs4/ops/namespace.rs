@@ -1,21 +1,21 @@
-//! CREATE (folders), REMOVE, RENAME and LINK. Each change is applied in
+//! CREATE (folders, symlinks, FIFOs, sockets, devices), REMOVE, RENAME
+//! and LINK. Each change is applied in
 //! memory and answered only once the catalog batch holding it has
 //! committed (group commit), so a reply never promises what a crash undoes.
 
 use std::sync::Arc;
 
 use super::component;
-use crate::catalog::{CatalogError, DirChange, NewNode, Node, NodeKind};
+use crate::catalog::{CatalogError, DirChange, NewNode, Node, NodeKind, Special};
 use crate::nfs4::attrs::{decode_settable, Bitmap};
 use crate::nfs4::compound::Compound;
-use crate::nfs4::consts::{attr, OpResult, Status, NF4DIR, NF4LNK, NFS4_OPAQUE_LIMIT};
+use crate::nfs4::consts::{
+    attr, OpResult, Status, MAX_LINK_TARGET, NF4BLK, NF4CHR, NF4DIR, NF4FIFO, NF4LNK, NF4SOCK,
+};
 use crate::nfs4::permission::{self, EXECUTE, WRITE};
 use crate::nfs4::server::catalog_status;
 use crate::rpc::ReplyBody;
 use crate::xdr::{Decoder, Encoder};
-
-const NF4BLK: u32 = 3;
-const NF4CHR: u32 = 4;
 
 pub(crate) fn put_cinfo(e: &mut Encoder, c: DirChange) {
     // Changes are serialised under the catalog's namespace lock, so
@@ -34,42 +34,70 @@ pub(crate) fn current_dir(c: &Compound<'_>) -> OpResult<Arc<Node>> {
     Ok(dir)
 }
 
+/// CREATE: folders, and the server's own special nodes — symlinks,
+/// FIFOs, sockets, block and character devices — kept in
+/// `markbase_nfs_specials`, never in the app's `file_nodes`. Regular files
+/// are made by OPEN (BADTYPE here, RFC 7530 §16.4.4).
 pub(crate) fn create(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
     let objtype = d.u32()?;
-    match objtype {
+    let (kind, special) = match objtype {
         NF4LNK => {
-            d.opaque(NFS4_OPAQUE_LIMIT)?;
+            let target = d.opaque(MAX_LINK_TARGET)?.to_vec();
+            (
+                Some(NodeKind::Symlink),
+                Some(Special {
+                    target,
+                    rdev: (0, 0),
+                }),
+            )
         }
         NF4BLK | NF4CHR => {
-            d.u32()?;
-            d.u32()?;
+            let rdev = (d.u32()?, d.u32()?);
+            let kind = if objtype == NF4BLK {
+                NodeKind::BlockDevice
+            } else {
+                NodeKind::CharDevice
+            };
+            (
+                Some(kind),
+                Some(Special {
+                    target: Vec::new(),
+                    rdev,
+                }),
+            )
         }
-        _ => {}
-    }
+        NF4SOCK => (Some(NodeKind::Socket), Some(Special::default())),
+        NF4FIFO => (Some(NodeKind::Fifo), Some(Special::default())),
+        NF4DIR => (Some(NodeKind::Folder), None),
+        _ => (None, None),
+    };
     let name = component(d)?;
     let attrs = decode_settable(d)?;
     let dir = current_dir(c)?;
-    match objtype {
-        NF4DIR => {}
-        // The catalog holds folders and files only.
-        NF4LNK => return Err(Status::NotSupp),
-        _ => return Err(Status::BadType),
+    let kind = kind.ok_or(Status::BadType)?;
+    if kind == NodeKind::Symlink && special.as_ref().is_some_and(|s| s.target.is_empty()) {
+        // An empty target names nothing (RFC 7530 §16.4.4).
+        return Err(Status::Inval);
     }
     permission::require(c.srv, &dir, &c.ctx.credentials, WRITE | EXECUTE)?;
     let (owner, owner_group) = permission::creator(c.srv, &c.ctx.credentials);
+    let catalog = c.srv.catalog();
     let new = NewNode {
-        id: c.srv.catalog().allocate_id(),
-        kind: NodeKind::Folder,
+        id: if kind == NodeKind::Folder {
+            catalog.allocate_id()
+        } else {
+            catalog.allocate_special_id()
+        },
+        kind,
         name: name.to_string(),
         content: None,
         mode: attrs.mode,
+        special,
         owner,
         owner_group,
         create_verifier: None,
     };
-    let (node, cinfo, pending) = c
-        .srv
-        .catalog()
+    let (node, cinfo, pending) = catalog
         .create(&dir.id, new)
         .map_err(|e| catalog_status(&e))?;
     pending.wait().map_err(|e| catalog_status(&e))?;

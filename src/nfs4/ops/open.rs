@@ -213,9 +213,7 @@ fn open_checked(
             create_file(c, dir, name, mode, verifier)?
         }
     };
-    if file.kind == NodeKind::Folder {
-        return Err(Status::IsDir);
-    }
+    super::openable(&file)?;
     if !created {
         // The creator may use what it just made whatever its mode.
         let mut want = 0;
@@ -267,9 +265,7 @@ fn reclaim(
     owner: &[u8],
     now: Instant,
 ) -> OpResult<Opened> {
-    if file.kind == NodeKind::Folder {
-        return Err(Status::IsDir);
-    }
+    super::openable(file)?;
     let mut st = c.srv.state.lock();
     st.check_reclaim(clientid, now)?;
     let stateid = st.open(clientid, owner, file.fileid, access, deny, now)?;
@@ -308,6 +304,7 @@ fn create_file(
         name: name.to_string(),
         content: Some(path.clone()),
         mode,
+        special: None,
         owner,
         owner_group,
         create_verifier: verifier,

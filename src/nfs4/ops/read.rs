@@ -2,7 +2,6 @@
 //! as their own iovec, never copied into the reply buffer.
 
 use super::open::stateid;
-use crate::catalog::NodeKind;
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, Status};
 use crate::nfs4::permission;
@@ -14,9 +13,7 @@ pub(crate) fn read(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
     let offset = d.u64()?;
     let count = d.u32()?;
     let node = c.current()?;
-    if node.kind == NodeKind::Folder {
-        return Err(Status::IsDir);
-    }
+    super::regular_file(&node)?;
     {
         let mut st = c.srv.state.lock();
         st.check_read(&sid, node.fileid, std::time::Instant::now())?;

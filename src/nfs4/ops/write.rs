@@ -5,7 +5,6 @@
 //! so no SQL runs on this path.
 
 use super::open::stateid;
-use crate::catalog::NodeKind;
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, Status};
 use crate::nfs4::permission;
@@ -61,9 +60,7 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
         return Err(Status::Inval);
     }
     let node = c.current()?;
-    if node.kind == NodeKind::Folder {
-        return Err(Status::IsDir);
-    }
+    super::regular_file(&node)?;
     let end = offset
         .checked_add(len as u64)
         .filter(|e| *e <= i64::MAX as u64)
@@ -121,9 +118,7 @@ pub(crate) fn commit(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
     let offset = d.u64()?;
     let count = d.u32()?;
     let node = c.current()?;
-    if node.kind == NodeKind::Folder {
-        return Err(Status::IsDir);
-    }
+    super::regular_file(&node)?;
     if offset.checked_add(count as u64).is_none() {
         return Err(Status::Inval);
     }
