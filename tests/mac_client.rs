@@ -1236,3 +1236,93 @@ fn a_mac_that_slept_past_the_lease_finds_its_files_as_it_left_them() {
     assert_eq!(err.1, Status::BadStateId.code());
     mac.close(&f);
 }
+
+/// `ln -s` and `mkfifo` on the Mac: CREATE as `nfs4_create_rpc`
+/// (kext/nfs4_vnops.c) sends it — PUTFH(dir), SAVEFH, CREATE with the
+/// mode in its fattr4, GETATTR(getattr bitmap + FILEHANDLE), RESTOREFH,
+/// GETATTR(dir) — then `nfs4_readlink_rpc`'s PUTFH, GETATTR, READLINK; the
+/// kext fails a create whose GETATTR has no FILEHANDLE ("didn't return
+/// filehandle?") and parses every reply strictly.
+#[test]
+fn symlinks_and_fifos_as_the_kext_creates_them() {
+    let srv = InProcess::start();
+    let mut mac = Mac::mount(srv.addr);
+    let (dir, _) = mac.lookup(&mac.root.clone(), "Projects").unwrap();
+    let create = |mac: &mut Mac, tag: &str, objtype: u32, target: &str, name: &str| {
+        let mut with_fh: Vec<u32> = mac.masked(&GETATTR_BITMAP);
+        with_fh.push(attr::FILEHANDLE);
+        with_fh.sort();
+        let bm = mac.masked(&GETATTR_BITMAP);
+        let mode = Bitmap::of(&mac.masked(&[attr::MODE]));
+        let args = CompoundArgs::new()
+            .putfh(&dir)
+            .op(op::SAVEFH, |_| {})
+            .op(op::CREATE, |e| {
+                e.u32(objtype);
+                if objtype == 5 {
+                    e.string(target);
+                }
+                e.string(name);
+                mode.encode(e);
+                e.u32(4);
+                e.u32(0o755);
+            })
+            .getattr(&with_fh)
+            .op(op::RESTOREFH, |_| {})
+            .getattr(&bm);
+        let body = mac.call(tag, args).expect(tag);
+        let mut d = Decoder::new(&body);
+        skip_op(&mut d, op::PUTFH);
+        skip_op(&mut d, op::SAVEFH);
+        skip_op(&mut d, op::CREATE);
+        d.fixed(4 + 8 + 8).unwrap();
+        Bitmap::decode(&mut d).unwrap();
+        skip_op(&mut d, op::GETATTR);
+        let made = parse_fattr(&mut d).unwrap();
+        skip_op(&mut d, op::RESTOREFH);
+        skip_op(&mut d, op::GETATTR);
+        let folder = parse_fattr(&mut d).unwrap();
+        assert_eq!(folder.kind, Some(2));
+        made
+    };
+    let link = create(&mut mac, "symlink", 5, "../Library/Notes café.txt", "notes");
+    assert_eq!((link.kind, link.mode), (Some(5), Some(0o755)));
+    assert_eq!(link.size, Some("../Library/Notes café.txt".len() as u64));
+    let fh = link
+        .filehandle
+        .expect("create/symlink didn't return filehandle?");
+    let bm = mac.masked(&GETATTR_BITMAP);
+    let body = mac
+        .call(
+            "readlink",
+            CompoundArgs::new()
+                .putfh(&fh)
+                .getattr(&bm)
+                .op(op::READLINK, |_| {}),
+        )
+        .unwrap();
+    let mut d = Decoder::new(&body);
+    skip_op(&mut d, op::PUTFH);
+    skip_op(&mut d, op::GETATTR);
+    parse_fattr(&mut d).unwrap();
+    skip_op(&mut d, op::READLINK);
+    assert_eq!(
+        d.opaque(4096).unwrap(),
+        "../Library/Notes café.txt".as_bytes()
+    );
+
+    let fifo = create(&mut mac, "mknod", 7, "", "render.pipe");
+    assert_eq!(fifo.kind, Some(7));
+    assert!(fifo.filehandle.is_some());
+    // Finder lists both, each entry parsed as strictly.
+    let listed: Vec<(String, Option<u32>)> = mac
+        .readdir(&dir)
+        .into_iter()
+        .map(|(n, a)| (n, a.kind))
+        .collect();
+    assert!(listed.contains(&("notes".into(), Some(5))), "{listed:?}");
+    assert!(
+        listed.contains(&("render.pipe".into(), Some(7))),
+        "{listed:?}"
+    );
+}
