@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use crate::catalog::{create_demo, reconcile, Catalog, NameRules, WriterConfig};
 use crate::config::Config;
+use crate::export::Export;
+use crate::mount::MountServer;
+use crate::nfs3::Nfs3Server;
 use crate::nfs4::Nfs4Server;
 use crate::rpc::Dispatcher;
 use crate::storage::ensure_storage_dir;
@@ -61,12 +64,17 @@ pub fn open_export(cfg: &Config) -> anyhow::Result<Arc<Nfs4Server>> {
             cfg.catalog.feed,
         )
         .context("starting the catalog's change feed")?;
-    Ok(Arc::new(Nfs4Server::new(cfg.clone(), catalog, storage)))
+    let export = Arc::new(Export::new(cfg.clone(), catalog, storage));
+    Ok(Arc::new(Nfs4Server::new(export)))
 }
 
+/// NFSv4, NFSv3 and MOUNT on one listener, over one export.
 pub fn dispatcher_for(nfs: Arc<Nfs4Server>) -> Arc<Dispatcher> {
     let mut d = Dispatcher::new();
+    let export = nfs.export().clone();
     d.register(nfs);
+    d.register(Arc::new(Nfs3Server::new(export.clone())));
+    d.register(Arc::new(MountServer::new(export)));
     Arc::new(d)
 }
 

@@ -172,15 +172,20 @@ fn write_call(claimed: u32, sent: usize) -> Vec<u8> {
 fn rpc_level_errors_get_their_replies() {
     let mut f = start();
     let mut c = f.fresh();
-    // Unknown program (MOUNT is not served yet).
+    // Unknown program (NLM: v3 clients mount with nolock/locallocks).
     assert_eq!(
-        c.call(100_005, 3, 0, &[]).unwrap().0,
+        c.call(100_021, 4, 0, &[]).unwrap().0,
         ReplyStatus::ProgUnavail
     );
-    // NFS version 3 on the NFSv4 program.
+    // A version of the NFS program nobody serves: the range that is.
     assert_eq!(
-        c.call(NFS4_PROGRAM, 3, 0, &[]).unwrap().0,
-        ReplyStatus::ProgMismatch { low: 4, high: 4 }
+        c.call(NFS4_PROGRAM, 2, 0, &[]).unwrap().0,
+        ReplyStatus::ProgMismatch { low: 3, high: 4 }
+    );
+    // MOUNT version 1 (only 3 is served).
+    assert_eq!(
+        c.call(100_005, 1, 0, &[]).unwrap().0,
+        ReplyStatus::ProgMismatch { low: 3, high: 3 }
     );
     // Unknown procedure.
     assert_eq!(

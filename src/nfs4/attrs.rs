@@ -139,35 +139,15 @@ impl Viewer {
     }
 }
 
-/// The value of `export.owner` / `export.owner_group` that reports the
-/// caller's own ids.
-pub const CALLER: &str = "caller";
-
 /// The owner string shown for `node` to `viewer` (SETATTR's, else the
 /// export's, else the caller's uid).
 pub fn owner_of(srv: &Nfs4Server, meta: &crate::catalog::NodeMeta, viewer: Viewer) -> String {
-    shown_id(
-        meta.owner.as_deref(),
-        &srv.config().export.owner,
-        viewer.uid,
-    )
+    srv.export().owner_of(meta, viewer.uid)
 }
 
 /// The group string shown for `node` to `viewer`.
 pub fn group_of(srv: &Nfs4Server, meta: &crate::catalog::NodeMeta, viewer: Viewer) -> String {
-    shown_id(
-        meta.owner_group.as_deref(),
-        &srv.config().export.owner_group,
-        viewer.gid,
-    )
-}
-
-fn shown_id(set: Option<&str>, configured: &str, caller: u32) -> String {
-    match set {
-        Some(s) => s.to_string(),
-        None if configured == CALLER => caller.to_string(),
-        None => configured.to_string(),
-    }
+    srv.export().group_of(meta, viewer.gid)
 }
 
 /// nfs_ftype4 of a node's kind.
@@ -183,16 +163,11 @@ pub fn type_of(kind: NodeKind) -> u32 {
     }
 }
 
-/// A node's mode as sent: permission bits only. macOS drops a whole
-/// GETATTR reply whose mode has bits above 0o7777 (file-type bits).
+/// A node's mode as sent: permission bits only (see [`Export::mode_of`]).
+///
+/// [`Export::mode_of`]: crate::export::Export::mode_of
 pub fn mode_of(srv: &Nfs4Server, node: &Node, meta: &crate::catalog::NodeMeta) -> u32 {
-    let cfg = &srv.config().export;
-    let fallback = if node.kind == NodeKind::Folder {
-        cfg.dir_mode
-    } else {
-        cfg.file_mode
-    };
-    meta.mode.unwrap_or(fallback) & 0o7777
+    srv.export().mode_of(node, meta)
 }
 
 /// Encodes the values (not the bitmap) of `attrs` for `node`. Attributes not

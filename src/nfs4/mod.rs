@@ -5,7 +5,6 @@
 pub mod attrs;
 mod compound;
 pub mod consts;
-pub mod fh;
 mod idmap;
 pub mod latency;
 mod ops;

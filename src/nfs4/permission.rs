@@ -1,116 +1,38 @@
-//! Who may do what to a node: the caller's uid and groups against the
-//! node's owner, group and mode bits, where the export asks for it
-//! (`export.permissions = "mode"`, for a server several users share).
-//!
-//! By default (`"owner"`) the export serves one editor's own machine and
-//! every caller is the owner of every node, as a Mac's own disk treats its
-//! user: nothing is refused here, and ACCESS reports the owner's bits.
+//! The export's permission rules (`crate::export::permission`) in NFSv4's
+//! terms: a refusal is NFS4ERR_ACCESS, or NFS4ERR_PERM where only the owner
+//! may.
 
-use super::attrs::{self, Viewer};
 use super::consts::Status;
 use super::server::Nfs4Server;
-use crate::catalog::{Node, NodeKind};
+use crate::catalog::Node;
+use crate::export::permission::{self as rules, Denied};
 use crate::rpc::Credentials;
 
-/// Read (files: contents; folders: list names).
-pub const READ: u32 = 4;
-/// Write (files: contents; folders: add, remove and rename entries).
-pub const WRITE: u32 = 2;
-/// Execute (files); search, i.e. look names up (folders).
-pub const EXECUTE: u32 = 1;
+pub use rules::{EXECUTE, READ, WRITE};
 
-/// The uid that acts after the export's squash ("root": uid 0 acts as
-/// nobody; "all": everyone does).
+fn status(d: Denied) -> Status {
+    match d {
+        Denied::Access => Status::Access,
+        Denied::Perm => Status::Perm,
+    }
+}
+
 pub fn effective_uid(srv: &Nfs4Server, cred: &Credentials) -> u32 {
-    let uid = cred.uid();
-    match srv.config().export.squash.as_str() {
-        "all" => NOBODY,
-        "root" if uid == 0 => NOBODY,
-        _ => uid,
-    }
+    rules::effective_uid(srv.export(), cred)
 }
 
-const NOBODY: u32 = 65534;
-
-/// The owner and group a node created by `cred` records: the creator's,
-/// where the export checks by mode (so the creator may use what it made);
-/// none (the export's default) otherwise.
 pub fn creator(srv: &Nfs4Server, cred: &Credentials) -> (Option<String>, Option<String>) {
-    if !by_mode(srv) {
-        return (None, None);
-    }
-    let gid = match srv.config().export.squash.as_str() {
-        "all" => NOBODY,
-        "root" if cred.uid() == 0 => NOBODY,
-        _ => cred.gid(),
-    };
-    (
-        Some(effective_uid(srv, cred).to_string()),
-        Some(gid.to_string()),
-    )
+    rules::creator(srv.export(), cred)
 }
 
-/// Whether permissions are checked by mode bits on this export.
-pub fn by_mode(srv: &Nfs4Server) -> bool {
-    srv.config().export.permissions == "mode"
-}
-
-/// The rights (`READ | WRITE | EXECUTE`) `cred` has on `node`: the owner's
-/// bits, the group's or the others', as POSIX picks them; uid 0 has read
-/// and write on everything and execute where anyone has it (folders:
-/// always). Where the export does not check by mode, the owner's bits.
 pub fn rights(srv: &Nfs4Server, node: &Node, cred: &Credentials) -> u32 {
-    let meta = node.meta();
-    let mode = attrs::mode_of(srv, node, &meta);
-    if !by_mode(srv) {
-        return (mode >> 6) & 7;
-    }
-    let uid = effective_uid(srv, cred);
-    if uid == 0 {
-        let any_x = mode & 0o111 != 0 || node.kind == NodeKind::Folder;
-        return READ | WRITE | if any_x { EXECUTE } else { 0 };
-    }
-    // Unowned nodes show the caller as owner where the export says
-    // "caller": then the caller is their owner here too.
-    let viewer = Viewer::of(cred);
-    let owner = attrs::owner_of(srv, &meta, viewer);
-    if owner.parse::<u32>().ok() == Some(uid) {
-        return (mode >> 6) & 7;
-    }
-    let group = attrs::group_of(srv, &meta, viewer).parse::<u32>().ok();
-    let in_group = group.is_some_and(|g| match cred {
-        Credentials::Sys(s) => s.gid == g || s.gids.contains(&g),
-        Credentials::None => false,
-    });
-    if in_group {
-        (mode >> 3) & 7
-    } else {
-        mode & 7
-    }
+    rules::rights(srv.export(), node, cred)
 }
 
-/// NFS4ERR_ACCESS unless `cred` has all of `want` on `node` (always
-/// granted where the export does not check by mode).
 pub fn require(srv: &Nfs4Server, node: &Node, cred: &Credentials, want: u32) -> Result<(), Status> {
-    if !by_mode(srv) || rights(srv, node, cred) & want == want {
-        Ok(())
-    } else {
-        Err(Status::Access)
-    }
+    rules::require(srv.export(), node, cred, want).map_err(status)
 }
 
-/// NFS4ERR_PERM unless `cred` owns `node` or is root: what changing a
-/// node's mode or setting its times to a given value asks (POSIX chmod,
-/// utimes). Granted where the export does not check by mode.
 pub fn require_owner(srv: &Nfs4Server, node: &Node, cred: &Credentials) -> Result<(), Status> {
-    if !by_mode(srv) {
-        return Ok(());
-    }
-    let uid = effective_uid(srv, cred);
-    let owner = attrs::owner_of(srv, &node.meta(), Viewer::of(cred));
-    if uid == 0 || owner.parse::<u32>().ok() == Some(uid) {
-        Ok(())
-    } else {
-        Err(Status::Perm)
-    }
+    rules::require_owner(srv.export(), node, cred).map_err(status)
 }

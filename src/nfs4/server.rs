@@ -1,6 +1,6 @@
 //! The NFSv4 program: the export it serves and the state it keeps.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,27 +10,16 @@ use parking_lot::Mutex;
 
 use super::compound;
 use super::consts::{Status, NFS4_PROGRAM, NFS4_VERSION, PROC_COMPOUND, PROC_NULL};
-use super::fh;
 use super::state::State;
 use crate::catalog::{fnv1a, Catalog, CatalogError, Node, NodeId};
 use crate::config::Config;
+use crate::export::{Export, HandleError, NodeError};
 use crate::rpc::{AcceptError, CallContext, Program, ReplyBody};
-use crate::storage::{volume_stats, FilePool, ReadAhead, VolumeStats, WriteBehind};
+use crate::storage::{FilePool, VolumeStats};
 
 pub struct Nfs4Server {
-    config: Config,
-    catalog: Arc<Catalog>,
-    files: FilePool,
-    storage_dir: PathBuf,
-    pub(crate) state: Mutex<State>,
-    /// Content files already reported missing (logged once each).
-    missing_logged: Mutex<HashSet<u64>>,
-    volume: Mutex<Option<(Instant, VolumeStats)>>,
-    /// Changes at every start, so clients resend what they never committed.
-    write_verifier: [u8; 8],
-    /// Content of removed files still open somewhere: unlinked at the last
-    /// CLOSE.
-    unlink_on_close: Mutex<HashMap<u64, PathBuf>>,
+    export: Arc<Export>,
+    pub(crate) state: Arc<Mutex<State>>,
     /// Duplicate request cache: replies of COMPOUNDs with non-idempotent
     /// ops, so a retransmission after a reconnect gets the original answer
     /// instead of a spurious NOENT/EXIST.
@@ -44,7 +33,7 @@ pub struct Nfs4Server {
 impl std::fmt::Debug for Nfs4Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Nfs4Server")
-            .field("catalog", &self.catalog)
+            .field("export", &self.export)
             .finish_non_exhaustive()
     }
 }
@@ -58,18 +47,11 @@ fn boot_instance() -> u32 {
 }
 
 impl Nfs4Server {
-    pub fn new(config: Config, catalog: Arc<Catalog>, storage_dir: PathBuf) -> Nfs4Server {
+    pub fn new(export: Arc<Export>) -> Nfs4Server {
+        let config = export.config();
+        let catalog = export.catalog();
         let lease = Duration::from_secs(config.nfs.lease_time as u64);
         let boot = boot_instance();
-        let mut write_verifier = [0u8; 8];
-        write_verifier[..4].copy_from_slice(&boot.to_be_bytes());
-        write_verifier[4..].copy_from_slice(
-            &(SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .subsec_nanos())
-            .to_be_bytes(),
-        );
         let reclaimable: HashSet<Vec<u8>> = catalog
             .nfs_clients()
             .map(|v| v.into_iter().collect())
@@ -92,54 +74,38 @@ impl Nfs4Server {
         let state = State::new(boot, lease, grace, reclaimable, Instant::now())
             .with_courtesy(Duration::from_secs(config.nfs.courtesy_time))
             .with_earlier_boots(earlier_boots);
+        let state = Arc::new(Mutex::new(state));
+        let reply_cache_entries = config.nfs.reply_cache_entries.max(1);
+        let opens = state.clone();
+        export.set_open_check(Box::new(move |fileid| opens.lock().is_open(fileid)));
         Nfs4Server {
             latency: Default::default(),
             started: Instant::now(),
             next_sweep_ms: AtomicU64::new(0),
-            write_verifier,
             replies: moka::sync::Cache::builder()
-                .max_capacity(config.nfs.reply_cache_entries.max(1))
+                .max_capacity(reply_cache_entries)
                 .time_to_live(Duration::from_secs(300))
                 .build(),
-            unlink_on_close: Mutex::new(HashMap::new()),
-            files: FilePool::new(
-                config.storage.open_files,
-                WriteBehind {
-                    window: config.storage.write_behind,
-                    lag: config.storage.write_behind_lag,
-                    backlog: config.storage.write_behind_backlog,
-                },
-                ReadAhead {
-                    window: config.storage.read_ahead,
-                    windows: config.storage.read_ahead_windows,
-                },
-            )
-            .with_direct_reads(config.storage.direct_reads)
-            .with_direct_writes(
-                config.storage.direct_writes,
-                config.storage.direct_after,
-                config.storage.direct_queue as usize,
-            )
-            .with_file_sync(config.storage.file_sync),
-            state: Mutex::new(state),
-            config,
-            catalog,
-            storage_dir,
-            missing_logged: Mutex::new(HashSet::new()),
-            volume: Mutex::new(None),
+            state,
+            export,
         }
     }
 
+    /// The export this program serves (shared with NFSv3 and MOUNT).
+    pub fn export(&self) -> &Arc<Export> {
+        &self.export
+    }
+
     pub fn config(&self) -> &Config {
-        &self.config
+        self.export.config()
     }
 
     pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+        self.export.catalog()
     }
 
     pub fn files(&self) -> &FilePool {
-        &self.files
+        self.export.files()
     }
 
     pub fn state_counts(&self) -> super::state::StateCounts {
@@ -173,7 +139,7 @@ impl Nfs4Server {
                 clients = gone.len(),
                 "NFS client leases expired; their state is released"
             );
-            self.catalog.forget_nfs_clients(gone);
+            self.catalog().forget_nfs_clients(gone);
         }
     }
 
@@ -183,124 +149,59 @@ impl Nfs4Server {
     }
 
     pub fn write_verifier(&self) -> [u8; 8] {
-        self.write_verifier
+        self.export.write_verifier()
     }
 
     pub fn storage_dir(&self) -> &std::path::Path {
-        &self.storage_dir
+        self.export.storage_dir()
     }
 
-    /// Where a new file's content goes: spread over 256 subfolders.
     pub(crate) fn content_path_for(&self, id: &NodeId) -> PathBuf {
-        let name = match id {
-            NodeId::Int(i) => format!("{i}"),
-            NodeId::Text(s) => s.to_string(),
-            NodeId::Root => "root".to_string(),
-        };
-        let sub = format!("{:02x}", id.fileid() & 0xff);
-        self.storage_dir.join(sub).join(name)
+        self.export.content_path_for(id)
     }
 
-    /// Removes a deleted node's content file, now or (if the file is still
-    /// open) at its last CLOSE.
     pub(crate) fn discard_content(&self, node: &Node) {
-        let Some(path) = node.meta().content.clone() else {
-            return;
-        };
-        // Content of imported files lives outside our storage folder: a
-        // catalog removal must not delete a user's original.
-        if !path.starts_with(&self.storage_dir) {
-            return;
-        }
-        if self.state.lock().is_open(node.fileid) {
-            self.files.forget(node.fileid);
-            self.unlink_on_close.lock().insert(node.fileid, path);
-            return;
-        }
-        self.remove_content_file(node.fileid, &path);
-    }
-
-    /// Unlinks a removed node's content file; its blocks are freed in the
-    /// background (see [`crate::storage::FilePool::remove_content`]).
-    fn remove_content_file(&self, fileid: u64, path: &std::path::Path) {
-        if let Err(e) = self.files.remove_content(fileid, path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), fileid, error = %e, "could not remove content file");
-            }
-        }
+        self.export.discard_content(node)
     }
 
     /// Called after a CLOSE: removes content whose node is gone.
     pub(crate) fn closed(&self, fileid: u64) {
-        if self.state.lock().is_open(fileid) {
-            return;
-        }
-        if let Some(path) = self.unlink_on_close.lock().remove(&fileid) {
-            self.remove_content_file(fileid, &path);
-        }
+        self.export.closed(fileid)
     }
 
     pub(crate) fn handle_of(&self, node: &Node) -> Result<Vec<u8>, Status> {
-        fh::encode(self.config.export.export_id, &node.id)
+        self.export.handle_of(node).map_err(handle_status)
     }
 
     /// The node a file handle names.
     pub(crate) fn node_of_handle(&self, handle: &[u8]) -> Result<Arc<Node>, Status> {
-        let id = match fh::decode(self.config.export.export_id, handle)? {
-            fh::HandleId::Id(id) => id,
-            fh::HandleId::Hashed { prefix, hash } => self
-                .catalog
-                .long_id(&prefix, hash)
-                .map_err(|e| catalog_status(&e))?
-                .ok_or(Status::Stale)?,
-        };
-        match self.node(&id) {
-            // Removed (by the MarkBase app, a REMOVE, a RENAME over it)
-            // while a client has it open: the open keeps serving until
-            // CLOSE; its content goes with the last open.
-            Err(Status::Stale) if self.state.lock().is_open(id.fileid()) => {
-                self.catalog.removed(&id).ok_or(Status::Stale)
-            }
-            other => other,
-        }
+        self.export.node_of_handle(handle).map_err(|e| match e {
+            NodeError::Handle(h) => handle_status(h),
+            NodeError::Catalog(c) => catalog_status(&c),
+        })
     }
 
     pub(crate) fn node(&self, id: &NodeId) -> Result<Arc<Node>, Status> {
-        self.catalog.node(id).map_err(|e| catalog_status(&e))
+        self.catalog().node(id).map_err(|e| catalog_status(&e))
     }
 
     pub(crate) fn subfolder_count(&self, dir: &Node) -> u32 {
-        self.catalog
-            .listing(&dir.id)
-            .map(|l| l.read().subfolders())
-            .unwrap_or(0)
+        self.export.subfolder_count(dir)
     }
 
-    /// statvfs of the storage folder, refreshed at most once a second.
     pub(crate) fn volume_stats(&self) -> VolumeStats {
-        let mut v = self.volume.lock();
-        if let Some((at, s)) = *v {
-            if at.elapsed() < Duration::from_secs(1) {
-                return s;
-            }
-        }
-        let s = volume_stats(&self.storage_dir).unwrap_or_default();
-        *v = Some((Instant::now(), s));
-        s
+        self.export.volume_stats()
     }
 
-    /// Logs a missing content file once per node.
     pub(crate) fn report_missing(&self, node: &Node, err: &std::io::Error) {
-        if self.missing_logged.lock().insert(node.fileid) {
-            let meta = node.meta();
-            tracing::warn!(
-                node = %node.id,
-                label = %meta.label,
-                path = ?meta.content,
-                error = %err,
-                "content file of a catalog node cannot be opened; READ answers NFS4ERR_IO"
-            );
-        }
+        self.export.report_missing(node, err)
+    }
+}
+
+fn handle_status(e: HandleError) -> Status {
+    match e {
+        HandleError::BadHandle => Status::BadHandle,
+        HandleError::Stale => Status::Stale,
     }
 }
 
@@ -342,7 +243,7 @@ impl Program for Nfs4Server {
         if version != NFS4_VERSION || procedure != PROC_COMPOUND {
             return None;
         }
-        compound::locate_write_data(args_head, self.config.nfs.max_write as usize)
+        compound::locate_write_data(args_head, self.config().nfs.max_write as usize)
     }
 
     fn is_data_call(&self, version: u32, procedure: u32, args_head: &[u8]) -> bool {

@@ -324,10 +324,11 @@ pub enum Outcome {
     Close(&'static str),
 }
 
-/// Routes calls to programs by number.
+/// Routes calls to programs by number and version: one program number may
+/// have several programs (NFS v3 and v4 are both program 100003).
 #[derive(Default, Clone)]
 pub struct Dispatcher {
-    programs: HashMap<u32, Arc<dyn Program>>,
+    programs: HashMap<u32, Vec<Arc<dyn Program>>>,
 }
 
 struct CallHeader {
@@ -392,7 +393,18 @@ impl Dispatcher {
     }
 
     pub fn register(&mut self, program: Arc<dyn Program>) {
-        self.programs.insert(program.number(), program);
+        self.programs
+            .entry(program.number())
+            .or_default()
+            .push(program);
+    }
+
+    /// The program serving version `vers` of program number `prog`.
+    fn program(&self, prog: u32, vers: u32) -> Option<&Arc<dyn Program>> {
+        self.programs.get(&prog)?.iter().find(|p| {
+            let (low, high) = p.versions();
+            (low..=high).contains(&vers)
+        })
     }
 
     /// Finds a call's bulk argument from the first bytes of its record
@@ -434,7 +446,7 @@ impl Dispatcher {
             let _flavor = d.u32().ok()?;
             d.opaque(MAX_AUTH_BYTES).ok()?;
         }
-        let program = self.programs.get(&prog)?;
+        let program = self.program(prog, vers)?;
         Some((program, vers, procedure, d.position()))
     }
 
@@ -498,16 +510,18 @@ impl Dispatcher {
             },
             _ => return auth_error(AUTH_TOOWEAK),
         };
-        let Some(program) = self.programs.get(&h.prog) else {
+        let Some(served) = self.programs.get(&h.prog) else {
             return reply_of(accepted(h.xid, ACCEPT_PROG_UNAVAIL));
         };
-        let (low, high) = program.versions();
-        if h.vers < low || h.vers > high {
+        let Some(program) = self.program(h.prog, h.vers) else {
+            // The lowest and highest versions served (RFC 5531 §9).
+            let low = served.iter().map(|p| p.versions().0).min().unwrap_or(0);
+            let high = served.iter().map(|p| p.versions().1).max().unwrap_or(0);
             let mut e = accepted(h.xid, ACCEPT_PROG_MISMATCH);
             e.u32(low);
             e.u32(high);
             return reply_of(e);
-        }
+        };
         let ctx = CallContext {
             xid: h.xid,
             version: h.vers,

@@ -25,6 +25,10 @@ pub enum XdrError {
     },
     #[error("XDR boolean at offset {offset} is {value}, not 0 or 1")]
     BadBool { offset: usize, value: u32 },
+    /// A union discriminant or enum value the type does not have, or a
+    /// length that disagrees with what the transport found.
+    #[error("XDR value outside its type")]
+    BadValue,
 }
 
 pub type XdrResult<T> = Result<T, XdrError>;

@@ -10,8 +10,23 @@
 
 use std::sync::Arc;
 
-use super::consts::{Status, NFS4_FHSIZE};
 use crate::catalog::{fnv1a, NodeId};
+
+/// Largest NFSv4 file handle (NFS4_FHSIZE, RFC 7530).
+pub const NFS4_FHSIZE: usize = 128;
+/// Largest NFSv3 file handle (NFS3_FHSIZE, RFC 1813): a text id too long
+/// for it is carried hashed with a shorter prefix, a handle that names the
+/// same node as the NFSv4 one.
+pub const NFS3_FHSIZE: usize = 64;
+
+/// Why a handle names no node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandleError {
+    /// Not one of ours (NFS4ERR_BADHANDLE, NFS3ERR_BADHANDLE).
+    BadHandle,
+    /// Ours, but for another export, or its node is gone (…_STALE).
+    Stale,
+}
 
 const MAGIC: &[u8; 2] = b"MB";
 const VERSION: u8 = 1;
@@ -20,7 +35,8 @@ const KIND_ROOT: u8 = 0;
 const KIND_INT: u8 = 1;
 const KIND_TEXT: u8 = 2;
 const KIND_TEXT_HASHED: u8 = 3;
-/// Bytes of a long text id kept in its handle (the rest is the hash).
+/// Bytes of a long text id kept in an NFSv4 handle (the rest is the hash).
+#[cfg(test)]
 const HASHED_PREFIX: usize = NFS4_FHSIZE - HEADER - 8;
 
 /// What a handle names.
@@ -32,8 +48,14 @@ pub enum HandleId {
     Hashed { prefix: String, hash: u64 },
 }
 
-/// Encodes the handle of `id` in export `export_id`.
-pub fn encode(export_id: u32, id: &NodeId) -> Result<Vec<u8>, Status> {
+/// Encodes the NFSv4 handle of `id` in export `export_id`.
+pub fn encode(export_id: u32, id: &NodeId) -> Result<Vec<u8>, HandleError> {
+    encode_within(export_id, id, NFS4_FHSIZE)
+}
+
+/// Encodes the handle of `id`, at most `limit` bytes long (a long text id
+/// is hashed to fit).
+pub fn encode_within(export_id: u32, id: &NodeId, limit: usize) -> Result<Vec<u8>, HandleError> {
     let mut fh = Vec::with_capacity(HEADER + 40);
     fh.extend_from_slice(MAGIC);
     fh.push(VERSION);
@@ -46,13 +68,13 @@ pub fn encode(export_id: u32, id: &NodeId) -> Result<Vec<u8>, Status> {
             fh[kind_at] = KIND_INT;
             fh.extend_from_slice(&i.to_be_bytes());
         }
-        NodeId::Text(s) if HEADER + s.len() <= NFS4_FHSIZE => {
+        NodeId::Text(s) if HEADER + s.len() <= limit => {
             fh[kind_at] = KIND_TEXT;
             fh.extend_from_slice(s.as_bytes());
         }
         NodeId::Text(s) => {
             fh[kind_at] = KIND_TEXT_HASHED;
-            fh.extend_from_slice(hashed_prefix(s).as_bytes());
+            fh.extend_from_slice(hashed_prefix(s, limit - HEADER - 8).as_bytes());
             fh.extend_from_slice(&fnv1a(s.as_bytes()).to_be_bytes());
         }
     }
@@ -61,8 +83,8 @@ pub fn encode(export_id: u32, id: &NodeId) -> Result<Vec<u8>, Status> {
 
 /// The first bytes of a long id that its handle keeps (cut at a character
 /// boundary, so the prefix is text the catalog can search by).
-pub fn hashed_prefix(id: &str) -> &str {
-    let mut cut = id.len().min(HASHED_PREFIX);
+pub fn hashed_prefix(id: &str, room: usize) -> &str {
+    let mut cut = id.len().min(room);
     while !id.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -71,9 +93,9 @@ pub fn hashed_prefix(id: &str) -> &str {
 
 /// Decodes a handle: BADHANDLE if it is not one of ours, STALE if it is
 /// ours but for another export.
-pub fn decode(export_id: u32, fh: &[u8]) -> Result<HandleId, Status> {
+pub fn decode(export_id: u32, fh: &[u8]) -> Result<HandleId, HandleError> {
     if fh.len() < HEADER || &fh[..2] != MAGIC || fh[2] != VERSION {
-        return Err(Status::BadHandle);
+        return Err(HandleError::BadHandle);
     }
     let export = u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]);
     let body = &fh[HEADER..];
@@ -85,12 +107,12 @@ pub fn decode(export_id: u32, fh: &[u8]) -> Result<HandleId, Status> {
             HandleId::Id(NodeId::Int(i64::from_be_bytes(b)))
         }
         KIND_TEXT if !body.is_empty() => {
-            let s = std::str::from_utf8(body).map_err(|_| Status::BadHandle)?;
+            let s = std::str::from_utf8(body).map_err(|_| HandleError::BadHandle)?;
             HandleId::Id(NodeId::Text(Arc::from(s)))
         }
         KIND_TEXT_HASHED if body.len() > 8 => {
             let (prefix, hash) = body.split_at(body.len() - 8);
-            let prefix = std::str::from_utf8(prefix).map_err(|_| Status::BadHandle)?;
+            let prefix = std::str::from_utf8(prefix).map_err(|_| HandleError::BadHandle)?;
             let mut h = [0u8; 8];
             h.copy_from_slice(hash);
             HandleId::Hashed {
@@ -98,10 +120,10 @@ pub fn decode(export_id: u32, fh: &[u8]) -> Result<HandleId, Status> {
                 hash: u64::from_be_bytes(h),
             }
         }
-        _ => return Err(Status::BadHandle),
+        _ => return Err(HandleError::BadHandle),
     };
     if export != export_id {
-        return Err(Status::Stale);
+        return Err(HandleError::Stale);
     }
     Ok(id)
 }
@@ -116,13 +138,13 @@ mod tests {
             let fh = encode(3, &id).unwrap();
             assert!(fh.len() <= NFS4_FHSIZE);
             assert_eq!(decode(3, &fh).unwrap(), HandleId::Id(id));
-            assert_eq!(decode(4, &fh), Err(Status::Stale));
+            assert_eq!(decode(4, &fh), Err(HandleError::Stale));
         }
-        assert_eq!(decode(3, b"garbage!"), Err(Status::BadHandle));
-        assert_eq!(decode(3, &[]), Err(Status::BadHandle));
+        assert_eq!(decode(3, b"garbage!"), Err(HandleError::BadHandle));
+        assert_eq!(decode(3, &[]), Err(HandleError::BadHandle));
         let mut fh = encode(3, &NodeId::Int(1)).unwrap();
         fh.pop();
-        assert_eq!(decode(3, &fh), Err(Status::BadHandle));
+        assert_eq!(decode(3, &fh), Err(HandleError::BadHandle));
     }
 
     #[test]
@@ -146,5 +168,25 @@ mod tests {
             decode(3, &encode(3, &NodeId::text(&fits)).unwrap()).unwrap(),
             HandleId::Id(NodeId::text(&fits))
         );
+    }
+
+    #[test]
+    fn nfsv3_handles_fit_64_bytes_and_name_the_same_node() {
+        let uuid = NodeId::text("0b7e4f1c-9a2d-4c3b-8e5f-1a2b3c4d5e6f");
+        // Short ids: the very same handle for both versions.
+        assert_eq!(
+            encode_within(3, &uuid, NFS3_FHSIZE).unwrap(),
+            encode(3, &uuid).unwrap()
+        );
+        let long = "z".repeat(100);
+        let v3 = encode_within(3, &NodeId::text(&long), NFS3_FHSIZE).unwrap();
+        assert!(v3.len() <= NFS3_FHSIZE);
+        match decode(3, &v3).unwrap() {
+            HandleId::Hashed { prefix, hash } => {
+                assert!(long.starts_with(&prefix));
+                assert_eq!(hash, fnv1a(long.as_bytes()));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

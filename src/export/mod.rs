@@ -1,0 +1,283 @@
+//! One exported catalog as every NFS version serves it: the catalog, the
+//! content files (descriptor pool and storage folder), the file handles
+//! that name its nodes, the write verifier, and the content of removed
+//! files kept for the opens that still use them. It knows the catalog and
+//! storage layers and no NFS version's wire format; `nfs3`, `nfs4` and
+//! `mount` each speak their own protocol over one `Export`.
+
+pub mod handle;
+pub mod permission;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use crate::catalog::{Catalog, CatalogError, Node, NodeId, NodeKind, NodeMeta};
+use crate::config::Config;
+use crate::storage::{volume_stats, FilePool, ReadAhead, VolumeStats, WriteBehind};
+pub use handle::HandleError;
+
+/// Why a handle does not give a node.
+#[derive(Debug)]
+pub enum NodeError {
+    Handle(HandleError),
+    Catalog(CatalogError),
+}
+
+/// Tells whether a stateful protocol (NFSv4's opens) holds a file open.
+pub type OpenCheck = Box<dyn Fn(u64) -> bool + Send + Sync>;
+
+pub struct Export {
+    config: Config,
+    catalog: Arc<Catalog>,
+    files: FilePool,
+    storage_dir: PathBuf,
+    /// Changes at every start, so clients resend what they never committed
+    /// (NFSv3 and NFSv4 alike).
+    write_verifier: [u8; 8],
+    /// Content files already reported missing (logged once each).
+    missing_logged: Mutex<HashSet<u64>>,
+    volume: Mutex<Option<(Instant, VolumeStats)>>,
+    /// Content of removed files still open somewhere: unlinked at the last
+    /// CLOSE.
+    unlink_on_close: Mutex<HashMap<u64, PathBuf>>,
+    open_check: OnceLock<OpenCheck>,
+}
+
+impl std::fmt::Debug for Export {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Export")
+            .field("catalog", &self.catalog)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Export {
+    pub fn new(config: Config, catalog: Arc<Catalog>, storage_dir: PathBuf) -> Export {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut write_verifier = [0u8; 8];
+        write_verifier[..4]
+            .copy_from_slice(&((t.as_secs() as u32) ^ std::process::id()).to_be_bytes());
+        write_verifier[4..].copy_from_slice(&t.subsec_nanos().to_be_bytes());
+        Export {
+            files: FilePool::new(
+                config.storage.open_files,
+                WriteBehind {
+                    window: config.storage.write_behind,
+                    lag: config.storage.write_behind_lag,
+                    backlog: config.storage.write_behind_backlog,
+                },
+                ReadAhead {
+                    window: config.storage.read_ahead,
+                    windows: config.storage.read_ahead_windows,
+                },
+            )
+            .with_direct_reads(config.storage.direct_reads)
+            .with_direct_writes(
+                config.storage.direct_writes,
+                config.storage.direct_after,
+                config.storage.direct_queue as usize,
+            )
+            .with_file_sync(config.storage.file_sync),
+            write_verifier,
+            config,
+            catalog,
+            storage_dir,
+            missing_logged: Mutex::new(HashSet::new()),
+            volume: Mutex::new(None),
+            unlink_on_close: Mutex::new(HashMap::new()),
+            open_check: OnceLock::new(),
+        }
+    }
+
+    /// Lets the export ask whether a file is open (set once, by the
+    /// program that keeps opens).
+    pub fn set_open_check(&self, check: OpenCheck) {
+        let _ = self.open_check.set(check);
+    }
+
+    fn is_open(&self, fileid: u64) -> bool {
+        self.open_check.get().is_some_and(|f| f(fileid))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn files(&self) -> &FilePool {
+        &self.files
+    }
+
+    pub fn write_verifier(&self) -> [u8; 8] {
+        self.write_verifier
+    }
+
+    pub fn storage_dir(&self) -> &Path {
+        &self.storage_dir
+    }
+
+    /// Where a new file's content goes: spread over 256 subfolders.
+    pub fn content_path_for(&self, id: &NodeId) -> PathBuf {
+        let name = match id {
+            NodeId::Int(i) => format!("{i}"),
+            NodeId::Text(s) => s.to_string(),
+            NodeId::Root => "root".to_string(),
+        };
+        let sub = format!("{:02x}", id.fileid() & 0xff);
+        self.storage_dir.join(sub).join(name)
+    }
+
+    /// Removes a deleted node's content file, now or (if the file is still
+    /// open) at its last CLOSE.
+    pub fn discard_content(&self, node: &Node) {
+        let Some(path) = node.meta().content.clone() else {
+            return;
+        };
+        // Content of imported files lives outside our storage folder: a
+        // catalog removal must not delete a user's original.
+        if !path.starts_with(&self.storage_dir) {
+            return;
+        }
+        if self.is_open(node.fileid) {
+            self.files.forget(node.fileid);
+            self.unlink_on_close.lock().insert(node.fileid, path);
+            return;
+        }
+        self.remove_content_file(node.fileid, &path);
+    }
+
+    /// Unlinks a removed node's content file; its blocks are freed in the
+    /// background (see [`crate::storage::FilePool::remove_content`]).
+    fn remove_content_file(&self, fileid: u64, path: &Path) {
+        if let Err(e) = self.files.remove_content(fileid, path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), fileid, error = %e, "could not remove content file");
+            }
+        }
+    }
+
+    /// Called after a CLOSE: removes content whose node is gone.
+    pub fn closed(&self, fileid: u64) {
+        if self.is_open(fileid) {
+            return;
+        }
+        if let Some(path) = self.unlink_on_close.lock().remove(&fileid) {
+            self.remove_content_file(fileid, &path);
+        }
+    }
+
+    /// The NFSv4 handle of `node`.
+    pub fn handle_of(&self, node: &Node) -> Result<Vec<u8>, HandleError> {
+        handle::encode(self.config.export.export_id, &node.id)
+    }
+
+    /// The handle of `node` in at most `limit` bytes (NFSv3: 64).
+    pub fn handle_within(&self, node: &Node, limit: usize) -> Result<Vec<u8>, HandleError> {
+        handle::encode_within(self.config.export.export_id, &node.id, limit)
+    }
+
+    /// The node a file handle names. A node removed (by the MarkBase app, a
+    /// REMOVE, a RENAME over it) while a client has it open keeps serving
+    /// that open until CLOSE; its content goes with the last open.
+    pub fn node_of_handle(&self, fh: &[u8]) -> Result<Arc<Node>, NodeError> {
+        let id =
+            match handle::decode(self.config.export.export_id, fh).map_err(NodeError::Handle)? {
+                handle::HandleId::Id(id) => id,
+                handle::HandleId::Hashed { prefix, hash } => self
+                    .catalog
+                    .long_id(&prefix, hash)
+                    .map_err(NodeError::Catalog)?
+                    .ok_or(NodeError::Handle(HandleError::Stale))?,
+            };
+        match self.catalog.node(&id) {
+            Err(CatalogError::NotFound(_)) if self.is_open(id.fileid()) => self
+                .catalog
+                .removed(&id)
+                .ok_or(NodeError::Handle(HandleError::Stale)),
+            other => other.map_err(NodeError::Catalog),
+        }
+    }
+
+    pub fn subfolder_count(&self, dir: &Node) -> u32 {
+        self.catalog
+            .listing(&dir.id)
+            .map(|l| l.read().subfolders())
+            .unwrap_or(0)
+    }
+
+    /// statvfs of the storage folder, refreshed at most once a second.
+    pub fn volume_stats(&self) -> VolumeStats {
+        let mut v = self.volume.lock();
+        if let Some((at, s)) = *v {
+            if at.elapsed() < Duration::from_secs(1) {
+                return s;
+            }
+        }
+        let s = volume_stats(&self.storage_dir).unwrap_or_default();
+        *v = Some((Instant::now(), s));
+        s
+    }
+
+    /// The owner shown for a node to a caller with `uid`: SETATTR's, else
+    /// the export's (`export.owner`), else — "caller" — the caller's own.
+    pub fn owner_of(&self, meta: &NodeMeta, uid: u32) -> String {
+        shown_id(meta.owner.as_deref(), &self.config.export.owner, uid)
+    }
+
+    /// The group shown for a node to a caller with `gid`.
+    pub fn group_of(&self, meta: &NodeMeta, gid: u32) -> String {
+        shown_id(
+            meta.owner_group.as_deref(),
+            &self.config.export.owner_group,
+            gid,
+        )
+    }
+
+    /// A node's mode: permission bits only (macOS drops a whole GETATTR
+    /// reply whose mode has bits above 0o7777); SETATTR's, else the
+    /// export's for its kind.
+    pub fn mode_of(&self, node: &Node, meta: &NodeMeta) -> u32 {
+        let cfg = &self.config.export;
+        let fallback = match node.kind {
+            NodeKind::Folder => cfg.dir_mode,
+            NodeKind::Symlink => 0o777,
+            _ => cfg.file_mode,
+        };
+        meta.mode.unwrap_or(fallback) & 0o7777
+    }
+
+    /// Logs a missing content file once per node.
+    pub fn report_missing(&self, node: &Node, err: &std::io::Error) {
+        if self.missing_logged.lock().insert(node.fileid) {
+            let meta = node.meta();
+            tracing::warn!(
+                node = %node.id,
+                label = %meta.label,
+                path = ?meta.content,
+                error = %err,
+                "content file of a catalog node cannot be opened; READ answers an I/O error"
+            );
+        }
+    }
+}
+
+/// The value of `export.owner` / `export.owner_group` that reports the
+/// caller's own ids.
+pub const CALLER: &str = "caller";
+
+fn shown_id(set: Option<&str>, configured: &str, caller: u32) -> String {
+    match set {
+        Some(s) => s.to_string(),
+        None if configured == CALLER => caller.to_string(),
+        None => configured.to_string(),
+    }
+}
