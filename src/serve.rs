@@ -94,12 +94,18 @@ pub fn mount_help(addr: &SocketAddr) -> String {
     // the MarkBase app stores them.
     let mac_opts = format!("vers=4,port={port},rwsize=1048576,nfc");
     let url_opts = mac_opts.replace('=', ":");
+    // NFSv3 finds MOUNT on the NFS port (no rpcbind); its locks stay on
+    // the client (NLM is not served).
+    let mac_v3 = format!("vers=3,port={port},mountport={port},rwsize=1048576,locallocks,nfc");
     format!(
         "Mount it:\n  \
          macOS: sudo mkdir -p /Volumes/MarkBase && sudo mount_nfs -o {mac_opts} {host}:/ /Volumes/MarkBase\n  \
          Finder (Go > Connect to Server): nfs://{host}/?options={url_opts}\n  \
          /etc/nfs.conf (every NFS mount of that Mac): nfs.client.mount.options = {mac_opts}\n  \
-         Linux: sudo mkdir -p /mnt/markbase && sudo mount -t nfs4 -o vers=4.0,port={port} {host}:/ /mnt/markbase"
+         Linux: sudo mkdir -p /mnt/markbase && sudo mount -t nfs4 -o vers=4.0,port={port} {host}:/ /mnt/markbase\n\
+         Or over NFSv3:\n  \
+         macOS: sudo mount_nfs -o {mac_v3} {host}:/ /Volumes/MarkBase\n  \
+         Linux: sudo mount -t nfs -o vers=3,proto=tcp,port={port},mountport={port},mountproto=tcp,nolock {host}:/ /mnt/markbase"
     )
 }
 
@@ -118,5 +124,11 @@ mod tests {
         assert!(help.contains("nfs://127.0.0.1/?options=vers:4,port:11112,rwsize:1048576,nfc"));
         assert!(help.contains("nfs.client.mount.options = vers=4,port=11112,rwsize=1048576,nfc"));
         assert!(help.contains("mount -t nfs4 -o vers=4.0,port=11112 127.0.0.1:/ /mnt/markbase"));
+        assert!(help.contains(
+            "mount_nfs -o vers=3,port=11112,mountport=11112,rwsize=1048576,locallocks,nfc 127.0.0.1:/"
+        ));
+        assert!(help.contains(
+            "mount -t nfs -o vers=3,proto=tcp,port=11112,mountport=11112,mountproto=tcp,nolock 127.0.0.1:/"
+        ));
     }
 }

@@ -373,3 +373,6 @@ fn dispatch<'a>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -64,11 +64,13 @@ pub struct WccAnswer<T> {
     pub wcc: Wcc,
 }
 
+#[derive(Debug)]
 pub struct ReadOk {
     pub data: bytes::Bytes,
     pub eof: bool,
 }
 
+#[derive(Debug)]
 pub struct WriteOk {
     pub count: u32,
     pub committed: u32,
@@ -87,6 +89,7 @@ pub struct LinkAnswer {
 }
 
 /// One READDIR(PLUS) entry; `node` (attributes and handle) for PLUS only.
+#[derive(Debug)]
 pub struct DirEntry {
     pub fileid: u64,
     pub name: String,
@@ -94,6 +97,7 @@ pub struct DirEntry {
     pub node: Option<Arc<Node>>,
 }
 
+#[derive(Debug)]
 pub struct DirPage {
     pub entries: Vec<DirEntry>,
     pub eof: bool,
@@ -101,6 +105,7 @@ pub struct DirPage {
 }
 
 /// FSINFO3resok's values.
+#[derive(Debug)]
 pub struct FsInfo {
     pub rtmax: u32,
     pub wtmax: u32,

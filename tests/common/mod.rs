@@ -358,12 +358,15 @@ pub fn section<'a>(text: &'a str, begin: &str, end: &str) -> &'a str {
     &after[..e]
 }
 
-/// sha256 of a host file, by the system's sha256sum.
-pub fn sha256_file(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
+/// The checksum the kernel-client tests compare content by, on the host
+/// and (busybox) in the guest: MD5, which finds any corruption a test can
+/// meet and costs the software-emulated guest 2.5 times less than SHA-256
+/// (1 GiB: about 25 s against 64 s).
+pub const SUM: &str = "md5sum";
+
+/// [`SUM`] of a host file.
+pub fn checksum_file(path: &Path) -> String {
+    let out = Command::new(SUM).arg(path).output().expect(SUM);
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
