@@ -339,3 +339,83 @@ fn many_rpcs_in_flight_on_one_connection_all_get_replies() {
     assert_eq!(seen, xids);
     let _: SocketAddr = f.server.addr;
 }
+
+/// Every NFSv3 and MOUNT procedure, given no arguments, truncated ones,
+/// junk and handles that are not ours: GARBAGE_ARGS or an NFS error (never
+/// a success, never a panic), and the server serves on.
+#[test]
+fn nfsv3_and_mount_procedures_refuse_bad_arguments() {
+    const NFS3: u32 = 100_003;
+    const MOUNT: u32 = 100_005;
+    let mut f = start();
+    let mut c = f.fresh();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut junk = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 56) as u8
+            })
+            .collect()
+    };
+    // A handle that is not ours, then plausible rest-of-arguments.
+    let mut foreign = Vec::new();
+    foreign.extend_from_slice(&32u32.to_be_bytes());
+    foreign.extend_from_slice(&[0x42; 32]);
+    foreign.extend_from_slice(&[0; 64]);
+    for procedure in 1..=21u32 {
+        let mut cases: Vec<Vec<u8>> = vec![Vec::new(), vec![0, 0, 0], foreign.clone()];
+        for len in [4, 9, 40, 77, 300] {
+            cases.push(junk(len));
+        }
+        for args in cases {
+            let (st, body) = c.call(NFS3, 3, procedure, &args).unwrap();
+            match st {
+                ReplyStatus::GarbageArgs => {}
+                ReplyStatus::Success => {
+                    let status = u32::from_be_bytes(body[..4].try_into().unwrap());
+                    assert_ne!(status, 0, "procedure {procedure} accepted {args:?}");
+                }
+                other => panic!("procedure {procedure}: {other:?}"),
+            }
+        }
+    }
+    // A handle not ours is BADHANDLE (GETATTR), not a crash or a STALE.
+    let (_, body) = c.call(NFS3, 3, 1, &foreign[..36]).unwrap();
+    assert_eq!(u32::from_be_bytes(body[..4].try_into().unwrap()), 10001);
+    // MOUNT: a path too long, a path that names nothing, junk.
+    let mut long = Vec::new();
+    long.extend_from_slice(&2000u32.to_be_bytes());
+    long.extend_from_slice(&[b'a'; 2000]);
+    let (_, body) = c.call(MOUNT, 3, 1, &long).unwrap();
+    assert_eq!(u32::from_be_bytes(body[..4].try_into().unwrap()), 63);
+    let missing = markbase_nfs::mount::mnt_args("/no/such/folder");
+    let (_, body) = c.call(MOUNT, 3, 1, &missing).unwrap();
+    assert_eq!(u32::from_be_bytes(body[..4].try_into().unwrap()), 2);
+    for procedure in [1u32, 3] {
+        for args in [Vec::new(), junk(3), junk(50)] {
+            let (st, _) = c.call(MOUNT, 3, procedure, &args).unwrap();
+            assert!(
+                matches!(st, ReplyStatus::GarbageArgs | ReplyStatus::Success),
+                "MOUNT {procedure}: {st:?}"
+            );
+        }
+    }
+    assert_eq!(
+        c.call(MOUNT, 3, 9, &[]).unwrap().0,
+        ReplyStatus::ProcUnavail
+    );
+    assert_eq!(
+        c.call(NFS3, 3, 22, &[]).unwrap().0,
+        ReplyStatus::ProcUnavail
+    );
+    f.witness_is_served();
+    // The same connection still mounts and reads.
+    let (st, body) = c
+        .call(MOUNT, 3, 1, &markbase_nfs::mount::mnt_args("/"))
+        .unwrap();
+    assert_eq!(st, ReplyStatus::Success);
+    assert_eq!(&body[..4], &[0, 0, 0, 0]);
+}

@@ -442,3 +442,40 @@ impl<'a> CommitArgs<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xdr::Encoder;
+
+    fn write_args(stable: u32, data: &[u8]) -> Vec<u8> {
+        let mut e = Encoder::new();
+        e.opaque(&[7u8; 30]);
+        e.u64(1 << 20);
+        e.u32(data.len() as u32);
+        e.u32(stable);
+        e.opaque(data);
+        e.buf
+    }
+
+    /// An UNSTABLE WRITE's payload is found from the head of its
+    /// arguments (so the transport splices it); a FILE_SYNC one stays in
+    /// the record; decoding finds the same bytes.
+    #[test]
+    fn write_payloads_are_located_for_splicing() {
+        let args = write_args(UNSTABLE, b"frame data");
+        let at = 4 + 32 + 8 + 4 + 4 + 4;
+        let found = locate_write_data(&args[..at], 1 << 20).unwrap();
+        assert_eq!((found.at, found.len), (at, 10));
+        assert_eq!(&args[found.at..found.at + found.len], b"frame data");
+        assert!(locate_write_data(&write_args(FILE_SYNC, b"x"), 1 << 20).is_none());
+        assert!(
+            locate_write_data(&args, 4).is_none(),
+            "longer than max_write"
+        );
+        let mut d = Decoder::new(&args);
+        let w = WriteArgs::decode(&mut d, None, 1 << 20).unwrap();
+        assert!(matches!(w.data, Payload::Bytes(b) if b == b"frame data"));
+        assert_eq!((w.offset, w.count, w.stable), (1 << 20, 10, UNSTABLE));
+    }
+}
