@@ -53,6 +53,9 @@ pub struct ServerConfig {
     /// Address to listen on. The production set-up is loopback only.
     pub address: String,
     pub port: u16,
+    /// A second port serving the same programs, for NFSv3 clients that
+    /// want MOUNT on a port of its own (0: none; MOUNT is on `port` too).
+    pub mount_port: u16,
     /// Threads that run blocking work (disk I/O, SQLite misses).
     pub blocking_threads: usize,
 }
@@ -208,6 +211,7 @@ impl Default for ServerConfig {
         ServerConfig {
             address: "127.0.0.1".into(),
             port: 11112,
+            mount_port: 0,
             blocking_threads: 16,
         }
     }

@@ -1,4 +1,4 @@
-//! `markbase-nfs`: serve a MarkBase catalog over NFSv4.0, import a folder
+//! `markbase-nfs`: serve a MarkBase catalog over NFSv4.0 and NFSv3, import a folder
 //! into a catalog, or generate a synthetic one.
 
 use std::path::PathBuf;
@@ -32,6 +32,10 @@ enum Command {
         address: Option<String>,
         #[arg(long)]
         port: Option<u16>,
+        /// Also listen here, for NFSv3 clients that insist on a MOUNT port
+        /// of their own (server.mount_port; MOUNT is always on --port too).
+        #[arg(long)]
+        mount_port: Option<u16>,
         /// The catalog database.
         #[arg(long)]
         db: Option<PathBuf>,
@@ -152,6 +156,7 @@ fn main() -> anyhow::Result<()> {
             config,
             address,
             port,
+            mount_port,
             db,
             storage,
             grace_time,
@@ -163,6 +168,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(p) = port {
                 cfg.server.port = p;
+            }
+            if let Some(p) = mount_port {
+                cfg.server.mount_port = p;
             }
             if let Some(d) = db {
                 cfg.export.db = d;
@@ -367,11 +375,25 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
         let listener = net::bind(addr, &cfg.network)?;
         let addr = listener.local_addr()?;
         println!(
-            "markbase-nfs serving {} on {addr} (NFSv4.0)",
+            "markbase-nfs serving {} on {addr} (NFSv4.0, NFSv3 and MOUNT)",
             cfg.export.db.display()
         );
         println!("{}", serve::mount_help(&addr));
         let dispatcher = serve::dispatcher_for(nfs.clone());
+        // The same programs on a second port, for clients that want MOUNT
+        // apart (the NFS port serves it too).
+        let mount_listener = match cfg.server.mount_port {
+            0 => None,
+            p => {
+                let l = net::bind(std::net::SocketAddr::new(addr.ip(), p), &cfg.network)?;
+                println!("MOUNT also on {}", l.local_addr()?);
+                Some(tokio::spawn(net::serve(
+                    l,
+                    dispatcher.clone(),
+                    cfg.network.clone(),
+                )))
+            }
+        };
         let server = tokio::spawn(net::serve(listener, dispatcher, cfg.network.clone()));
         #[cfg(unix)]
         {
@@ -391,6 +413,9 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
         }
         shutdown_signal().await;
         server.abort();
+        if let Some(m) = mount_listener {
+            m.abort();
+        }
         tracing::info!("shutting down: writing queued direct WRITEs, flushing the catalog");
         nfs.files().drain();
         nfs.catalog().shutdown();

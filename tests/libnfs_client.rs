@@ -234,14 +234,22 @@ fn url3(port: u16, path: &str) -> String {
 
 /// NFSv3 through libnfs, MOUNT on the NFS port: it lists and reads the
 /// tree, writes a file that NFSv4 reads back byte-exact, and reads over v3
-/// what NFSv4 wrote; a path that is no folder is refused by MOUNT.
+/// what NFSv4 wrote; a path that is no folder is refused by MOUNT; MOUNT
+/// also answers on `--mount-port`.
 #[test]
 fn nfsv3_reads_and_writes_and_files_cross_versions() {
     use markbase_nfs::client::{Create, Nfs4Client};
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("v3.sqlite");
     let storage = tmp.path().join("v3.storage");
-    let server = Server::start(tmp.path(), &db, &storage, 0);
+    let mount_port = free_port_below_ephemeral();
+    let server = Server::start_with(
+        tmp.path(),
+        &db,
+        &storage,
+        0,
+        &["--mount-port", &mount_port.to_string()],
+    );
     let port = server.port();
     let run = |args: &[&str]| {
         let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
@@ -307,4 +315,8 @@ fn nfsv3_reads_and_writes_and_files_cross_versions() {
         .unwrap();
     assert!(!out.status.success());
     run(&["nfs-ls", &url3(port, "")]);
+    // MOUNT on a port of its own (server.mount_port), NFS on the main one.
+    let apart = format!("nfs://127.0.0.1/Library?version=3&nfsport={port}&mountport={mount_port}");
+    let ls = String::from_utf8(run(&["nfs-ls", &apart])).unwrap();
+    assert!(ls.contains("Notes café.txt"), "{ls}");
 }

@@ -34,7 +34,7 @@ pub struct Server {
 /// while the server is down, a client retrying its connection from an
 /// ephemeral port can be given the server's own port and connect to itself
 /// (TCP simultaneous open), and the restart then finds the port taken.
-fn free_port_below_ephemeral() -> u16 {
+pub fn free_port_below_ephemeral() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let seed = std::process::id().wrapping_mul(2654435761);
