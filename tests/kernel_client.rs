@@ -115,9 +115,11 @@ fn generated_catalog_is_browsable_and_readable() {
         .any(|(_, h)| std::fs::metadata(h).unwrap().len() >= 1 << 30));
     let server = Server::start(tmp.path(), &db, &storage, 0);
     let _vm = vm_lock();
-    for vers in [V4, V3] {
+    // NFSv3 reads the ordinary files only: a 1 GiB file byte-exact over
+    // NFSv3 is kernel_writes' (each 1 GiB costs the emulated guest minutes).
+    for (vers, files) in [(V4, &files[..]), (V3, &files[1..])] {
         let t = std::time::Instant::now();
-        let vm = run_vm(server.port(), &browse_script(&files), vers);
+        let vm = run_vm(server.port(), &browse_script(files), vers);
         eprintln!("browse over {vers:?}: {:.1?}", t.elapsed());
         let stdout = String::from_utf8_lossy(&vm.stdout);
         assert_eq!(
@@ -126,7 +128,7 @@ fn generated_catalog_is_browsable_and_readable() {
             "guest failed ({vers:?}); server log:\n{}",
             server.log()
         );
-        check_browse_output(&stdout, &db, &files);
+        check_browse_output(&stdout, &db, files);
     }
 }
 
