@@ -618,28 +618,6 @@ impl State {
         }
     }
 
-    /// May the connection at `peer` do I/O with `stateid`? Not when it
-    /// acted only as other clients than the one the stateid belongs to:
-    /// NFS4ERR_ACCESS, the stateid is not its to use. A connection that
-    /// has not yet said whom it acts for (a client reconnecting goes
-    /// straight back to its WRITEs) is not refused: in NFSv4.0 nothing
-    /// else tells a client's calls apart (AUTH_SYS names no machine: the
-    /// Mac sends an empty one, `kext/nfs_subs.c` `nfsm_rpchead2`).
-    pub fn check_speaker(&self, stateid: &StateId, peer: Option<SocketAddr>) -> Result<(), Status> {
-        if stateid.is_special() {
-            return Ok(());
-        }
-        let Some(ids) = peer.and_then(|p| self.speakers.get(&p)) else {
-            return Ok(());
-        };
-        let owner = self.open_for_io(stateid)?.owner.clientid;
-        if ids.contains(&owner) {
-            Ok(())
-        } else {
-            Err(Status::Access)
-        }
-    }
-
     /// Checks that `clientid` is a live, confirmed client and renews its
     /// lease (RENEW, and implicitly every stateful operation).
     pub fn renew(&mut self, clientid: u64, now: Instant) -> Result<(), Status> {
@@ -1052,30 +1030,67 @@ impl State {
         Ok(())
     }
 
-    /// May `stateid` write `fileid`? The anonymous stateid may (subject to
-    /// share reservations); READ-bypass may not. Lock stateids act for
-    /// their open.
+    /// May `stateid` do I/O (`access`: OPEN4_SHARE_ACCESS_READ or _WRITE)
+    /// on `fileid`, asked on the connection at `peer`? The special stateids
+    /// (anonymous, and all-ones, which RFC 7530 §9.1.4.3 lets a WRITE or
+    /// SETATTR use as the anonymous one) go unless an open denies that
+    /// access; an all-ones READ bypasses share reservations. Lock stateids
+    /// act for their open. A connection that acted as other clients only
+    /// may not use this client's stateid: NFS4ERR_ACCESS (see
+    /// `spoke_for`; a connection that has not said whom it acts for is not
+    /// refused: in NFSv4.0 nothing else tells a client's calls apart, as
+    /// the Mac's AUTH_SYS names no machine, `kext/nfs_subs.c`
+    /// `nfsm_rpchead2`, and a client that reconnects goes straight back to
+    /// its WRITEs).
+    pub fn check_io(
+        &mut self,
+        stateid: &StateId,
+        fileid: u64,
+        access: u32,
+        peer: Option<SocketAddr>,
+        now: Instant,
+    ) -> Result<(), Status> {
+        if stateid.is_special() {
+            if *stateid == StateId::READ_BYPASS && access == OPEN4_SHARE_ACCESS_READ {
+                return Ok(());
+            }
+            return self.share_allows(fileid, access);
+        }
+        let o = self.open_for_io(stateid)?;
+        if o.fileid != fileid {
+            return Err(Status::BadStateId);
+        }
+        if o.access & access == 0 {
+            return Err(Status::OpenMode);
+        }
+        let owner = o.owner.clientid;
+        if let Some(ids) = peer.and_then(|p| self.speakers.get(&p)) {
+            if !ids.contains(&owner) {
+                return Err(Status::Access);
+            }
+        }
+        self.renew_by_stateid(&stateid.other, now);
+        Ok(())
+    }
+
+    /// [`State::check_io`] for a WRITE, on no particular connection.
     pub fn check_write(
         &mut self,
         stateid: &StateId,
         fileid: u64,
         now: Instant,
     ) -> Result<(), Status> {
-        // The special stateids (anonymous, and all-ones "READ bypass",
-        // which RFC 7530 §9.1.4.3 lets a WRITE or SETATTR use as the
-        // anonymous one) write unless an open denies writing.
-        if stateid.is_special() {
-            return self.share_allows(fileid, OPEN4_SHARE_ACCESS_WRITE);
-        }
-        let o = self.open_for_io(stateid)?;
-        if o.fileid != fileid {
-            return Err(Status::BadStateId);
-        }
-        if o.access & OPEN4_SHARE_ACCESS_WRITE == 0 {
-            return Err(Status::OpenMode);
-        }
-        self.renew_by_stateid(&stateid.other, now);
-        Ok(())
+        self.check_io(stateid, fileid, OPEN4_SHARE_ACCESS_WRITE, None, now)
+    }
+
+    /// [`State::check_io`] for a READ, on no particular connection.
+    pub fn check_read(
+        &mut self,
+        stateid: &StateId,
+        fileid: u64,
+        now: Instant,
+    ) -> Result<(), Status> {
+        self.check_io(stateid, fileid, OPEN4_SHARE_ACCESS_READ, None, now)
     }
 
     /// The open behind an open or lock stateid used for I/O.
@@ -1084,30 +1099,6 @@ impl State {
             return self.opens.get(&l.open).ok_or(Status::BadStateId);
         }
         self.open_state(stateid)
-    }
-
-    /// May `stateid` read `fileid`?
-    pub fn check_read(
-        &mut self,
-        stateid: &StateId,
-        fileid: u64,
-        now: Instant,
-    ) -> Result<(), Status> {
-        if *stateid == StateId::ANONYMOUS {
-            return self.share_allows(fileid, OPEN4_SHARE_ACCESS_READ);
-        }
-        if *stateid == StateId::READ_BYPASS {
-            return Ok(());
-        }
-        let o = self.open_for_io(stateid)?;
-        if o.fileid != fileid {
-            return Err(Status::BadStateId);
-        }
-        if o.access & OPEN4_SHARE_ACCESS_READ == 0 {
-            return Err(Status::OpenMode);
-        }
-        self.renew_by_stateid(&stateid.other, now);
-        Ok(())
     }
 
     /// I/O without an open (`access`: read or write) is refused with

@@ -8,7 +8,7 @@ use crate::nfs4::attrs::{self, decode_settable, Bitmap, SetAttrs, TimeSet};
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{
     OpResult, Status, ACCESS4_DELETE, ACCESS4_EXECUTE, ACCESS4_EXTEND, ACCESS4_LOOKUP,
-    ACCESS4_MODIFY, ACCESS4_READ,
+    ACCESS4_MODIFY, ACCESS4_READ, OPEN4_SHARE_ACCESS_WRITE,
 };
 use crate::nfs4::permission;
 use crate::nfs4::server::catalog_status;
@@ -127,11 +127,13 @@ pub(crate) fn apply(
         if size > i64::MAX as u64 {
             return Err(Status::FBig);
         }
-        {
-            let mut st = c.srv.state.lock();
-            st.check_write(sid, node.fileid, std::time::Instant::now())?;
-            st.check_speaker(sid, c.ctx.peer)?;
-        }
+        c.srv.state.lock().check_io(
+            sid,
+            node.fileid,
+            OPEN4_SHARE_ACCESS_WRITE,
+            c.ctx.peer,
+            std::time::Instant::now(),
+        )?;
         if sid.is_special() {
             permission::require(c.srv, node, cred, permission::WRITE)?;
         }

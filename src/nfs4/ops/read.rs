@@ -3,7 +3,7 @@
 
 use super::open::stateid;
 use crate::nfs4::compound::Compound;
-use crate::nfs4::consts::{OpResult, Status};
+use crate::nfs4::consts::{OpResult, Status, OPEN4_SHARE_ACCESS_READ};
 use crate::nfs4::permission;
 use crate::rpc::ReplyBody;
 use crate::xdr::Decoder;
@@ -14,11 +14,13 @@ pub(crate) fn read(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
     let count = d.u32()?;
     let node = c.current()?;
     super::regular_file(&node)?;
-    {
-        let mut st = c.srv.state.lock();
-        st.check_read(&sid, node.fileid, std::time::Instant::now())?;
-        st.check_speaker(&sid, c.ctx.peer)?;
-    }
+    c.srv.state.lock().check_io(
+        &sid,
+        node.fileid,
+        OPEN4_SHARE_ACCESS_READ,
+        c.ctx.peer,
+        std::time::Instant::now(),
+    )?;
     if sid.is_special() {
         // No open checked the caller's rights: check them here.
         permission::require(c.srv, &node, &c.ctx.credentials, permission::READ)?;

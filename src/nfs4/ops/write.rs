@@ -6,7 +6,7 @@
 
 use super::open::stateid;
 use crate::nfs4::compound::Compound;
-use crate::nfs4::consts::{OpResult, Status};
+use crate::nfs4::consts::{OpResult, Status, OPEN4_SHARE_ACCESS_WRITE};
 use crate::nfs4::permission;
 use crate::rpc::{BulkData, ReplyBody};
 use crate::xdr::Decoder;
@@ -65,11 +65,13 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
         .checked_add(len as u64)
         .filter(|e| *e <= i64::MAX as u64)
         .ok_or(Status::FBig)?;
-    {
-        let mut st = c.srv.state.lock();
-        st.check_write(&sid, node.fileid, std::time::Instant::now())?;
-        st.check_speaker(&sid, c.ctx.peer)?;
-    }
+    c.srv.state.lock().check_io(
+        &sid,
+        node.fileid,
+        OPEN4_SHARE_ACCESS_WRITE,
+        c.ctx.peer,
+        std::time::Instant::now(),
+    )?;
     if sid.is_special() {
         // No open checked the caller's rights: check them here.
         permission::require(c.srv, &node, &c.ctx.credentials, permission::WRITE)?;
