@@ -233,6 +233,22 @@ impl Export {
         shown_id(meta.owner.as_deref(), &self.config.export.owner, uid)
     }
 
+    /// The owner's uid as [`Export::owner_of`] shows it, without building
+    /// the string (every NFSv3 reply carries it); None for an owner that
+    /// is not a number.
+    pub fn owner_uid(&self, meta: &NodeMeta, uid: u32) -> Option<u32> {
+        shown_number(meta.owner.as_deref(), &self.config.export.owner, uid)
+    }
+
+    /// The group's gid as [`Export::group_of`] shows it.
+    pub fn group_gid(&self, meta: &NodeMeta, gid: u32) -> Option<u32> {
+        shown_number(
+            meta.owner_group.as_deref(),
+            &self.config.export.owner_group,
+            gid,
+        )
+    }
+
     /// The group shown for a node to a caller with `gid`.
     pub fn group_of(&self, meta: &NodeMeta, gid: u32) -> String {
         shown_id(
@@ -279,5 +295,13 @@ fn shown_id(set: Option<&str>, configured: &str, caller: u32) -> String {
         Some(s) => s.to_string(),
         None if configured == CALLER => caller.to_string(),
         None => configured.to_string(),
+    }
+}
+
+fn shown_number(set: Option<&str>, configured: &str, caller: u32) -> Option<u32> {
+    match set {
+        Some(s) => s.parse().ok(),
+        None if configured == CALLER => Some(caller),
+        None => configured.parse().ok(),
     }
 }

@@ -78,11 +78,10 @@ pub fn rights(export: &Export, node: &Node, cred: &Credentials) -> u32 {
     }
     // Unowned nodes show the caller as owner where the export says
     // "caller": then the caller is their owner here too.
-    let owner = export.owner_of(&meta, cred.uid());
-    if owner.parse::<u32>().ok() == Some(uid) {
+    if export.owner_uid(&meta, cred.uid()) == Some(uid) {
         return (mode >> 6) & 7;
     }
-    let group = export.group_of(&meta, cred.gid()).parse::<u32>().ok();
+    let group = export.group_gid(&meta, cred.gid());
     let in_group = group.is_some_and(|g| match cred {
         Credentials::Sys(s) => s.gid == g || s.gids.contains(&g),
         Credentials::None => false,
@@ -112,8 +111,7 @@ pub fn require_owner(export: &Export, node: &Node, cred: &Credentials) -> Result
         return Ok(());
     }
     let uid = effective_uid(export, cred);
-    let owner = export.owner_of(&node.meta(), cred.uid());
-    if uid == 0 || owner.parse::<u32>().ok() == Some(uid) {
+    if uid == 0 || export.owner_uid(&node.meta(), cred.uid()) == Some(uid) {
         Ok(())
     } else {
         Err(Denied::Perm)

@@ -73,13 +73,12 @@ pub fn apply(call: &Call<'_>, node: &Arc<Node>, s: &super::args::Sattr3) -> Nfs3
         // Only root changes owners; setting what is already shown is no
         // change (the Mac's copies set owner and group to the caller's).
         let m = node.meta();
-        let shown = |v: String| v.parse::<u32>().ok();
         let changes_owner = s
             .uid
-            .is_some_and(|u| shown(export.owner_of(&m, call.cred.uid())) != Some(u));
+            .is_some_and(|u| export.owner_uid(&m, call.cred.uid()) != Some(u));
         let changes_group = s
             .gid
-            .is_some_and(|g| shown(export.group_of(&m, call.cred.gid())) != Some(g));
+            .is_some_and(|g| export.group_gid(&m, call.cred.gid()) != Some(g));
         if (changes_owner || changes_group) && permission::effective_uid(export, call.cred) != 0 {
             return Err(Nfs3Status::Perm);
         }

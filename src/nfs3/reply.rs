@@ -117,6 +117,9 @@ const FSF3_SYMLINK: u32 = 0x2;
 const FSF3_HOMOGENEOUS: u32 = 0x8;
 const FSF3_CANSETTIME: u32 = 0x10;
 
+/// The id shown for an owner or group that is not a number.
+const NOBODY: u32 = 65534;
+
 /// The encoded size of a fattr3.
 pub const FATTR3_SIZE: usize = 84;
 
@@ -157,9 +160,8 @@ pub fn fattr3(call: &Call<'_>, e: &mut Encoder, node: &Node) {
         NodeKind::Folder => 2 + export.subfolder_count(node),
         _ => 1,
     });
-    let id = |s: String| s.parse::<u32>().unwrap_or(65534);
-    e.u32(id(export.owner_of(&m, call.cred.uid())));
-    e.u32(id(export.group_of(&m, call.cred.gid())));
+    e.u32(export.owner_uid(&m, call.cred.uid()).unwrap_or(NOBODY));
+    e.u32(export.group_gid(&m, call.cred.gid()).unwrap_or(NOBODY));
     e.u64(m.size);
     e.u64(m.size.div_ceil(4096) * 4096);
     let (major, minor) = m.special.as_ref().map_or((0, 0), |s| s.rdev);
