@@ -33,13 +33,13 @@ fn new_name(raw: &[u8]) -> Nfs3Result<&str> {
     Ok(name)
 }
 
-/// The folder a handle names (NOTDIR otherwise).
-fn folder(call: &Call<'_>, fh: &[u8]) -> Nfs3Result<Arc<Node>> {
-    let dir = call.node(fh)?;
+/// A folder the caller may change: NOTDIR for anything but a folder,
+/// ACCES unless it is writable and searchable by the caller.
+fn writable_folder(call: &Call<'_>, dir: &Node) -> Nfs3Result<()> {
     if dir.kind != NodeKind::Folder {
         return Err(Nfs3Status::NotDir);
     }
-    Ok(dir)
+    call.require(dir, WRITE | EXECUTE)
 }
 
 /// LOOKUP, with `.` and `..` (NFSv3 clients look up the parent by name).
@@ -87,29 +87,16 @@ pub fn readlink(call: &Call<'_>, a: &FhArgs<'_>) -> Answer<Vec<u8>> {
 }
 
 /// Runs a namespace change in the folder `dir_fh` names, with its
-/// wcc_data: the folder must be one, and writable and searchable by the
-/// caller.
+/// wcc_data.
 fn in_folder<T>(
     call: &Call<'_>,
     dir_fh: &[u8],
     f: impl FnOnce(&Arc<Node>) -> Nfs3Result<T>,
 ) -> WccAnswer<T> {
-    let dir = match folder(call, dir_fh) {
-        Ok(d) => d,
-        Err(s) => {
-            let wcc = call
-                .node(dir_fh)
-                .map(|n| Wcc::before(&n))
-                .unwrap_or_default();
-            return WccAnswer {
-                result: Err(s),
-                wcc,
-            };
-        }
-    };
-    let wcc = Wcc::before(&dir);
-    let result = call.require(&dir, WRITE | EXECUTE).and_then(|()| f(&dir));
-    WccAnswer { result, wcc }
+    call.with_wcc(dir_fh, |dir| {
+        writable_folder(call, dir)?;
+        f(dir)
+    })
 }
 
 /// Creates `new` in `dir`, waiting for its commit.
@@ -294,15 +281,14 @@ pub fn remove(call: &Call<'_>, a: &DirOpArgs<'_>, folder_wanted: bool) -> WccAns
 }
 
 pub fn rename(call: &Call<'_>, a: &RenameArgs<'_>) -> RenameAnswer {
-    let from = call.node(a.from.dir).ok();
-    let to = call.node(a.to.dir).ok();
-    let wcc = |n: &Option<Arc<Node>>| n.as_ref().map(Wcc::before).unwrap_or_default();
+    let from = call.node(a.from.dir);
+    let to = call.node(a.to.dir);
+    let wcc = |n: &Nfs3Result<Arc<Node>>| n.as_ref().map(Wcc::before).unwrap_or_default();
     let (from_wcc, to_wcc) = (wcc(&from), wcc(&to));
     let result = (|| {
-        let from = folder(call, a.from.dir)?;
-        let to = folder(call, a.to.dir)?;
+        let (from, to) = (from?, to?);
         for d in [&from, &to] {
-            call.require(d, WRITE | EXECUTE)?;
+            writable_folder(call, d)?;
         }
         let old = std::str::from_utf8(a.from.name).map_err(|_| Nfs3Status::NoEnt)?;
         if old.is_empty() || old == "." || old == ".." {
