@@ -269,10 +269,6 @@ impl Catalog {
 
     /// What differs between a held node and its row, as a feed change.
     fn difference_of_node(&self, id: &NodeId) -> Vec<FeedChange> {
-        // The server's own special nodes have no app row to differ from.
-        if id.is_special() {
-            return Vec::new();
-        }
         let _ns = self.ns_lock.lock();
         let Some(held) = self.held(id) else {
             return Vec::new();
