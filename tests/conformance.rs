@@ -12,10 +12,6 @@ use markbase_nfs::nfs4::consts::{attr, op, Status};
 
 const BOTH: u32 = 3;
 
-fn status_of<T: std::fmt::Debug>(r: Result<T, markbase_nfs::client::ClientError>) -> u32 {
-    r.expect_err("an error").status().unwrap_or(u32::MAX)
-}
-
 /// A new file in `dir` holding `data`, still open.
 fn file_with(c: &mut Nfs4Client, dir: &[u8], name: &str, data: &[u8]) -> OpenFile {
     let f = c

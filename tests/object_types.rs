@@ -50,15 +50,8 @@ fn create(
 
 /// The status of PUTFH `fh` + one op (args by `body`).
 fn status_of_op(c: &mut Nfs4Client, fh: &[u8], opnum: u32, body: impl FnOnce(&mut Encoder)) -> u32 {
-    let reply = c
-        .compound(&CompoundArgs::new().putfh(fh).op(opnum, body))
-        .unwrap();
-    let mut r = Nfs4Client::results(&reply);
-    r.next(op::PUTFH).unwrap();
-    match r.next(opnum) {
-        Ok(_) => Status::Ok.code(),
-        Err(e) => e.status().unwrap_or(u32::MAX),
-    }
+    let args = CompoundArgs::new().putfh(fh).op(opnum, body);
+    status_of_ops(c, &args, &[op::PUTFH, opnum])
 }
 
 fn readlink(c: &mut Nfs4Client, fh: &[u8]) -> Result<Vec<u8>, u32> {

@@ -24,10 +24,6 @@ fn as_user(c: &mut Nfs4Client, uid: u32, gid: u32, gids: &[u32]) {
     });
 }
 
-fn status_of<T: std::fmt::Debug>(r: Result<T, markbase_nfs::client::ClientError>) -> u32 {
-    r.expect_err("an error").status().unwrap_or(u32::MAX)
-}
-
 /// The rights ACCESS grants on `fh` (asked: all six).
 fn granted(c: &mut Nfs4Client, fh: &[u8]) -> u32 {
     let args = CompoundArgs::new()
@@ -50,19 +46,6 @@ fn chmod(c: &mut Nfs4Client, fh: &[u8], mode: u32) -> u32 {
         e.u32(mode);
     });
     status_of_ops(c, &args, &[op::PUTFH, op::SETATTR])
-}
-
-/// The status of the COMPOUND `args` whose operations are `ops`: that of
-/// the first that failed, or OK.
-fn status_of_ops(c: &mut Nfs4Client, args: &CompoundArgs, ops: &[u32]) -> u32 {
-    let body = c.compound(args).unwrap();
-    let mut r = Nfs4Client::results(&body);
-    for o in ops {
-        if let Err(e) = r.next(*o) {
-            return e.status().unwrap_or(u32::MAX);
-        }
-    }
-    Status::Ok.code()
 }
 
 /// A file `name` in Projects made by uid 1000 (group 1000) with `mode`,
