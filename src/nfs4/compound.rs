@@ -168,11 +168,10 @@ pub(crate) fn moves_data(args: &[u8]) -> bool {
     matches!(shape, Some(op::READ | op::WRITE | op::COMMIT))
 }
 
-/// FNV-1a of a file handle: cheap, and only ever compared on one connection.
+/// FNV-1a of a file handle (as NFSv3's WRITEs are keyed): cheap, and only
+/// ever compared on one connection.
 fn order_key(fh: &[u8]) -> u64 {
-    fh.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    crate::catalog::fnv1a(fh)
 }
 
 #[cfg(test)]
