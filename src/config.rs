@@ -34,6 +34,11 @@ pub struct CatalogConfig {
     /// change to the app's schema: folders and nodes the server holds are
     /// re-read, a bounded share per poll; slower to notice).
     pub feed: crate::catalog::FeedMode,
+    /// Namespace changes are made durable by the intent journal beside the
+    /// catalog (one `fdatasync` per group commit; SQLite catches up in the
+    /// background, start-up replays). `false`: each group commit is a synced
+    /// SQLite commit before the reply (several flushes; slower).
+    pub journal: bool,
 }
 
 impl Default for CatalogConfig {
@@ -43,6 +48,7 @@ impl Default for CatalogConfig {
             writer_max_batch: 4096,
             feed_poll_ms: 50,
             feed: crate::catalog::FeedMode::Triggers,
+            journal: true,
         }
     }
 }

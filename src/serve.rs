@@ -38,6 +38,7 @@ pub fn open_export(cfg: &Config) -> anyhow::Result<Arc<Nfs4Server>> {
             WriterConfig {
                 interval: Duration::from_millis(cfg.catalog.writer_interval_ms),
                 max_batch: cfg.catalog.writer_max_batch,
+                journal: cfg.catalog.journal,
             },
         )?
         .with_name_rules(NameRules {

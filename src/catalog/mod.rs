@@ -12,6 +12,7 @@
 mod feed;
 mod gen;
 mod import;
+mod journal;
 mod names;
 mod node;
 mod pins;
@@ -31,7 +32,7 @@ pub use node::{
 pub use pins::SharedListing;
 pub use reconcile::{reconcile, ReconcileReport};
 pub use schema::{create_demo, open_or_create};
-pub use writer::WriterStats;
+pub use writer::{DurableHook, WriterStats};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -162,6 +163,10 @@ pub struct Renamed {
 pub struct WriterConfig {
     pub interval: Duration,
     pub max_batch: usize,
+    /// Namespace changes are durable through the intent journal (one
+    /// `fdatasync` of a small file per group commit) rather than a synced
+    /// SQLite commit each (see `writer.rs`).
+    pub journal: bool,
 }
 
 impl Default for WriterConfig {
@@ -169,6 +174,7 @@ impl Default for WriterConfig {
         WriterConfig {
             interval: Duration::from_millis(200),
             max_batch: 4096,
+            journal: true,
         }
     }
 }
@@ -245,6 +251,16 @@ impl Catalog {
         }
         let shape =
             schema::shape_of(&conn).with_context(|| format!("inspecting {}", db_path.display()))?;
+        // What a crash left in the intent journal goes into SQLite before
+        // anything reads the catalog.
+        let (records, changes) = writer::replay_journal(db_path, shape)?;
+        if records > 0 {
+            tracing::info!(
+                records,
+                changes,
+                "replayed the catalog's intent journal after an unclean stop"
+            );
+        }
         let mut orphans = 0;
         for sql in DROP_ORPHAN_SPECIALS {
             orphans = conn.execute(sql, []).with_context(|| {
@@ -295,6 +311,7 @@ impl Catalog {
             pins.clone(),
             writer.interval,
             writer.max_batch,
+            writer.journal,
         )?;
         let listings = Cache::builder()
             .weigher(|_k: &NodeId, v: &SharedListing| (v.read().len() as u32).saturating_add(1))
@@ -1126,6 +1143,12 @@ impl Catalog {
     }
 
     /// Flushes and stops the background writer.
+    /// Sets what must be on disk before the catalog's journal forgets
+    /// records (see `writer::DurableHook`).
+    pub fn before_durable(&self, hook: DurableHook) {
+        self.writer.before_durable(hook);
+    }
+
     pub fn shutdown(&self) {
         self.writer.stop();
     }

@@ -233,6 +233,15 @@ impl Columns {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+
+    /// The bits, as the journal keeps them.
+    pub(crate) fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub(crate) fn from_bits(bits: u8) -> Columns {
+        Columns(bits & 7)
+    }
 }
 
 impl std::ops::BitOr for Columns {
@@ -285,6 +294,9 @@ pub struct NodeMeta {
     pub unsaved: Columns,
     /// Columns the writer has taken into a transaction not yet committed.
     pub writing: Columns,
+    /// How many of the writer's batches hold this node's columns and are
+    /// not yet in SQLite (`writing` is kept until the last is).
+    pub writing_batches: u32,
 }
 
 /// What a special node is besides its kind.
@@ -434,6 +446,7 @@ impl Node {
                 deleted: false,
                 unsaved: Columns::default(),
                 writing: Columns::default(),
+                writing_batches: 0,
             },
         ))
     }
@@ -544,6 +557,7 @@ impl Node {
         let mut m = self.meta.write();
         let cols = std::mem::take(&mut m.unsaved);
         m.writing |= cols;
+        m.writing_batches += 1;
         (m.clone(), cols)
     }
 
@@ -551,7 +565,10 @@ impl Node {
     /// are written, or unsaved again.
     pub fn writer_done(&self, cols: Columns, ok: bool) {
         let mut m = self.meta.write();
-        m.writing = Columns::default();
+        m.writing_batches = m.writing_batches.saturating_sub(1);
+        if m.writing_batches == 0 {
+            m.writing = Columns::default();
+        }
         if !ok {
             m.unsaved |= cols;
         }

@@ -92,6 +92,13 @@ const CREATE_BOOTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS markbase_nfs_boots 
     started_ns INTEGER NOT NULL
 )";
 
+/// The newest record of the server's intent journal that SQLite holds
+/// (`journal.rs`): start-up replays only the records after it.
+const CREATE_JOURNAL_TABLE: &str = "CREATE TABLE IF NOT EXISTS markbase_nfs_journal (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    applied_seq INTEGER NOT NULL
+)";
+
 /// What kind of ids and timestamps an existing catalog uses, so rows we add
 /// look like the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +178,8 @@ pub fn open_or_create(path: &Path) -> anyhow::Result<Connection> {
         .with_context(|| format!("creating markbase_nfs_specials in {}", path.display()))?;
     conn.execute(CREATE_SPECIALS_PARENT_INDEX, [])
         .with_context(|| format!("indexing markbase_nfs_specials in {}", path.display()))?;
+    conn.execute(CREATE_JOURNAL_TABLE, [])
+        .with_context(|| format!("creating markbase_nfs_journal in {}", path.display()))?;
     Ok(conn)
 }
 

@@ -113,6 +113,7 @@ fn an_older_side_table_gains_the_new_columns() {
     })
     .wait()
     .unwrap();
+    cat.flush().unwrap();
     let (created, hidden): (i64, i64) = Connection::open(&db)
         .unwrap()
         .query_row(
@@ -218,6 +219,7 @@ fn racing_data_writes_reach_the_database_and_leave_nothing_pinned() {
             WriterConfig {
                 interval: Duration::from_millis(1),
                 max_batch: 4,
+                journal: true,
             },
         )
         .unwrap(),
@@ -435,4 +437,167 @@ fn special_nodes_reload_and_go_with_their_folder() {
         (count("markbase_nfs_specials"), count("markbase_nfs_attrs")),
         (0, 0)
     );
+}
+
+/// A file node as the writer journals it.
+fn journaled_file(id: &str, label: &str, content: &Path, columns: Columns) -> journal::Entry {
+    journal::Entry::Upsert(Box::new(journal::NodeImage {
+        id: journal::IdImage::Text(id.to_string()),
+        kind: "file".into(),
+        born_ns: 1_000_000_000,
+        parent: None,
+        label: label.into(),
+        content: Some(content.to_path_buf()),
+        size: 0,
+        modified_ns: 2_000_000_000,
+        change: 2_000_000_000,
+        mode: Some(0o644),
+        owner: None,
+        owner_group: None,
+        created_ns: None,
+        hidden: false,
+        create_verifier: None,
+        target: None,
+        rdev: (0, 0),
+        deleted: false,
+        columns: columns.bits(),
+        insert: true,
+    }))
+}
+
+fn label_of(db: &Path, id: &str) -> Option<String> {
+    Connection::open(db)
+        .unwrap()
+        .query_row(
+            "SELECT label FROM file_nodes WHERE node_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .ok()
+}
+
+/// Opens the catalog (replaying its journal) and closes it again.
+fn open_and_close(db: &Path) {
+    Catalog::open(db, &CacheConfig::default())
+        .unwrap()
+        .shutdown();
+}
+
+/// Writes records to the journal as the writer would, SQLite having
+/// applied up to `applied`.
+fn journal_records(db: &Path, applied: u64, records: &[journal::Entry]) {
+    let mut j = journal::Journal::open(&journal::path_for(db), applied).unwrap();
+    for r in records {
+        j.append(&journal::encode(std::slice::from_ref(r)).unwrap())
+            .unwrap();
+    }
+}
+
+#[test]
+fn the_journal_is_replayed_once_and_a_torn_record_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("j.sqlite");
+    open_and_close(&db);
+    let content = dir.path().join("store").join("j-1");
+    let file = |label: &str, cols| journaled_file("j-1", label, &content, cols);
+    // What a crash leaves: a create and a rename answered (journaled),
+    // neither in SQLite, and the new file's folder entry lost.
+    journal_records(
+        &db,
+        0,
+        &[
+            file("a.mov", Columns::PLACE | Columns::SIZE),
+            file("b.mov", Columns::PLACE),
+        ],
+    );
+    assert_eq!(label_of(&db, "j-1"), None);
+
+    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    assert_eq!(label_of(&db, "j-1").as_deref(), Some("b.mov"));
+    assert!(content.exists(), "the lost content file is created again");
+    assert_eq!(
+        cat.lookup(&NodeId::Root, "b.mov").unwrap().unwrap().id,
+        NodeId::text("j-1")
+    );
+    cat.shutdown();
+    drop(cat);
+
+    // The app renames the row; the records already applied stay applied.
+    Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE file_nodes SET label = 'app.mov' WHERE node_id = 'j-1'",
+            [],
+        )
+        .unwrap();
+    open_and_close(&db);
+    assert_eq!(label_of(&db, "j-1").as_deref(), Some("app.mov"));
+
+    // A record torn by the crash (never answered) is not applied.
+    journal_records(&db, 2, &[file("torn.mov", Columns::PLACE)]);
+    let jpath = journal::path_for(&db);
+    let mut bytes = std::fs::read(&jpath).unwrap();
+    // The record at offset 0: a 24-byte header, then its payload.
+    let len = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    bytes[24 + len - 1] ^= 0xff;
+    std::fs::write(&jpath, &bytes).unwrap();
+    open_and_close(&db);
+    assert_eq!(label_of(&db, "j-1").as_deref(), Some("app.mov"));
+
+    // Whole, the next record is applied.
+    journal_records(&db, 2, &[file("c.mov", Columns::PLACE)]);
+    open_and_close(&db);
+    assert_eq!(label_of(&db, "j-1").as_deref(), Some("c.mov"));
+}
+
+#[test]
+fn a_namespace_change_is_answered_after_one_journal_record_and_reaches_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.sqlite");
+    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    let id = cat.allocate_id();
+    let (node, _, pending) = cat
+        .create(
+            &NodeId::Root,
+            NewNode {
+                id: id.clone(),
+                kind: NodeKind::Folder,
+                name: "Reel 1".into(),
+                content: None,
+                mode: None,
+                special: None,
+                owner: None,
+                owner_group: None,
+                create_verifier: None,
+            },
+        )
+        .unwrap();
+    pending.wait().unwrap();
+    let stats = cat.writer_stats();
+    assert_eq!(stats.journal_records.load(Ordering::Relaxed), 1);
+    cat.flush().unwrap();
+    let label: String = Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT label FROM file_nodes WHERE node_id = ?1",
+            [node.id.to_sql()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(label, "Reel 1");
+    let applied: i64 = Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT applied_seq FROM markbase_nfs_journal", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(applied, 1);
+    // Idle, SQLite is made durable so the journal may start over.
+    let t = std::time::Instant::now();
+    while stats.durable_commits.load(Ordering::Relaxed) == 0
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(stats.durable_commits.load(Ordering::Relaxed) >= 1);
 }

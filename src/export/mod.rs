@@ -64,7 +64,7 @@ impl Export {
         write_verifier[..4]
             .copy_from_slice(&((t.as_secs() as u32) ^ std::process::id()).to_be_bytes());
         write_verifier[4..].copy_from_slice(&t.subsec_nanos().to_be_bytes());
-        Export {
+        let export = Export {
             files: FilePool::new(
                 config.storage.open_files,
                 WriteBehind {
@@ -92,7 +92,14 @@ impl Export {
             volume: Mutex::new(None),
             unlink_on_close: Mutex::new(HashMap::new()),
             open_check: OnceLock::new(),
-        }
+        };
+        // New content files' folder entries are on disk before the
+        // catalog's journal no longer holds their creates.
+        let entries = export.files.new_entries();
+        export
+            .catalog
+            .before_durable(Box::new(move || entries.sync_all()));
+        export
     }
 
     /// Lets the export ask whether a file is open (set once, by the

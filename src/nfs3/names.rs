@@ -181,7 +181,7 @@ pub fn create(call: &Call<'_>, a: &CreateArgs<'_>) -> WccAnswer<Arc<Node>> {
                 };
                 let mut new = new_node(call, NodeKind::File, name, attrs.mode);
                 let path = call.export.content_path_for(&new.id);
-                crate::storage::create_content(&path).map_err(|e| {
+                call.export.files().create_content(&path).map_err(|e| {
                     tracing::error!(path = %path.display(), error = %e, "cannot create content file");
                     io_status(&e)
                 })?;

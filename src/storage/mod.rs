@@ -14,8 +14,10 @@ use bytes::Bytes;
 use moka::sync::Cache;
 
 mod direct;
+mod entries;
 mod sync;
 
+pub use entries::NewEntries;
 pub use sync::FileSync;
 
 /// An open content file in the pool.
@@ -48,6 +50,8 @@ pub struct PooledFile {
     /// are dropped (COMMIT, not write-behind, is what makes data durable,
     /// and this data is going away).
     removed: AtomicBool,
+    /// The folder holding the file (its entry is synced before its data).
+    folder: Option<PathBuf>,
 }
 
 impl PooledFile {
@@ -118,6 +122,8 @@ pub struct FilePool {
     aligned: Arc<AlignedPool>,
     /// How FILE_SYNC WRITEs reach stable storage (`storage.file_sync`).
     file_sync: FileSync,
+    /// Folders of content files created and not yet synced.
+    entries: Arc<NewEntries>,
 }
 
 impl FilePool {
@@ -178,7 +184,21 @@ impl FilePool {
             direct_read: AtomicU64::new(0),
             aligned: Default::default(),
             file_sync: FileSync::default(),
+            entries: Default::default(),
         }
+    }
+
+    /// Creates a new, empty content file (failing if it exists); its
+    /// folder entry is made durable by the first COMMIT of it, or when the
+    /// catalog's journal starts over (see [`NewEntries`]).
+    pub fn create_content(&self, path: &Path) -> io::Result<File> {
+        self.entries.create_content(path)
+    }
+
+    /// The folders of new content files, for the catalog to sync before
+    /// its journal forgets their creates.
+    pub fn new_entries(&self) -> Arc<NewEntries> {
+        self.entries.clone()
     }
 
     /// Turns O_DIRECT writes of aligned spliced payloads on (Linux) for
@@ -227,6 +247,7 @@ impl FilePool {
     pub fn write_stable(&self, file: &Arc<PooledFile>, offset: u64, data: &[u8]) -> io::Result<()> {
         self.pending
             .wait_range(file.fileid, offset, offset + data.len() as u64);
+        self.sync_entry(file)?;
         self.file_sync.write(&file.file, offset, data)?;
         self.after_write(file, offset, data.len() as u64);
         Ok(())
@@ -249,7 +270,16 @@ impl FilePool {
     /// disk after its WRITE was answered.
     pub fn sync(&self, file: &PooledFile) -> io::Result<()> {
         self.pending.settle(file.fileid)?;
+        self.sync_entry(file)?;
         sync_data(&file.file)
+    }
+
+    /// The file's name in its folder, durable before its data is.
+    fn sync_entry(&self, file: &PooledFile) -> io::Result<()> {
+        match &file.folder {
+            Some(dir) => self.entries.sync_dir(dir),
+            None => Ok(()),
+        }
     }
 
     /// Sets the file's size once its queued direct payloads are on disk
@@ -392,6 +422,7 @@ impl FilePool {
                 .then(|| path.to_path_buf()),
             direct: std::sync::OnceLock::new(),
             removed: AtomicBool::new(false),
+            folder: path.parent().map(Path::to_path_buf),
         };
         self.opens.fetch_add(1, Ordering::Relaxed);
         let f = Arc::new(pooled);
@@ -977,23 +1008,6 @@ fn advise_sequential(f: &File) {
 
 #[cfg(not(target_os = "linux"))]
 fn advise_sequential(_f: &File) {}
-
-/// Creates a new, empty content file (failing if it exists) and makes its
-/// directory entry durable, so a catalog row committed after this never
-/// points at a file a crash could lose.
-pub fn create_content(path: &Path) -> io::Result<File> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "content path has no folder"))?;
-    std::fs::create_dir_all(dir)?;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    File::open(dir)?.sync_all()?;
-    Ok(f)
-}
 
 /// Streaming writes without dirty-page pile-up. Left to itself, the kernel
 /// lets a long render fill memory with dirty pages and then throttles the
@@ -1873,6 +1887,7 @@ mod tests {
             direct_path: Some(p.clone()),
             direct: std::sync::OnceLock::from(Some(File::open(&p).unwrap())),
             removed: AtomicBool::new(false),
+            folder: None,
         };
         let f = Arc::new(read_only);
         pool.write_aligned(&f, 0, aligned_with(&pool, 1, 4096), 4096)

@@ -19,7 +19,6 @@ use crate::nfs4::permission;
 use crate::nfs4::server::catalog_status;
 use crate::nfs4::state::{Begin, OwnerKey, StateId};
 use crate::rpc::ReplyBody;
-use crate::storage;
 use crate::xdr::{Decoder, Encoder};
 
 const UNCHECKED4: u32 = 0;
@@ -293,7 +292,7 @@ fn create_file(
     let catalog = c.srv.catalog();
     let id = catalog.allocate_id();
     let path = c.srv.content_path_for(&id);
-    storage::create_content(&path).map_err(|e| {
+    c.srv.files().create_content(&path).map_err(|e| {
         tracing::error!(path = %path.display(), error = %e, "cannot create content file");
         io_status(&e)
     })?;

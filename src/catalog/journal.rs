@@ -1,0 +1,311 @@
+//! The catalog's intent journal: namespace changes made durable with one
+//! `fdatasync` of a small file, so a reply waits for one flush of the disk
+//! instead of a SQLite commit (several page writes, the WAL growing, and its
+//! own sync).
+//!
+//! The file sits beside the catalog (`<db>.markbase-nfs.journal`) and is
+//! written once with zeros at its full size, so a record overwrites blocks
+//! the file already has and `fdatasync` flushes data only, no file-system
+//! metadata. Each group commit appends one record: a header (magic, length,
+//! sequence number, checksum) and the batch's changes. The catalog writer
+//! answers the batch's submitters once the record is on disk, and SQLite
+//! catches up in the background; every SQLite transaction that applies
+//! records also stores the newest sequence number it applied
+//! (`markbase_nfs_journal.applied_seq`), so a record is applied exactly
+//! once. When SQLite has made everything up to the newest record durable,
+//! the next record goes to the start of the file again.
+//!
+//! At start-up, before anything reads the catalog, the records after the
+//! applied number are read (the sequence must run on by one, and each
+//! record's checksum must hold: a torn last record was never answered) and
+//! applied in one synced transaction.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::node::{fnv1a, Columns, Node, NodeId, NodeKind, NodeMeta, Special};
+
+/// The journal's size on disk (written with zeros when created). A batch
+/// that does not fit waits for SQLite to make the journal's records
+/// durable, then starts again at offset 0.
+pub(crate) const JOURNAL_BYTES: u64 = 4 << 20;
+
+const MAGIC: u32 = 0x4d42_4a31; // "MBJ1"
+const HEADER: usize = 4 + 4 + 8 + 8;
+/// A record longer than this is not one the server wrote.
+const MAX_RECORD: u32 = 1 << 30;
+
+/// The journal file of the catalog at `db`.
+pub(crate) fn path_for(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".markbase-nfs.journal");
+    PathBuf::from(p)
+}
+
+/// A node id as the journal keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum IdImage {
+    Int(i64),
+    Text(String),
+}
+
+impl IdImage {
+    fn of(id: &NodeId) -> Option<IdImage> {
+        match id {
+            NodeId::Root => None,
+            NodeId::Int(i) => Some(IdImage::Int(*i)),
+            NodeId::Text(s) => Some(IdImage::Text(s.to_string())),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        match self {
+            IdImage::Int(i) => NodeId::Int(*i),
+            IdImage::Text(s) => NodeId::text(s),
+        }
+    }
+}
+
+/// What the writer persists of a node: its state when the batch took it,
+/// and which `file_nodes` columns the server changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NodeImage {
+    pub id: IdImage,
+    /// `NodeKind::as_catalog` (folder, file, symlink, fifo, …).
+    pub kind: String,
+    /// The node's creation (the row's `created_at`).
+    pub born_ns: i64,
+    pub parent: Option<IdImage>,
+    pub label: String,
+    pub content: Option<PathBuf>,
+    pub size: u64,
+    pub modified_ns: i64,
+    pub change: u64,
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub owner_group: Option<String>,
+    /// Creation time set through SETATTR (our side table).
+    pub created_ns: Option<i64>,
+    pub hidden: bool,
+    pub create_verifier: Option<[u8; 8]>,
+    pub target: Option<Vec<u8>>,
+    pub rdev: (u32, u32),
+    pub deleted: bool,
+    /// The `file_nodes` columns to write (`Columns` bits).
+    pub columns: u8,
+    /// A namespace change: the row is inserted if it is missing. A data
+    /// update only updates a row that exists (the app may have deleted it).
+    pub insert: bool,
+}
+
+impl NodeImage {
+    /// Takes the node's unsaved columns for the writer (they are the
+    /// batch's from now on) and its state.
+    pub fn take(node: &Node, insert: bool) -> (NodeImage, Columns) {
+        let (m, cols) = node.take_for_writer();
+        (NodeImage::of(node, &m, cols, insert), cols)
+    }
+
+    fn of(node: &Node, m: &NodeMeta, cols: Columns, insert: bool) -> NodeImage {
+        let special = m.special.clone().unwrap_or_default();
+        NodeImage {
+            id: IdImage::of(&node.id).unwrap_or(IdImage::Int(0)),
+            kind: node.kind.as_catalog().to_string(),
+            born_ns: node.created_ns,
+            parent: m.parent.as_ref().and_then(IdImage::of),
+            label: m.label.clone(),
+            content: m.content.clone(),
+            size: m.size,
+            modified_ns: m.modified_ns,
+            change: m.change,
+            mode: m.mode,
+            owner: m.owner.clone(),
+            owner_group: m.owner_group.clone(),
+            created_ns: m.created_ns,
+            hidden: m.hidden,
+            create_verifier: m.create_verifier,
+            target: m.special.as_ref().map(|_| special.target.clone()),
+            rdev: special.rdev,
+            deleted: m.deleted,
+            columns: cols.bits(),
+            insert,
+        }
+    }
+
+    pub fn kind(&self) -> NodeKind {
+        NodeKind::from_special_name(&self.kind)
+            .unwrap_or_else(|| NodeKind::from_catalog(&self.kind))
+    }
+
+    pub fn columns(&self) -> Columns {
+        Columns::from_bits(self.columns)
+    }
+
+    pub fn special(&self) -> Special {
+        Special {
+            target: self.target.clone().unwrap_or_default(),
+            rdev: self.rdev,
+        }
+    }
+}
+
+/// One change as journaled and applied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Entry {
+    Upsert(Box<NodeImage>),
+    Delete(IdImage),
+    ClientUp(Vec<u8>),
+    ClientDown(Vec<u8>),
+}
+
+/// A record read back at start-up.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub seq: u64,
+    pub entries: Vec<Entry>,
+}
+
+/// The open journal, written by the catalog writer's thread only.
+pub(crate) struct Journal {
+    file: File,
+    path: PathBuf,
+    /// Where the next record goes.
+    tail: u64,
+    /// The newest record's sequence number (or the applied one at open).
+    pub last_seq: u64,
+}
+
+impl Journal {
+    /// Opens (creating and zero-filling if needed) the journal; the next
+    /// record gets `applied_seq + 1` and goes to offset 0 (everything in
+    /// the file is applied and durable by the time the writer opens it).
+    pub fn open(path: &Path, applied_seq: u64) -> io::Result<Journal> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if file.metadata()?.len() < JOURNAL_BYTES {
+            zero_fill(&file, JOURNAL_BYTES)?;
+            file.sync_all()?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        Ok(Journal {
+            file,
+            path: path.to_path_buf(),
+            tail: 0,
+            last_seq: applied_seq,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether a record of `len` payload bytes fits after the tail.
+    pub fn fits(&self, len: usize) -> bool {
+        self.tail + (HEADER + len) as u64 <= JOURNAL_BYTES
+    }
+
+    /// Bytes used since the last rewind.
+    pub fn used(&self) -> u64 {
+        self.tail
+    }
+
+    /// Starts writing at offset 0 again: only once every record written
+    /// so far is durable in SQLite.
+    pub fn rewind(&mut self) {
+        self.tail = 0;
+    }
+
+    /// Appends one record (its payload from [`encode`]) and makes it
+    /// durable. Returns its number.
+    pub fn append(&mut self, payload: &[u8]) -> io::Result<u64> {
+        let seq = self.last_seq + 1;
+        let mut rec = Vec::with_capacity(HEADER + payload.len());
+        rec.extend_from_slice(&MAGIC.to_le_bytes());
+        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&seq.to_le_bytes());
+        rec.extend_from_slice(&checksum(seq, payload).to_le_bytes());
+        rec.extend_from_slice(payload);
+        write_all_at(&self.file, &rec, self.tail)?;
+        // fdatasync (F_FULLFSYNC on macOS): the blocks were written at
+        // creation, so only data goes to the disk.
+        self.file.sync_data()?;
+        self.tail += rec.len() as u64;
+        self.last_seq = seq;
+        Ok(seq)
+    }
+}
+
+/// A record's payload: the changes it holds.
+pub(crate) fn encode(entries: &[Entry]) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(entries).map_err(io::Error::other)
+}
+
+/// Reads the records numbered after `applied_seq`, in order, stopping at
+/// the first that is missing, torn or out of sequence.
+pub(crate) fn read_after(path: &Path, applied_seq: u64) -> io::Result<Vec<Record>> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    let mut prev: Option<u64> = None;
+    while at + HEADER <= data.len() {
+        let h = &data[at..at + HEADER];
+        let magic = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default());
+        let len = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default());
+        let seq = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
+        let sum = u64::from_le_bytes(h[16..24].try_into().unwrap_or_default());
+        if magic != MAGIC || len > MAX_RECORD || at + HEADER + len as usize > data.len() {
+            break;
+        }
+        if prev.is_some_and(|p| seq != p + 1) {
+            break;
+        }
+        let payload = &data[at + HEADER..at + HEADER + len as usize];
+        if checksum(seq, payload) != sum {
+            break;
+        }
+        let entries: Vec<Entry> = match serde_json::from_slice(payload) {
+            Ok(e) => e,
+            Err(_) => break,
+        };
+        if seq > applied_seq {
+            out.push(Record { seq, entries });
+        }
+        prev = Some(seq);
+        at += HEADER + len as usize;
+    }
+    Ok(out)
+}
+
+fn checksum(seq: u64, payload: &[u8]) -> u64 {
+    fnv1a(payload) ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+fn zero_fill(file: &File, len: u64) -> io::Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < len {
+        let n = zeros.len().min((len - at) as usize);
+        write_all_at(file, &zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, buf: &[u8], at: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(buf, at)
+}
