@@ -39,6 +39,10 @@ pub struct CatalogConfig {
     /// background, start-up replays). `false`: each group commit is a synced
     /// SQLite commit before the reply (several flushes; slower).
     pub journal: bool,
+    /// How long SQLite's catch-up waits to gather journaled changes into
+    /// one transaction, in milliseconds (the app sees them this much later;
+    /// nothing answered waits for it).
+    pub journal_gather_ms: u64,
 }
 
 impl Default for CatalogConfig {
@@ -49,6 +53,7 @@ impl Default for CatalogConfig {
             feed_poll_ms: 50,
             feed: crate::catalog::FeedMode::Triggers,
             journal: true,
+            journal_gather_ms: 5,
         }
     }
 }

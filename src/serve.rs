@@ -39,6 +39,7 @@ pub fn open_export(cfg: &Config) -> anyhow::Result<Arc<Nfs4Server>> {
                 interval: Duration::from_millis(cfg.catalog.writer_interval_ms),
                 max_batch: cfg.catalog.writer_max_batch,
                 journal: cfg.catalog.journal,
+                gather: Duration::from_millis(cfg.catalog.journal_gather_ms),
             },
         )?
         .with_name_rules(NameRules {

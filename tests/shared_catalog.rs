@@ -267,13 +267,19 @@ fn an_app_rename_during_a_write_stream_is_kept() {
         .open(&dir, "render.mov", Create::Unchecked { mode: 0o644 }, 3)
         .unwrap();
     let app = app(&db);
-    let id: String = app
-        .query_row(
+    // The create reaches SQLite a moment after its reply (the journal is
+    // what the reply promised).
+    let mut id = String::new();
+    wait_until(Duration::from_secs(5), || {
+        app.query_row(
             "SELECT node_id FROM file_nodes WHERE label = 'render.mov'",
             [],
             |r| r.get(0),
         )
-        .unwrap();
+        .map(|v| id = v)
+        .is_ok()
+    });
+    assert!(!id.is_empty(), "the app sees the new file");
     app.execute(
         "UPDATE file_nodes SET aliases_json = json_set(aliases_json, '$.color', 'red') WHERE node_id = ?1",
         [&id],

@@ -167,6 +167,9 @@ pub struct WriterConfig {
     /// `fdatasync` of a small file per group commit) rather than a synced
     /// SQLite commit each (see `writer.rs`).
     pub journal: bool,
+    /// How long SQLite's catch-up gathers journaled batches into one
+    /// transaction (the app sees the server's changes this much later).
+    pub gather: Duration,
 }
 
 impl Default for WriterConfig {
@@ -175,6 +178,7 @@ impl Default for WriterConfig {
             interval: Duration::from_millis(200),
             max_batch: 4096,
             journal: true,
+            gather: Duration::from_millis(5),
         }
     }
 }
@@ -312,6 +316,7 @@ impl Catalog {
             writer.interval,
             writer.max_batch,
             writer.journal,
+            writer.gather,
         )?;
         let listings = Cache::builder()
             .weigher(|_k: &NodeId, v: &SharedListing| (v.read().len() as u32).saturating_add(1))
@@ -893,7 +898,9 @@ impl Catalog {
     fn forget(&self, node: &Arc<Node>) {
         node.update(|m| m.deleted = true);
         self.removed.insert(node.id.clone(), node.clone());
-        self.pins.forget_node(&node.id);
+        // Pinned as removed until SQLite has the removal: the row is still
+        // there until then, and must not be loaded back.
+        self.pins.pin_node(node);
         self.nodes.invalidate(&node.id);
         self.listings.invalidate(&node.id);
     }

@@ -34,7 +34,9 @@ impl Pins {
     pub fn unpin_node(&self, node: &Arc<Node>, version: u64) {
         let mut nodes = self.nodes.lock();
         if let Some(pinned) = nodes.get(&node.id) {
-            if Arc::ptr_eq(pinned, node) && node.version() == version {
+            // A removed node stays until its removal is in SQLite
+            // (`unpin_deleted`), whatever batch wrote it before.
+            if Arc::ptr_eq(pinned, node) && node.version() == version && !node.meta().deleted {
                 nodes.remove(&node.id);
             }
         }
@@ -42,6 +44,15 @@ impl Pins {
 
     pub fn forget_node(&self, id: &NodeId) {
         self.nodes.lock().remove(id);
+    }
+
+    /// A removed node leaves memory once its removal is in SQLite (until
+    /// then a load from SQLite would bring it back).
+    pub fn unpin_deleted(&self, id: &NodeId) {
+        let mut nodes = self.nodes.lock();
+        if nodes.get(id).is_some_and(|n| n.meta().deleted) {
+            nodes.remove(id);
+        }
     }
 
     pub fn pin_listing(&self, dir: &NodeId, listing: &SharedListing) {

@@ -220,6 +220,7 @@ fn racing_data_writes_reach_the_database_and_leave_nothing_pinned() {
                 interval: Duration::from_millis(1),
                 max_batch: 4,
                 journal: true,
+                gather: Duration::from_millis(1),
             },
         )
         .unwrap(),

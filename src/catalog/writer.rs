@@ -105,6 +105,7 @@ impl Writer {
         interval: Duration,
         max_batch: usize,
         journal: bool,
+        gather: Duration,
     ) -> anyhow::Result<Writer> {
         let conn = Connection::open(db)?;
         conn.busy_timeout(Duration::from_secs(30))?;
@@ -146,6 +147,7 @@ impl Writer {
             journaled: journal.is_some(),
             applied,
             durable: applied,
+            gather,
         };
         let back = std::thread::Builder::new()
             .name("catalog-sqlite".into())
@@ -347,6 +349,8 @@ struct Batch {
     job_nodes: Vec<Arc<Node>>,
     /// Dirty nodes and the version taken, unpinned if still that version.
     dirty_nodes: Vec<(Arc<Node>, u64)>,
+    /// Nodes removed, pinned as removed until SQLite has it.
+    deleted: Vec<NodeId>,
     listings: Vec<NodeId>,
     /// Answered once the batch is in SQLite (flushes; jobs without a journal).
     waiters: Vec<Sender<Result<(), String>>>,
@@ -411,7 +415,10 @@ impl FrontLoop {
                         Entry::Upsert(Box::new(img))
                     }
                     Change::Delete(id) => match journal_id(id) {
-                        Some(i) => Entry::Delete(i),
+                        Some(i) => {
+                            b.deleted.push(id.clone());
+                            Entry::Delete(i)
+                        }
                         None => continue,
                     },
                     Change::ClientUp(id) => Entry::ClientUp(id.clone()),
@@ -519,6 +526,9 @@ struct BackLoop {
     /// The newest journal record in SQLite, and the newest durably.
     applied: u64,
     durable: u64,
+    /// How long a journaled batch waits for others to share its SQLite
+    /// transaction (nobody waits for it: the reply went out).
+    gather: Duration,
 }
 
 /// How long the back thread waits idle before making SQLite durable.
@@ -544,10 +554,19 @@ impl BackLoop {
                     }
                 }
             }
-            while let Ok(msg) = rx.try_recv() {
+            // Gather while nobody waits: one transaction for many batches.
+            let until = Instant::now() + self.gather;
+            while !stop {
+                let urgent = pending.iter().any(|b| !b.waiters.is_empty() || b.durable);
+                let msg = if urgent || !self.journaled {
+                    rx.try_recv().ok()
+                } else {
+                    rx.recv_deadline(until).ok()
+                };
                 match msg {
-                    BackMsg::Batch(b) => pending.push(b),
-                    BackMsg::Stop => stop = true,
+                    Some(BackMsg::Batch(b)) => pending.push(b),
+                    Some(BackMsg::Stop) => stop = true,
+                    None => break,
                 }
             }
             match self.apply(&pending) {
@@ -589,6 +608,9 @@ impl BackLoop {
         }
         for n in &b.job_nodes {
             self.pins.unpin_node(n, n.version());
+        }
+        for id in &b.deleted {
+            self.pins.unpin_deleted(id);
         }
         self.pins.release_listings(&b.listings);
         for w in b.waiters {
