@@ -215,6 +215,10 @@ pub struct StorageConfig {
     /// flush: survives a crash, not a power loss). COMMIT always does
     /// "full".
     pub file_sync: crate::storage::FileSync,
+    /// Empty files kept ready in the storage folder's `.markbase-spare`
+    /// (Linux), so a create renames one into place instead of waiting for
+    /// the file system to find a free inode; 0: off.
+    pub spare_files: usize,
 }
 
 impl Default for ServerConfig {
@@ -298,6 +302,7 @@ impl Default for StorageConfig {
             direct_queue: 32,
             direct_reads: true,
             file_sync: crate::storage::FileSync::Range,
+            spare_files: 64,
         }
     }
 }

@@ -27,7 +27,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     };
     for e in rd.flatten() {
         match e.file_type() {
-            Ok(t) if t.is_dir() => walk(&e.path(), out),
+            // Hidden folders are the server's own (spare files), not content.
+            Ok(t) if t.is_dir() && !e.file_name().to_string_lossy().starts_with('.') => {
+                walk(&e.path(), out)
+            }
             Ok(t) if t.is_file() => out.push(e.path()),
             _ => {}
         }

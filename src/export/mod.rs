@@ -83,7 +83,8 @@ impl Export {
                 config.storage.direct_after,
                 config.storage.direct_queue as usize,
             )
-            .with_file_sync(config.storage.file_sync),
+            .with_file_sync(config.storage.file_sync)
+            .with_spare_files(&storage_dir, config.storage.spare_files),
             write_verifier,
             config,
             catalog,

@@ -13,28 +13,93 @@
 //!
 //! Until then, the catalog's journal holds the create, and its replay
 //! creates a lost content file again, empty, as the create left it.
+//!
+//! Creating a file costs the file system an inode, and finding a free one
+//! can take long (on ext4 without a journal, 0.3–1 ms on a disk where many
+//! files were recently removed). With spares on (Linux), a thread keeps a
+//! few empty files ready in a hidden folder of the storage root, and a
+//! create renames one into place (refusing to replace anything), so the
+//! reply does not wait for the inode search.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
+
+/// The hidden folder of the storage root that holds spare files.
+pub const SPARE_FOLDER: &str = ".markbase-spare";
 
 /// Folders holding content files whose entries may not be on disk yet.
 /// Bounded by the number of content folders (256 under the storage root).
 #[derive(Debug, Default)]
 pub struct NewEntries {
     dirs: Mutex<HashSet<PathBuf>>,
+    spares: Option<Arc<Spares>>,
+}
+
+/// Empty files made ahead of creates.
+#[derive(Debug)]
+struct Spares {
+    dir: PathBuf,
+    ready: Mutex<Vec<(PathBuf, File)>>,
+    /// Signalled when a spare is taken.
+    taken: Condvar,
+    keep: usize,
+    made: AtomicU64,
+    used: AtomicU64,
 }
 
 impl NewEntries {
+    /// Keeps `keep` empty files ready in `storage/.markbase-spare` (Linux:
+    /// the rename that refuses to replace is Linux's); 0 or elsewhere: off.
+    pub fn with_spares(storage: &Path, keep: usize) -> NewEntries {
+        if keep == 0 || !cfg!(target_os = "linux") {
+            return NewEntries::default();
+        }
+        let dir = storage.join(SPARE_FOLDER);
+        let spares = Arc::new(Spares {
+            dir,
+            ready: Mutex::new(Vec::new()),
+            taken: Condvar::new(),
+            keep,
+            made: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+        });
+        if let Err(e) = spares.start() {
+            tracing::warn!(dir = %spares.dir.display(), error = %e, "spare content files off");
+            return NewEntries::default();
+        }
+        NewEntries {
+            dirs: Mutex::default(),
+            spares: Some(spares),
+        }
+    }
+
+    /// Spare files made and used so far.
+    pub fn spares_made_used(&self) -> (u64, u64) {
+        self.spares.as_ref().map_or((0, 0), |s| {
+            (
+                s.made.load(Ordering::Relaxed),
+                s.used.load(Ordering::Relaxed),
+            )
+        })
+    }
+
     /// Creates a new, empty content file (failing if it exists), leaving
     /// its folder entry to be synced later.
     pub fn create_content(&self, path: &Path) -> io::Result<File> {
         let dir = path.parent().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "content path has no folder")
         })?;
+        if let Some(f) = self.spares.as_ref().and_then(|s| s.place(path, dir)) {
+            self.dirs.lock().insert(dir.to_path_buf());
+            return Ok(f);
+        }
         let f = match create_new(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir)?;
@@ -85,6 +150,113 @@ impl NewEntries {
     }
 }
 
+impl Spares {
+    /// Takes the spares a previous run left (empty ones) and starts the
+    /// thread that keeps `keep` ready.
+    fn start(self: &Arc<Self>) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let mut ready = Vec::new();
+        for e in std::fs::read_dir(&self.dir)?.flatten() {
+            let p = e.path();
+            match std::fs::OpenOptions::new().read(true).write(true).open(&p) {
+                Ok(f) if f.metadata().is_ok_and(|m| m.is_file() && m.len() == 0) => {
+                    ready.push((p, f))
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+        ready.truncate(self.keep);
+        *self.ready.lock() = ready;
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("spare-files".into())
+            .spawn(move || refill(weak))?;
+        Ok(())
+    }
+
+    /// Renames a spare to `path` (never over an existing file); None when
+    /// none is ready or the rename fails (the caller creates the file).
+    fn place(&self, path: &Path, dir: &Path) -> Option<File> {
+        let (spare, file) = self.ready.lock().pop()?;
+        self.taken.notify_one();
+        let mut r = rename_noreplace(&spare, path);
+        if r.as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+            && !dir.exists()
+        {
+            r = std::fs::create_dir_all(dir).and_then(|_| rename_noreplace(&spare, path));
+        }
+        match r {
+            Ok(()) => {
+                self.used.fetch_add(1, Ordering::Relaxed);
+                Some(file)
+            }
+            Err(e) => {
+                tracing::debug!(spare = %spare.display(), path = %path.display(), error = %e, "spare not used");
+                let _ = std::fs::remove_file(&spare);
+                None
+            }
+        }
+    }
+}
+
+/// Keeps the spares topped up until the pool is dropped.
+fn refill(spares: Weak<Spares>) {
+    let pid = std::process::id();
+    loop {
+        let Some(s) = spares.upgrade() else { return };
+        {
+            let mut ready = s.ready.lock();
+            if ready.len() >= s.keep {
+                s.taken.wait_for(&mut ready, Duration::from_secs(1));
+                continue;
+            }
+        }
+        let n = s.made.fetch_add(1, Ordering::Relaxed);
+        let p = s.dir.join(format!("spare-{pid}-{n}"));
+        match create_new(&p) {
+            Ok(f) => s.ready.lock().push((p, f)),
+            Err(e) => {
+                tracing::warn!(dir = %s.dir.display(), error = %e, "cannot make a spare content file");
+                drop(s);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// rename(2) that fails if `to` exists (renameat2 RENAME_NOREPLACE).
+#[cfg(target_os = "linux")]
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let from = CString::new(from.as_os_str().as_bytes())?;
+    let to = CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: two NUL-terminated paths that live across the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Spares are off where there is no such rename (see `with_spares`).
+#[cfg(not(target_os = "linux"))]
+fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 fn create_new(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
@@ -129,5 +301,34 @@ mod tests {
         assert_eq!(entries.pending(), 1, "nothing new in ab");
         entries.sync_all().unwrap();
         assert_eq!(entries.pending(), 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn creates_take_spare_files_and_never_replace_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = NewEntries::with_spares(dir.path(), 4);
+        let spare_dir = dir.path().join(SPARE_FOLDER);
+        let ready = || std::fs::read_dir(&spare_dir).unwrap().count();
+        let t = std::time::Instant::now();
+        while ready() < 4 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(ready(), 4, "the thread keeps four ready");
+        let a = dir.path().join("ab").join("one");
+        entries.create_content(&a).unwrap();
+        assert_eq!(std::fs::metadata(&a).unwrap().len(), 0);
+        assert_eq!(entries.spares_made_used().1, 1, "a spare was used");
+        assert_eq!(entries.pending(), 1, "its folder entry is still to sync");
+        std::fs::write(&a, b"kept").unwrap();
+        assert!(entries.create_content(&a).is_err(), "never over a file");
+        assert_eq!(std::fs::read(&a).unwrap(), b"kept");
+        // A new run takes the spares left behind.
+        drop(entries);
+        let again = NewEntries::with_spares(dir.path(), 4);
+        again
+            .create_content(&dir.path().join("cd").join("two"))
+            .unwrap();
+        assert!(again.spares_made_used().1 == 1);
     }
 }

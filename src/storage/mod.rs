@@ -17,7 +17,7 @@ mod direct;
 mod entries;
 mod sync;
 
-pub use entries::NewEntries;
+pub use entries::{NewEntries, SPARE_FOLDER};
 pub use sync::FileSync;
 
 /// An open content file in the pool.
@@ -193,6 +193,13 @@ impl FilePool {
     /// catalog's journal starts over (see [`NewEntries`]).
     pub fn create_content(&self, path: &Path) -> io::Result<File> {
         self.entries.create_content(path)
+    }
+
+    /// Keeps `keep` empty files ready under `storage` for creates (see
+    /// [`NewEntries`]; Linux).
+    pub fn with_spare_files(mut self, storage: &Path, keep: usize) -> FilePool {
+        self.entries = Arc::new(NewEntries::with_spares(storage, keep));
+        self
     }
 
     /// The folders of new content files, for the catalog to sync before
