@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Namespace changes one at a time: this server as built (intent journal, spare content files) against
+# the same server with them off (each create, remove or rename waits for a synced SQLite commit, and a
+# create for its own file creation and folder sync) and against NFS-Ganesha 4.3 (FSAL VFS, which syncs
+# nothing on create or remove). The same client (nfsbench on libnfs 6, ../shared/peer), the same disk,
+# the same run, alternating round by round.
+#   perf/versus-metadata.sh [rounds] [files]   (run from the project's root; ../shared/peer/setup.sh once)
+# Per round and contender: create+close, stat, remove of `files` files (default 2,000) over NFSv4, one
+# request at a time. Prints every round, the min/median/max of each, and the ratios of the medians.
+set -euo pipefail
+rounds=${1:-3}; files=${2:-2000}
+peer=$(cd "$(dirname "$0")/../../shared/peer" && pwd)
+PEER_DIR=${PEER_DIR:-$HOME/.cache/markbase-peer}
+[ -x "$PEER_DIR/nfsbench" ] || "$peer/setup.sh"
+NB="$PEER_DIR/nfsbench"; export NOPORTMAP="$PEER_DIR/noportmap.so"
+. "$peer/ganesha.sh"
+cargo build --release --quiet
+BIN=$PWD/target/release/markbase-nfs
+T=$(mktemp -d "$PWD/target/versus-metadata.XXXX")
+ON_PORT=21215; OFF_PORT=21216; G_PORT=21220
+sed -e 's/^journal = true/journal = false/' -e 's/^spare_files = [0-9]*/spare_files = 0/' tuning.toml > "$T/off.toml"
+grep -q '^journal = false' "$T/off.toml" && grep -q '^spare_files = 0' "$T/off.toml"
+for w in on off; do
+  "$BIN" gen --db "$T/$w.sqlite" --storage "$T/$w.store" --nodes 200 >/dev/null
+done
+"$BIN" serve --db "$T/on.sqlite" --storage "$T/on.store" --port $ON_PORT --address 127.0.0.1 > "$T/on.log" 2>&1 &
+ON_PID=$!
+"$BIN" serve --config "$T/off.toml" --db "$T/off.sqlite" --storage "$T/off.store" --port $OFF_PORT \
+  --address 127.0.0.1 > "$T/off.log" 2>&1 &
+OFF_PID=$!
+trap 'kill $ON_PID $OFF_PID 2>/dev/null; ganesha_stop; wait 2>/dev/null; rm -rf "$T"' EXIT
+for p in $ON_PORT $OFF_PORT; do
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+done
+ganesha_start $G_PORT "$T/gexport" "$T/grun" || { echo "ganesha did not start: $(tail -3 "$T/grun/ganesha.log")"; exit 1; }
+declare -A URL=(
+  [journal]="nfs://127.0.0.1:$ON_PORT"
+  [synced]="nfs://127.0.0.1:$OFF_PORT"
+  [ganesha]="nfs://127.0.0.1:$G_PORT/export"
+)
+WHO="journal synced ganesha"
+for i in $(seq 1 "$rounds"); do
+  for w in $WHO; do
+    u="${URL[$w]}/meta$i?version=4"
+    for op in mkfiles stat rmfiles; do
+      "$NB" $op "$u" "$files" 2>&1 | grep -oE '[0-9]+ ops/s' | awk '{print $1}' >> "$T/$w.$op"
+    done
+    echo "round $i $w: create $(tail -1 "$T/$w.mkfiles") ops/s, stat $(tail -1 "$T/$w.stat"), remove $(tail -1 "$T/$w.rmfiles")"
+  done
+done
+mmm() { sort -n | awk '{a[NR]=$1} END{printf "%s/%s/%s", a[1], a[int((NR+1)/2)], a[NR]}'; }
+med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
+for k in mkfiles stat rmfiles; do
+  line="min/median/max $k ops/s:"
+  for w in $WHO; do line="$line $w $(mmm < "$T/$w.$k")"; done
+  echo "$line"
+  echo "  median $k: journal/synced $(ratio "$(med < "$T/journal.$k")" "$(med < "$T/synced.$k")")x," \
+    "journal/ganesha $(ratio "$(med < "$T/journal.$k")" "$(med < "$T/ganesha.$k")")x"
+done
