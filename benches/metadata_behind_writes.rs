@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use markbase_nfs::client::{CompoundArgs, Create, Nfs4Client, WriteStream};
-use markbase_nfs::config::Config;
 use markbase_nfs::nfs4::consts::NFS4_PROGRAM;
 use markbase_nfs::rpc::message::decode_reply;
 
 #[path = "support/server.rs"]
 mod server;
-use server::start_server;
+use server::{serve_runtime, start_server};
 
 const DEPTH: u64 = 128;
 const CHUNK: usize = 1 << 20;
@@ -101,13 +100,7 @@ fn main() {
     let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("metadata-bench");
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).unwrap();
-    // As `serve` builds it: the blocking pool as small as in production.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(Config::default().server.blocking_threads)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = serve_runtime();
     let (addr, _nfs) = start_server(&rt, &base, |_| {});
     let new_hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let (mut idle, mut same, mut beside) = (new_hist(), new_hist(), new_hist());

@@ -21,11 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use markbase_nfs::client::{Create, Nfs4Client};
-use markbase_nfs::config::Config;
 
 #[path = "support/server.rs"]
 mod server;
-use server::start_server;
+use server::{serve_runtime, start_server};
 
 /// Files per shape and round.
 const FILES: usize = 800;
@@ -147,12 +146,7 @@ fn main() {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("namespace-bench");
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(Config::default().server.blocking_threads)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = serve_runtime();
     let (journal, _a) = start_server(&rt, &base.join("journal"), |_| {});
     let (synced, _b) = start_server(&rt, &base.join("synced"), |cfg| {
         cfg.catalog.journal = false;

@@ -14,6 +14,7 @@ PEER_DIR=${PEER_DIR:-$HOME/.cache/markbase-peer}
 [ -x "$PEER_DIR/nfsbench" ] || "$peer/setup.sh"
 NB="$PEER_DIR/nfsbench"; export NOPORTMAP="$PEER_DIR/noportmap.so"
 . "$peer/ganesha.sh"
+. "$(dirname "$0")/stats.sh"
 cargo build --release --quiet
 BIN=$PWD/target/release/markbase-nfs
 T=$(mktemp -d "$PWD/target/versus-metadata.XXXX")
@@ -48,9 +49,6 @@ for i in $(seq 1 "$rounds"); do
     echo "round $i $w: create $(tail -1 "$T/$w.mkfiles") ops/s, stat $(tail -1 "$T/$w.stat"), remove $(tail -1 "$T/$w.rmfiles")"
   done
 done
-mmm() { sort -n | awk '{a[NR]=$1} END{printf "%s/%s/%s", a[1], a[int((NR+1)/2)], a[NR]}'; }
-med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 for k in mkfiles stat rmfiles; do
   line="min/median/max $k ops/s:"
   for w in $WHO; do line="$line $w $(mmm < "$T/$w.$k")"; done

@@ -13,6 +13,7 @@ PEER_DIR=${PEER_DIR:-$HOME/.cache/markbase-peer}
 [ -x "$PEER_DIR/nfsbench" ] || "$peer/setup.sh"
 NB="$PEER_DIR/nfsbench"; export NOPORTMAP="$PEER_DIR/noportmap.so"
 . "$peer/ganesha.sh"
+. "$(dirname "$0")/stats.sh"
 cargo build --release --quiet
 BIN=$PWD/target/release/markbase-nfs
 T=$(mktemp -d "$PWD/target/versus-v3.XXXX")
@@ -43,9 +44,6 @@ for i in $(seq 1 "$rounds"); do
     echo "round $i $w: write $(tail -1 "$T/$w.w") MB/s, +COMMIT $(tail -1 "$T/$w.c"), read $(tail -1 "$T/$w.r")"
   done
 done
-mmm() { sort -n | awk '{a[NR]=$1} END{printf "%s/%s/%s", a[1], a[int((NR+1)/2)], a[NR]}'; }
-med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 for k in w c r; do
   line="min/median/max $k MB/s:"
   for w in $WHO; do line="$line $w $(mmm < "$T/$w.$k")"; done

@@ -6,6 +6,18 @@ use std::sync::Arc;
 use markbase_nfs::config::Config;
 use markbase_nfs::serve::{dispatcher_for, listen_addr, open_export};
 
+/// A runtime as `serve` builds it: two workers, the blocking pool as small
+/// as in production.
+#[allow(dead_code)] // not every bench builds its own runtime
+pub fn serve_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(Config::default().server.blocking_threads)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Starts an in-process server on `rt` and returns its address.
 pub fn start_server(
     rt: &tokio::runtime::Runtime,

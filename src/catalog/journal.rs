@@ -53,7 +53,8 @@ pub(crate) enum IdImage {
 }
 
 impl IdImage {
-    fn of(id: &NodeId) -> Option<IdImage> {
+    /// None for the export root (it has no row).
+    pub fn of(id: &NodeId) -> Option<IdImage> {
         match id {
             NodeId::Root => None,
             NodeId::Int(i) => Some(IdImage::Int(*i)),

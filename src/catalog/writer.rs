@@ -414,7 +414,7 @@ impl FrontLoop {
                         b.job_nodes.push(n.clone());
                         Entry::Upsert(Box::new(img))
                     }
-                    Change::Delete(id) => match journal_id(id) {
+                    Change::Delete(id) => match IdImage::of(id) {
                         Some(i) => {
                             b.deleted.push(id.clone());
                             Entry::Delete(i)
@@ -504,14 +504,6 @@ impl FrontLoop {
             }
             Err(e) => Err(failed(e, j)),
         }
-    }
-}
-
-fn journal_id(id: &NodeId) -> Option<IdImage> {
-    match id {
-        NodeId::Root => None,
-        NodeId::Int(i) => Some(IdImage::Int(*i)),
-        NodeId::Text(s) => Some(IdImage::Text(s.to_string())),
     }
 }
 

@@ -97,7 +97,7 @@ impl NewEntries {
             io::Error::new(io::ErrorKind::InvalidInput, "content path has no folder")
         })?;
         if let Some(f) = self.spares.as_ref().and_then(|s| s.place(path, dir)) {
-            self.dirs.lock().insert(dir.to_path_buf());
+            self.remember(dir);
             return Ok(f);
         }
         let f = match create_new(path) {
@@ -111,11 +111,16 @@ impl NewEntries {
             }
             r => r?,
         };
+        self.remember(dir);
+        Ok(f)
+    }
+
+    /// `dir` gained an entry not yet synced.
+    fn remember(&self, dir: &Path) {
         let mut dirs = self.dirs.lock();
         if !dirs.contains(dir) {
             dirs.insert(dir.to_path_buf());
         }
-        Ok(f)
     }
 
     /// Makes the entries in `dir` durable if it has new ones.
