@@ -125,11 +125,7 @@ pub struct Pending(writer::Commit);
 impl Pending {
     /// Blocks until the batch holding the change has committed.
     pub fn wait(self) -> CatalogResult<()> {
-        match self.0.recv() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(CatalogError::Commit(e)),
-            Err(_) => Err(CatalogError::Commit("catalog writer has stopped".into())),
-        }
+        self.0.wait().map_err(CatalogError::Commit)
     }
 }
 
@@ -939,8 +935,6 @@ impl Catalog {
             // Same object under the same name: nothing to do.
             let c = src_parent.change();
             let d = dst_parent.change();
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            let _ = tx.send(Ok(()));
             return Ok((
                 Renamed {
                     source: DirChange {
@@ -953,7 +947,7 @@ impl Catalog {
                     },
                     replaced: None,
                 },
-                Pending(rx),
+                Pending(writer::Commit::done()),
             ));
         }
         if node.kind == NodeKind::Folder {
@@ -1038,9 +1032,7 @@ impl Catalog {
             }
         });
         if node.id.is_root() {
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            let _ = tx.send(Ok(()));
-            return Pending(rx);
+            return Pending(writer::Commit::done());
         }
         self.pins.pin_node(node);
         Pending(

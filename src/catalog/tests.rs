@@ -556,23 +556,7 @@ fn a_namespace_change_is_answered_after_one_journal_record_and_reaches_sqlite() 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("k.sqlite");
     let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
-    let id = cat.allocate_id();
-    let (node, _, pending) = cat
-        .create(
-            &NodeId::Root,
-            NewNode {
-                id: id.clone(),
-                kind: NodeKind::Folder,
-                name: "Reel 1".into(),
-                content: None,
-                mode: None,
-                special: None,
-                owner: None,
-                owner_group: None,
-                create_verifier: None,
-            },
-        )
-        .unwrap();
+    let (node, _, pending) = cat.create(&NodeId::Root, folder(&cat, "Reel 1")).unwrap();
     pending.wait().unwrap();
     let stats = cat.writer_stats();
     assert_eq!(stats.journal_records.load(Ordering::Relaxed), 1);
@@ -601,4 +585,70 @@ fn a_namespace_change_is_answered_after_one_journal_record_and_reaches_sqlite() 
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(stats.durable_commits.load(Ordering::Relaxed) >= 1);
+}
+
+fn folder(cat: &Catalog, name: &str) -> NewNode {
+    NewNode {
+        id: cat.allocate_id(),
+        kind: NodeKind::Folder,
+        name: name.into(),
+        content: None,
+        mode: None,
+        special: None,
+        owner: None,
+        owner_group: None,
+        create_verifier: None,
+    }
+}
+
+fn labels_in_sqlite(db: &Path) -> Vec<String> {
+    let conn = Connection::open(db).unwrap();
+    let mut st = conn
+        .prepare("SELECT label FROM file_nodes ORDER BY label")
+        .unwrap();
+    let rows = st.query_map([], |r| r.get(0)).unwrap();
+    rows.map(|r| r.unwrap()).collect()
+}
+
+#[test]
+fn changes_queued_before_a_leader_waits_share_one_journal_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.sqlite");
+    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    let pendings: Vec<Pending> = (0..10)
+        .map(|i| {
+            let (_, _, p) = cat
+                .create(&NodeId::Root, folder(&cat, &format!("Reel {i}")))
+                .unwrap();
+            p
+        })
+        .collect();
+    // The first waiter leads: it journals all ten in one record.
+    for p in pendings {
+        p.wait().unwrap();
+    }
+    let stats = cat.writer_stats();
+    assert_eq!(stats.journal_records.load(Ordering::Relaxed), 1);
+    cat.flush().unwrap();
+    let want: Vec<String> = (0..10).map(|i| format!("Reel {i}")).collect();
+    assert_eq!(labels_in_sqlite(&db), want);
+}
+
+#[test]
+fn a_change_nobody_waits_for_is_journaled_all_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("d.sqlite");
+    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    let (_, _, pending) = cat.create(&NodeId::Root, folder(&cat, "Dailies")).unwrap();
+    drop(pending);
+    let stats = cat.writer_stats();
+    let t = std::time::Instant::now();
+    while stats.journal_records.load(Ordering::Relaxed) == 0
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(stats.journal_records.load(Ordering::Relaxed), 1);
+    cat.flush().unwrap();
+    assert_eq!(labels_in_sqlite(&db), vec!["Dailies".to_string()]);
 }

@@ -4,10 +4,14 @@
 //! coalesced and persisted every `interval`. Namespace changes (create,
 //! rename, remove, setattr) arrive as jobs whose submitter waits.
 //!
-//! The front thread takes whatever is queued as one batch (group commit:
-//! many creates share one flush), writes its jobs as one record to the
-//! intent journal (`journal.rs`, one `fdatasync`), answers every job in it,
-//! and hands the batch to the back thread. The back thread applies batches
+//! With a journal, namespace jobs queue in a `Group`; the first submitter
+//! to wait leads: it takes every job queued (group commit: many creates
+//! share one flush), writes them as one record to the intent journal
+//! (`journal.rs`, one `fdatasync`), answers them and hands the batch to the
+//! back thread. Jobs queued meanwhile go to the next leader, so one change
+//! at a time costs no hand-off to another thread. The front thread batches
+//! the dirty nodes of WRITEs, flushes and stops, and leads for jobs nobody
+//! waits for; without a journal it batches jobs as well. The back thread applies batches
 //! to SQLite, as many as have arrived in one transaction, with
 //! `synchronous=NORMAL`: the journal is what a reply promised. It makes
 //! SQLite durable (one synced commit) when the journal asks to start over
@@ -57,6 +61,8 @@ pub(crate) struct Job {
 enum Msg {
     Dirty(Arc<Node>),
     Job(Job),
+    /// Jobs are queued in the group and nobody waits to lead them.
+    Lead,
     Flush(Sender<Result<(), String>>),
     Stop,
 }
@@ -75,6 +81,8 @@ pub struct WriterStats {
 
 pub(crate) struct Writer {
     tx: Sender<Msg>,
+    /// Set when namespace changes go through the journal.
+    group: Option<Arc<Group>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     pub stats: Arc<WriterStats>,
     before_durable: Arc<OnceLock<DurableHook>>,
@@ -85,8 +93,88 @@ pub(crate) struct Writer {
 /// disk by then (the folder entries of new content files).
 pub type DurableHook = Box<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
-/// How long a committed job's waiter may be kept waiting.
-pub(crate) type Commit = Receiver<Result<(), String>>;
+/// A submitted job's answer to come. Waiting on it leads the group commit
+/// if nobody else is writing the journal.
+pub(crate) struct Commit {
+    answer: Receiver<Result<(), String>>,
+    group: Option<Arc<Group>>,
+}
+
+impl Commit {
+    /// A change that needed no commit.
+    pub fn done() -> Commit {
+        let (tx, answer) = crossbeam_channel::bounded(1);
+        let _ = tx.send(Ok(()));
+        Commit {
+            answer,
+            group: None,
+        }
+    }
+
+    /// Blocks until the job is durable (journal) or committed (SQLite).
+    pub fn wait(mut self) -> Result<(), String> {
+        if let Some(g) = self.group.take() {
+            g.lead(false);
+        }
+        self.answer
+            .recv()
+            .map_err(|_| "catalog writer has stopped".to_string())?
+    }
+}
+
+impl Drop for Commit {
+    /// Nobody will wait: the front thread leads the job in.
+    fn drop(&mut self) {
+        if let Some(g) = self.group.take() {
+            let _ = g.front.send(Msg::Lead);
+        }
+    }
+}
+
+/// Namespace jobs waiting for the journal, and what writes them: whoever
+/// holds `sink` takes node images and hands batches to the back thread, so
+/// batches reach SQLite in the order their images were taken.
+pub(crate) struct Group {
+    queued: Mutex<Vec<Job>>,
+    sink: Arc<Mutex<Sink>>,
+    front: Sender<Msg>,
+    max_batch: usize,
+}
+
+impl Group {
+    /// Journals every queued job, in batches, until none is left or another
+    /// thread holds the sink (it looks again after letting go). `block`:
+    /// wait for the sink rather than leave the jobs to its holder.
+    fn lead(&self, block: bool) {
+        loop {
+            let mut sink = if block {
+                self.sink.lock()
+            } else {
+                match self.sink.try_lock() {
+                    Some(s) => s,
+                    None => return,
+                }
+            };
+            loop {
+                let jobs: Vec<Job> = {
+                    let mut q = self.queued.lock();
+                    let n = q.len().min(self.max_batch);
+                    q.drain(..n).collect()
+                };
+                if jobs.is_empty() {
+                    break;
+                }
+                sink.send(jobs, Vec::new(), Vec::new(), false);
+            }
+            drop(sink);
+            // A job queued while the sink was held, by a submitter whose
+            // try_lock failed, is ours to lead.
+            if self.queued.lock().is_empty() {
+                return;
+            }
+        }
+    }
+}
 
 /// The newest journal record SQLite holds durably, and a wait for it.
 #[derive(Default)]
@@ -152,11 +240,25 @@ impl Writer {
         let back = std::thread::Builder::new()
             .name("catalog-sqlite".into())
             .spawn(move || back.run(back_rx))?;
-        let front = FrontLoop {
+        let journaled = journal.is_some();
+        let sink = Arc::new(Mutex::new(Sink {
             journal,
             to_back,
             mark,
             stats: stats.clone(),
+            stopped: false,
+        }));
+        let group = journaled.then(|| {
+            Arc::new(Group {
+                queued: Mutex::new(Vec::new()),
+                sink: sink.clone(),
+                front: tx.clone(),
+                max_batch: max_batch.max(1),
+            })
+        });
+        let front = FrontLoop {
+            sink,
+            group: group.clone(),
             interval,
             max_batch: max_batch.max(1),
         };
@@ -165,6 +267,7 @@ impl Writer {
             .spawn(move || front.run(rx))?;
         Ok(Writer {
             tx,
+            group,
             threads: Mutex::new(vec![front, back]),
             stats,
             before_durable,
@@ -181,18 +284,30 @@ impl Writer {
         let _ = self.tx.send(Msg::Dirty(node));
     }
 
+    /// Queues a namespace change; callers submit in the order of their
+    /// in-memory changes, and the journal keeps that order.
     pub fn submit(&self, changes: Vec<Change>, listings: Vec<NodeId>) -> Commit {
-        let (done, rx) = crossbeam_channel::bounded(1);
+        let (done, answer) = crossbeam_channel::bounded(1);
         let job = Job {
             changes,
             listings,
             done,
         };
+        if let Some(g) = &self.group {
+            g.queued.lock().push(job);
+            return Commit {
+                answer,
+                group: Some(g.clone()),
+            };
+        }
         if let Err(e) = self.tx.send(Msg::Job(job)) {
             let Msg::Job(job) = e.0 else { unreachable!() };
             let _ = job.done.send(Err("catalog writer has stopped".into()));
         }
-        rx
+        Commit {
+            answer,
+            group: None,
+        }
     }
 
     /// Persists everything queued so far into SQLite.
@@ -319,6 +434,8 @@ struct Queue {
     dirty_since: Option<Instant>,
     jobs: Vec<Job>,
     flushes: Vec<Sender<Result<(), String>>>,
+    /// Jobs wait in the group for a leader.
+    lead: bool,
     stop: bool,
 }
 
@@ -330,6 +447,7 @@ impl Queue {
                 self.dirty.insert(n.id.clone(), n);
             }
             Msg::Job(j) => self.jobs.push(j),
+            Msg::Lead => self.lead = true,
             Msg::Flush(f) => self.flushes.push(f),
             Msg::Stop => self.stop = true,
         }
@@ -363,49 +481,38 @@ enum BackMsg {
     Stop,
 }
 
-struct FrontLoop {
+/// Takes batches' node images, journals their jobs and hands the batches to
+/// the back thread; one holder at a time (`Group::sink`).
+struct Sink {
     journal: Option<Journal>,
     to_back: Sender<BackMsg>,
     mark: Arc<DurableMark>,
     stats: Arc<WriterStats>,
-    interval: Duration,
-    max_batch: usize,
+    /// The writer has stopped: jobs are refused.
+    stopped: bool,
 }
 
-impl FrontLoop {
-    fn run(mut self, rx: Receiver<Msg>) {
-        let mut q = Queue::default();
-        while !q.stop {
-            let wait = match q.dirty_since {
-                Some(t) => self.interval.saturating_sub(t.elapsed()),
-                None => Duration::from_secs(3600),
-            };
-            match rx.recv_timeout(wait) {
-                Ok(msg) => q.take(msg),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => q.stop = true,
+impl Sink {
+    /// One batch: the jobs' changes (journaled, then answered; without a
+    /// journal answered once in SQLite), then the dirty nodes' columns.
+    fn send(
+        &mut self,
+        jobs: Vec<Job>,
+        dirty: Vec<Arc<Node>>,
+        mut waiters: Vec<Sender<Result<(), String>>>,
+        durable: bool,
+    ) {
+        if self.stopped {
+            for job in jobs {
+                let _ = job.done.send(Err("catalog writer has stopped".into()));
             }
-            while q.jobs.len() < self.max_batch {
-                match rx.try_recv() {
-                    Ok(msg) => q.take(msg),
-                    Err(_) => break,
-                }
+            for w in waiters {
+                let _ = w.send(Err("catalog writer has stopped".into()));
             }
-            let due = q.stop
-                || !q.jobs.is_empty()
-                || !q.flushes.is_empty()
-                || q.dirty.len() >= self.max_batch
-                || q.dirty_since.is_some_and(|t| t.elapsed() >= self.interval);
-            if due {
-                self.take_batch(&mut q);
-            }
+            return;
         }
-        let _ = self.to_back.send(BackMsg::Stop);
-    }
-
-    fn take_batch(&mut self, q: &mut Queue) {
         let mut b = Batch::default();
-        for job in &q.jobs {
+        for job in &jobs {
             for change in &job.changes {
                 b.entries.push(match change {
                     Change::Upsert(n) => {
@@ -427,12 +534,12 @@ impl FrontLoop {
             }
         }
         let namespace = b.entries.len();
-        let result = if q.jobs.is_empty() {
+        let result = if jobs.is_empty() {
             Ok(())
         } else {
             self.journal_entries(&mut b, namespace)
         };
-        for (_, n) in q.dirty.drain() {
+        for n in dirty {
             // Before reading its state: a change after this queues it again.
             n.taken_by_writer();
             let v = n.version();
@@ -441,8 +548,7 @@ impl FrontLoop {
             b.entries.push(Entry::Upsert(Box::new(img)));
             b.dirty_nodes.push((n, v));
         }
-        q.dirty_since = None;
-        for job in q.jobs.drain(..) {
+        for job in jobs {
             b.listings.extend(job.listings);
             match (&result, self.journal.is_some()) {
                 (Ok(()), false) => b.waiters.push(job.done),
@@ -451,11 +557,16 @@ impl FrontLoop {
                 }
             }
         }
-        b.waiters.append(&mut q.flushes);
-        if q.stop {
-            b.durable = true;
+        b.waiters.append(&mut waiters);
+        b.durable = durable;
+        if let Err(e) = self.to_back.send(BackMsg::Batch(b)) {
+            let BackMsg::Batch(b) = e.0 else {
+                unreachable!()
+            };
+            for w in b.waiters {
+                let _ = w.send(Err("catalog writer has stopped".into()));
+            }
         }
-        let _ = self.to_back.send(BackMsg::Batch(b));
     }
 
     /// Writes the batch's first `count` entries (its namespace changes) to
@@ -504,6 +615,69 @@ impl FrontLoop {
             }
             Err(e) => Err(failed(e, j)),
         }
+    }
+}
+
+/// The front thread: dirty nodes every `interval`, flushes, the stop, jobs
+/// nobody waits for, and (without a journal) every job.
+struct FrontLoop {
+    sink: Arc<Mutex<Sink>>,
+    group: Option<Arc<Group>>,
+    interval: Duration,
+    max_batch: usize,
+}
+
+impl FrontLoop {
+    fn run(self, rx: Receiver<Msg>) {
+        let mut q = Queue::default();
+        while !q.stop {
+            let wait = match q.dirty_since {
+                Some(t) => self.interval.saturating_sub(t.elapsed()),
+                None => Duration::from_secs(3600),
+            };
+            match rx.recv_timeout(wait) {
+                Ok(msg) => q.take(msg),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => q.stop = true,
+            }
+            while q.jobs.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(msg) => q.take(msg),
+                    Err(_) => break,
+                }
+            }
+            if let Some(g) = &self.group {
+                if q.lead || q.stop || !q.flushes.is_empty() {
+                    // A flush covers the jobs queued before it.
+                    g.lead(q.stop || !q.flushes.is_empty());
+                }
+            }
+            q.lead = false;
+            let due = q.stop
+                || !q.jobs.is_empty()
+                || !q.flushes.is_empty()
+                || q.dirty.len() >= self.max_batch
+                || q.dirty_since.is_some_and(|t| t.elapsed() >= self.interval);
+            if due {
+                self.take_batch(&mut q);
+                if let Some(g) = &self.group {
+                    // A submitter may have found the sink held by this
+                    // thread and left its job to it.
+                    g.lead(false);
+                }
+            }
+        }
+        let mut sink = self.sink.lock();
+        sink.stopped = true;
+        let _ = sink.to_back.send(BackMsg::Stop);
+    }
+
+    fn take_batch(&self, q: &mut Queue) {
+        let dirty: Vec<Arc<Node>> = q.dirty.drain().map(|(_, n)| n).collect();
+        q.dirty_since = None;
+        let jobs = std::mem::take(&mut q.jobs);
+        let flushes = std::mem::take(&mut q.flushes);
+        self.sink.lock().send(jobs, dirty, flushes, q.stop);
     }
 }
 
