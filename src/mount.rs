@@ -2,6 +2,10 @@
 //! client gets the export's root handle. Served on the NFS port itself
 //! (`mount_nfs -o vers=3,port=P,mountport=P`, Linux `mountport=P`), so no
 //! rpcbind is needed. One export: `/`, and any folder path under it.
+//!
+//! Versions 1 and 2 answer every procedure but MNT (their handles are
+//! NFSv2's, not served): macOS unmounts an NFSv3 mount with a version 1
+//! UMNT (apple-oss-distributions/NFS, kext/nfs_vfsops.c: nfs3_umount_rpc).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,6 +18,8 @@ use crate::xdr::{Decoder, Encoder};
 
 pub const MOUNT_PROGRAM: u32 = 100005;
 pub const MOUNT_V3: u32 = 3;
+/// The oldest version answered (UMNT, UMNTALL, DUMP, EXPORT: the same XDR).
+pub const MOUNT_V1: u32 = 1;
 
 const MOUNTPROC3_NULL: u32 = 0;
 const MOUNTPROC3_MNT: u32 = 1;
@@ -102,7 +108,7 @@ impl Program for MountServer {
     }
 
     fn versions(&self) -> (u32, u32) {
-        (MOUNT_V3, MOUNT_V3)
+        (MOUNT_V1, MOUNT_V3)
     }
 
     fn call(&self, ctx: &CallContext, args: &[u8], out: &mut ReplyBody) -> Result<(), AcceptError> {
@@ -114,6 +120,8 @@ impl Program for MountServer {
         let e = out.enc();
         match ctx.procedure {
             MOUNTPROC3_NULL => {}
+            // fhstatus carries a 32-byte NFSv2 handle: not served.
+            MOUNTPROC3_MNT if ctx.version < MOUNT_V3 => return Err(AcceptError::ProcUnavail),
             MOUNTPROC3_MNT => {
                 let p = match d.opaque(usize::MAX) {
                     Ok(raw) if raw.len() > MNTPATHLEN => {

@@ -182,10 +182,17 @@ fn rpc_level_errors_get_their_replies() {
         c.call(NFS4_PROGRAM, 2, 0, &[]).unwrap().0,
         ReplyStatus::ProgMismatch { low: 3, high: 4 }
     );
-    // MOUNT version 1 (only 3 is served).
+    // MOUNT version 4 (1 to 3 are served).
     assert_eq!(
-        c.call(100_005, 1, 0, &[]).unwrap().0,
-        ReplyStatus::ProgMismatch { low: 3, high: 3 }
+        c.call(100_005, 4, 0, &[]).unwrap().0,
+        ReplyStatus::ProgMismatch { low: 1, high: 3 }
+    );
+    // MOUNT version 1's MNT would hand out an NFSv2 handle.
+    assert_eq!(
+        c.call(100_005, 1, 1, &markbase_nfs::mount::mnt_args("/"))
+            .unwrap()
+            .0,
+        ReplyStatus::ProcUnavail
     );
     // Unknown procedure.
     assert_eq!(

@@ -541,29 +541,13 @@ fn skip_op(d: &mut Decoder<'_>, opnum: u32) {
     assert_eq!(d.u32().unwrap(), 0, "op {opnum} failed");
 }
 
-fn start_generated(tune: impl FnOnce(&mut markbase_nfs::config::Config)) -> InProcess {
-    InProcess::start_with(|cfg| {
-        let storage = cfg.storage_dir();
-        markbase_nfs::catalog::generate(
-            &cfg.export.db,
-            &storage,
-            &markbase_nfs::catalog::GenOptions {
-                media_sizes: vec![],
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        tune(cfg);
-    })
-}
-
 /// Mount, then walk the whole generated tree as Finder does with
 /// readdirplus: every entry's attributes must pass the kext's parser,
 /// fileids must be unique, and the count must equal the catalog's.
 #[test]
 fn finder_walks_the_whole_tree_and_every_reply_parses() {
     // A mode with its file-type bits, as `stat` prints it: never sent so.
-    let srv = start_generated(|cfg| cfg.export.file_mode = 0o100_644);
+    let srv = InProcess::start_generated(|cfg| cfg.export.file_mode = 0o100_644);
     let mut mac = Mac::mount(srv.addr);
     assert!(mac.supported.contains(attr::TIME_CREATE));
     let root = mac.root.clone();

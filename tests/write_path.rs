@@ -342,7 +342,7 @@ fn large_offsets_setattr_and_unsupported_types() {
     r.next(op::PUTFH).unwrap();
     assert_eq!(
         r.next(op::LINK).err().and_then(|e| e.status()),
-        Some(Status::NotSupp.code())
+        Some(Status::MLink.code())
     );
     assert_eq!(
         getattr(&mut c, &file, &[attr::NUMLINKS]),

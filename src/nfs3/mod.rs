@@ -67,6 +67,8 @@ pub enum Nfs3Status {
     Inval = 22,
     FBig = 27,
     NoSpc = 28,
+    /// Too many hard links: LINK, where a node's limit is its one name.
+    MLink = 31,
     NameTooLong = 63,
     NotEmpty = 66,
     DQuot = 69,

@@ -321,7 +321,9 @@ pub fn rename(call: &Call<'_>, a: &RenameArgs<'_>) -> RenameAnswer {
     }
 }
 
-/// A node has one place in the catalog: no hard links (README).
+/// A node has one place in the catalog: no hard links (README). MLINK
+/// (PATHCONF's linkmax is 1) reaches macOS as EMLINK; NOTSUPP would reach
+/// it as EIO (kext/nfs_subs.c: nfs_maperr).
 pub fn link(call: &Call<'_>, a: &LinkArgs<'_>) -> LinkAnswer {
     let file = call.node(a.file).ok();
     let dir = call
@@ -330,7 +332,7 @@ pub fn link(call: &Call<'_>, a: &LinkArgs<'_>) -> LinkAnswer {
         .unwrap_or_default();
     LinkAnswer {
         result: Err(if file.is_some() {
-            Nfs3Status::NotSupp
+            Nfs3Status::MLink
         } else {
             Nfs3Status::Stale
         }),

@@ -280,5 +280,5 @@ fn setattr_guard_and_write_lengths_are_checked() {
             },
         },
     );
-    assert_eq!(l.result.unwrap_err(), Nfs3Status::NotSupp);
+    assert_eq!(l.result.unwrap_err(), Nfs3Status::MLink);
 }

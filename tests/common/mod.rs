@@ -445,6 +445,23 @@ impl InProcess {
         Self::start_with(|_| {})
     }
 
+    /// Serves the generated demo tree (no media files), tuned by `tune`.
+    pub fn start_generated(tune: impl FnOnce(&mut markbase_nfs::config::Config)) -> InProcess {
+        InProcess::start_with(|cfg| {
+            let storage = cfg.storage_dir();
+            markbase_nfs::catalog::generate(
+                &cfg.export.db,
+                &storage,
+                &markbase_nfs::catalog::GenOptions {
+                    media_sizes: vec![],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            tune(cfg);
+        })
+    }
+
     pub fn start_with(tune: impl FnOnce(&mut markbase_nfs::config::Config)) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = markbase_nfs::config::Config::default();

@@ -165,5 +165,8 @@ pub(crate) fn link(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {
     component(d)?;
     current_dir(c)?;
     c.saved.clone().ok_or(Status::NoFileHandle)?;
-    Err(Status::NotSupp)
+    // One name per node (maxlink 1): "too many links" reaches macOS as
+    // EMLINK, where NOTSUPP would reach it as EIO (kext/nfs_subs.c:
+    // nfs_maperr) and Linux as EOPNOTSUPP.
+    Err(Status::MLink)
 }
