@@ -2,11 +2,16 @@
 # NFSv3 against NFSv4 and against NFS-Ganesha's NFSv3: the same client (nfsbench on libnfs 6,
 # ../shared/peer), the same disk, the same run, alternating round by round.
 #   perf/versus-v3.sh [rounds]        (run from the project's root; ../shared/peer/setup.sh once)
-# Per round and contender: 2 GiB in 1 MiB UNSTABLE WRITEs, 16 in flight, rewriting the file in place
-# (MB/s before COMMIT, and with COMMIT+CLOSE), then READ 1 MiB x16 of it. Contenders: this server over
+# Per round: each contender writes 2 GiB in 1 MiB UNSTABLE WRITEs, 16 in flight, rewriting its file in
+# place (MB/s before COMMIT, and with COMMIT+CLOSE); then each reads its file, READ 1 MiB x16. Contenders: this server over
 # NFSv3 and over NFSv4, Ganesha 4.3 (FSAL VFS) over NFSv3 and over NFSv4. Prints every round, the
 # min/median/max of each, and the ratios of this server's NFSv3 to its NFSv4 and to Ganesha's NFSv3.
+# COLD=1: every READ round starts with the page cache dropped (root), so each contender reads from the
+# disk; otherwise Ganesha reads back what its writes left cached while this server's O_DIRECT writes
+# left nothing there.
 set -euo pipefail
+COLD=${COLD:-0}
+if [ "$COLD" = 1 ] && [ ! -w /proc/sys/vm/drop_caches ]; then echo "COLD=1 needs root (drop_caches)"; exit 1; fi
 rounds=${1:-3}
 peer=$(cd "$(dirname "$0")/../../shared/peer" && pwd)
 PEER_DIR=${PEER_DIR:-$HOME/.cache/markbase-peer}
@@ -36,10 +41,16 @@ S=2147483648
 for w in $WHO; do "$NB" write "${URL[$w]}" $S 1048576 16 > /dev/null; done
 sync
 for i in $(seq 1 "$rounds"); do
+  # Every contender writes, then every contender reads: a read never follows
+  # the same contender's write straight away, while the disk still absorbs it.
   for w in $WHO; do
     o=$("$NB" overwrite "${URL[$w]}" $S 1048576 16 2>&1)
     echo "$o" | grep -oE 'io: [0-9.]+ s [0-9.]+ MB/s' | awk '{print $(NF-1)}' >> "$T/$w.w"
     echo "$o" | grep -oE 'COMMIT\+CLOSE: [0-9.]+ s [0-9.]+ MB/s' | awk '{print $(NF-1)}' >> "$T/$w.c"
+  done
+  sync
+  for w in $WHO; do
+    [ "$COLD" = 1 ] && { sync; echo 3 > /proc/sys/vm/drop_caches; }
     "$NB" read "${URL[$w]}" 0 1048576 16 2>&1 | grep -oE 'io: [0-9.]+ s [0-9.]+ MB/s' | awk '{print $(NF-1)}' >> "$T/$w.r"
     echo "round $i $w: write $(tail -1 "$T/$w.w") MB/s, +COMMIT $(tail -1 "$T/$w.c"), read $(tail -1 "$T/$w.r")"
   done
