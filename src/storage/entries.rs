@@ -20,6 +20,12 @@
 //! few empty files ready in a hidden folder of the storage root, and a
 //! create renames one into place (refusing to replace anything), so the
 //! reply does not wait for the inode search.
+//!
+//! A removed content file of modest size is recycled rather than unlinked:
+//! renamed into the spare folder, emptied there by the spare thread
+//! (`ftruncate` to 0, so nothing of it can be read again) and handed to a
+//! later create. Removing and creating then cost two renames, and the file
+//! system allocates and frees no inode for them.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -46,13 +52,28 @@ pub struct NewEntries {
 #[derive(Debug)]
 struct Spares {
     dir: PathBuf,
-    ready: Mutex<Vec<(PathBuf, File)>>,
-    /// Signalled when a spare is taken.
+    /// Taken from the end: recycled files go there, new ones to the front.
+    /// Past `keep`, a spare holds no descriptor (opened when placed).
+    ready: Mutex<Vec<(PathBuf, Option<File>)>>,
+    /// Removed files renamed into the folder, to be emptied.
+    recycling: Mutex<Vec<PathBuf>>,
+    /// Signalled when a spare is taken or a file comes to be recycled.
     taken: Condvar,
     keep: usize,
     made: AtomicU64,
     used: AtomicU64,
+    recycled: AtomicU64,
 }
+
+/// Removed files larger than this are unlinked, not recycled: emptying
+/// them frees many blocks (a TRIM each, on a disk mounted with `discard`),
+/// which would hold up the spare thread.
+pub const RECYCLE_MAX_BYTES: u64 = 64 << 20;
+
+/// The most spare files waiting, recycled ones included: a render that
+/// replaces a few thousand frames reuses their files. Each costs an inode
+/// and a folder entry, no blocks.
+pub const SPARES_MAX: usize = 4096;
 
 impl NewEntries {
     /// Keeps `keep` empty files ready in `storage/.markbase-spare` (Linux:
@@ -69,6 +90,8 @@ impl NewEntries {
             keep,
             made: AtomicU64::new(0),
             used: AtomicU64::new(0),
+            recycled: AtomicU64::new(0),
+            recycling: Mutex::new(Vec::new()),
         });
         if let Err(e) = spares.start() {
             tracing::warn!(dir = %spares.dir.display(), error = %e, "spare content files off");
@@ -88,6 +111,21 @@ impl NewEntries {
                 s.used.load(Ordering::Relaxed),
             )
         })
+    }
+
+    /// Removed content files recycled as spares so far.
+    pub fn recycled(&self) -> u64 {
+        self.spares
+            .as_ref()
+            .map_or(0, |s| s.recycled.load(Ordering::Relaxed))
+    }
+
+    /// Takes the removed content file at `path` (nobody holds it open, and
+    /// it is at most [`RECYCLE_MAX_BYTES`]) out of its folder to serve a
+    /// later create; false when spares are off or enough are waiting, and
+    /// the caller unlinks it.
+    pub fn recycle(&self, path: &Path) -> bool {
+        self.spares.as_ref().is_some_and(|s| s.recycle(path))
     }
 
     /// Creates a new, empty content file (failing if it exists), leaving
@@ -163,16 +201,13 @@ impl Spares {
         let mut ready = Vec::new();
         for e in std::fs::read_dir(&self.dir)?.flatten() {
             let p = e.path();
-            match std::fs::OpenOptions::new().read(true).write(true).open(&p) {
-                Ok(f) if f.metadata().is_ok_and(|m| m.is_file() && m.len() == 0) => {
-                    ready.push((p, f))
-                }
-                _ => {
-                    let _ = std::fs::remove_file(&p);
-                }
+            let empty = e.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
+            if empty && ready.len() < SPARES_MAX {
+                ready.push((p, None));
+            } else {
+                let _ = std::fs::remove_file(&p);
             }
         }
-        ready.truncate(self.keep);
         *self.ready.lock() = ready;
         let weak = Arc::downgrade(self);
         std::thread::Builder::new()
@@ -181,11 +216,42 @@ impl Spares {
         Ok(())
     }
 
+    fn recycle(&self, path: &Path) -> bool {
+        if self.ready.lock().len() + self.recycling.lock().len() >= SPARES_MAX.max(self.keep) {
+            return false;
+        }
+        let n = self.recycled.fetch_add(1, Ordering::Relaxed);
+        let spare = self
+            .dir
+            .join(format!("recycled-{}-{n}", std::process::id()));
+        if rename_noreplace(path, &spare).is_err() {
+            return false;
+        }
+        self.recycling.lock().push(spare);
+        self.taken.notify_one();
+        true
+    }
+
     /// Renames a spare to `path` (never over an existing file); None when
     /// none is ready or the rename fails (the caller creates the file).
     fn place(&self, path: &Path, dir: &Path) -> Option<File> {
         let (spare, file) = self.ready.lock().pop()?;
         self.taken.notify_one();
+        let file = match file {
+            Some(f) => f,
+            None => match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&spare)
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::debug!(spare = %spare.display(), error = %e, "spare not used");
+                    let _ = std::fs::remove_file(&spare);
+                    return None;
+                }
+            },
+        };
         let mut r = rename_noreplace(&spare, path);
         if r.as_ref()
             .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
@@ -207,11 +273,27 @@ impl Spares {
     }
 }
 
-/// Keeps the spares topped up until the pool is dropped.
+/// Keeps the spares topped up until the pool is dropped: recycled files
+/// first (emptied), then new ones while fewer than `keep` are ready.
 fn refill(spares: Weak<Spares>) {
     let pid = std::process::id();
     loop {
         let Some(s) = spares.upgrade() else { return };
+        let recycled = s.recycling.lock().pop();
+        if let Some(p) = recycled {
+            match emptied(&p) {
+                Ok(f) => {
+                    let mut ready = s.ready.lock();
+                    let held = (ready.len() < s.keep).then_some(f);
+                    ready.push((p, held));
+                }
+                Err(e) => {
+                    tracing::debug!(spare = %p.display(), error = %e, "recycled file not kept");
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+            continue;
+        }
         {
             let mut ready = s.ready.lock();
             if ready.len() >= s.keep {
@@ -222,7 +304,7 @@ fn refill(spares: Weak<Spares>) {
         let n = s.made.fetch_add(1, Ordering::Relaxed);
         let p = s.dir.join(format!("spare-{pid}-{n}"));
         match create_new(&p) {
-            Ok(f) => s.ready.lock().push((p, f)),
+            Ok(f) => s.ready.lock().insert(0, (p, Some(f))),
             Err(e) => {
                 tracing::warn!(dir = %s.dir.display(), error = %e, "cannot make a spare content file");
                 drop(s);
@@ -230,6 +312,16 @@ fn refill(spares: Weak<Spares>) {
             }
         }
     }
+}
+
+/// Opens a recycled file and empties it.
+fn emptied(path: &Path) -> io::Result<File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    f.set_len(0)?;
+    Ok(f)
 }
 
 /// rename(2) that fails if `to` exists (renameat2 RENAME_NOREPLACE).
@@ -335,5 +427,60 @@ mod tests {
             .create_content(&dir.path().join("cd").join("two"))
             .unwrap();
         assert!(again.spares_made_used().1 == 1);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_removed_file_is_emptied_and_serves_the_next_create() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let entries = NewEntries::with_spares(dir.path(), 4);
+        let spare_dir = dir.path().join(SPARE_FOLDER);
+        let ready = || std::fs::read_dir(&spare_dir).unwrap().count();
+        let wait = |n: usize| {
+            let t = std::time::Instant::now();
+            while ready() < n && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait(4);
+        let old = dir.path().join("ab").join("old");
+        entries.create_content(&old).unwrap();
+        std::fs::write(&old, vec![7u8; 100_000]).unwrap();
+        let ino = std::fs::metadata(&old).unwrap().ino();
+        wait(4);
+        assert!(entries.recycle(&old), "taken for recycling");
+        assert!(!old.exists(), "its name is gone at once");
+        let t = std::time::Instant::now();
+        // Emptied and waiting beside the four new spares.
+        while entries.spares.as_ref().unwrap().ready.lock().len() < 5
+            && t.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let new = dir.path().join("cd").join("new");
+        entries.create_content(&new).unwrap();
+        let m = std::fs::metadata(&new).unwrap();
+        assert_eq!(m.ino(), ino, "the recycled file served the create");
+        assert_eq!(m.len(), 0, "nothing of the removed file is left");
+        assert_eq!(std::fs::read(&new).unwrap(), b"");
+        assert_eq!(entries.recycled(), 1);
+        // SPARES_MAX is the most waiting: then unlink.
+        let made: Vec<PathBuf> = (0..SPARES_MAX + 10)
+            .map(|i| {
+                let p = dir.path().join("ef").join(format!("f{i}"));
+                entries.create_content(&p).unwrap();
+                p
+            })
+            .collect();
+        let mut refused = false;
+        for p in made {
+            if !entries.recycle(&p) {
+                refused = true;
+                assert!(p.exists(), "a refused file stays for the caller");
+                break;
+            }
+        }
+        assert!(refused, "recycling is bounded");
     }
 }

@@ -643,7 +643,18 @@ impl FilePool {
     /// is held open across the unlink, which then only drops the name, and
     /// the closer thread's close frees the blocks.
     pub fn remove_content(&self, fileid: u64, path: &Path) -> io::Result<()> {
-        let held = match self.take_removed(fileid) {
+        let pooled = self.take_removed(fileid);
+        // Recycled as a spare when nothing holds it (an RPC's write landing
+        // after it was emptied would show in another file) and it is small.
+        let unheld = pooled.as_ref().is_none_or(|f| Arc::strong_count(f) == 1);
+        if unheld
+            && std::fs::symlink_metadata(path)
+                .is_ok_and(|m| m.is_file() && m.len() <= entries::RECYCLE_MAX_BYTES)
+            && self.entries.recycle(path)
+        {
+            return Ok(());
+        }
+        let held = match pooled {
             Some(f) => Some(Closing::Pooled(f)),
             // Not pooled: a descriptor of our own (none if it cannot be
             // opened; the unlink then frees the blocks itself).
