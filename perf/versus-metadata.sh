@@ -6,7 +6,9 @@
 # the same run, alternating round by round.
 #   perf/versus-metadata.sh [rounds] [files]   (run from the project's root; ../shared/peer/setup.sh once)
 # Per round and contender: create+close, stat, remove of `files` files (default 2,000) over NFSv4, one
-# request at a time. Prints every round, the min/median/max of each, and the ratios of the medians.
+# request at a time; then the same creates and removes by 16 clients at once (16 nfsbench processes,
+# each its own mount and folder, files/16 each; ops/s = all files over the wall time). Prints every
+# round, the min/median/max of each, and the ratios of the medians.
 set -euo pipefail
 rounds=${1:-3}; files=${2:-2000}
 peer=$(cd "$(dirname "$0")/../../shared/peer" && pwd)
@@ -40,16 +42,32 @@ declare -A URL=(
   [ganesha]="nfs://127.0.0.1:$G_PORT/export"
 )
 WHO="journal synced ganesha"
+PAR=16
+# ops/s of `files` creates or removes (nfsbench mkfiles|rmfiles) split over PAR clients at once.
+parallel() {
+  local op=$1 base=$2 pids=() t0 t1
+  t0=$(date +%s.%N)
+  for k in $(seq 1 $PAR); do
+    "$NB" "$op" "$base-p$k?version=4" $((files / PAR)) > /dev/null 2>&1 &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  t1=$(date +%s.%N)
+  awk -v n=$(( (files / PAR) * PAR )) -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f\n", n / (b - a) }'
+}
 for i in $(seq 1 "$rounds"); do
   for w in $WHO; do
     u="${URL[$w]}/meta$i?version=4"
     for op in mkfiles stat rmfiles; do
       "$NB" $op "$u" "$files" 2>&1 | grep -oE '[0-9]+ ops/s' | awk '{print $1}' >> "$T/$w.$op"
     done
-    echo "round $i $w: create $(tail -1 "$T/$w.mkfiles") ops/s, stat $(tail -1 "$T/$w.stat"), remove $(tail -1 "$T/$w.rmfiles")"
+    parallel mkfiles "${URL[$w]}/par$i" >> "$T/$w.mkfiles16"
+    parallel rmfiles "${URL[$w]}/par$i" >> "$T/$w.rmfiles16"
+    echo "round $i $w: create $(tail -1 "$T/$w.mkfiles") ops/s, stat $(tail -1 "$T/$w.stat"), remove $(tail -1 "$T/$w.rmfiles")," \
+      "16 at once: create $(tail -1 "$T/$w.mkfiles16"), remove $(tail -1 "$T/$w.rmfiles16")"
   done
 done
-for k in mkfiles stat rmfiles; do
+for k in mkfiles stat rmfiles mkfiles16 rmfiles16; do
   line="min/median/max $k ops/s:"
   for w in $WHO; do line="$line $w $(mmm < "$T/$w.$k")"; done
   echo "$line"
