@@ -121,6 +121,10 @@ pub struct NetworkConfig {
     /// Other calls (lookups, attributes, opens, namespace changes) in
     /// flight per connection, admitted apart from data calls.
     pub max_inflight_metadata: usize,
+    /// Bytes of READ replies a connection may have in flight or waiting to
+    /// be sent; past it, no more calls are read off that socket until its
+    /// replies drain (a client that never reads cannot grow the server).
+    pub max_reply_bytes: usize,
     /// Threads, for the whole server, that run calls moving no file data
     /// (apart from the blocking pool where READs and WRITEs wait on disk).
     pub metadata_threads: usize,
@@ -259,6 +263,7 @@ impl Default for NetworkConfig {
             max_record: (1 << 20) + (64 << 10),
             max_inflight_per_connection: 128,
             max_inflight_metadata: 32,
+            max_reply_bytes: 32 << 20,
             metadata_threads: 8,
             splice_writes: true,
         }
@@ -350,6 +355,12 @@ impl Config {
         anyhow::ensure!(
             self.network.max_inflight_per_connection > 0 && self.network.max_inflight_metadata > 0,
             "network.max_inflight_per_connection and max_inflight_metadata must be at least 1"
+        );
+        anyhow::ensure!(
+            self.network.max_reply_bytes >= self.nfs.max_read as usize,
+            "network.max_reply_bytes ({}) is below nfs.max_read ({}): one READ would not fit",
+            self.network.max_reply_bytes,
+            self.nfs.max_read
         );
         anyhow::ensure!(
             ["none", "root", "all"].contains(&self.export.squash.as_str()),

@@ -426,3 +426,110 @@ fn nfsv3_and_mount_procedures_refuse_bad_arguments() {
     assert_eq!(st, ReplyStatus::Success);
     assert_eq!(&body[..4], &[0, 0, 0, 0]);
 }
+
+/// Resident memory of process `pid`, in bytes (Linux).
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A client that pipelines 512 READs of 1 MiB and never reads a reply must
+/// not make the server hold its 512 MiB of replies: READs stop being taken
+/// off the socket while the connection's replies wait to be sent (before:
+/// each call's slot was freed when it finished, not when its reply went
+/// out, and the server grew by the whole volume). A second client is
+/// served meanwhile.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_client_that_never_reads_its_replies_cannot_grow_the_server() {
+    let mut f = start();
+    let mut c = markbase_nfs::client::Nfs4Client::connect(f.server.addr, "hoarder").unwrap();
+    let dir = c.lookup("Projects").unwrap();
+    let file = c
+        .open(
+            &dir,
+            "big.mov",
+            markbase_nfs::client::Create::Unchecked { mode: 0o644 },
+            3,
+        )
+        .unwrap();
+    let mib = vec![0x5au8; 1 << 20];
+    c.write(&file, 0, &mib, 2).unwrap();
+    // Warm: one READ answered, so pools and caches exist before measuring.
+    assert_eq!(c.read(&file, 0, 1 << 20).unwrap().0.len(), 1 << 20);
+    let pid = f.server.pid().unwrap();
+    let before = rss_bytes(pid);
+
+    let mut hoarder = f.fresh();
+    hoarder
+        .stream()
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let args = CompoundArgs::new().putfh(&file.fh).op(op::READ, |e| {
+        e.u32(file.stateid.0);
+        e.fixed(&file.stateid.1);
+        e.u64(0);
+        e.u32(1 << 20);
+    });
+    let call = args.encode("", 0);
+    let sender = std::thread::spawn(move || {
+        let mut sent = 0;
+        for _ in 0..512 {
+            // Blocks (then times out) once the server stops reading.
+            if hoarder.send_call(NFS4_PROGRAM, 4, 1, &call).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        (hoarder, sent)
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let grown = rss_bytes(pid).saturating_sub(before);
+    f.witness_is_served();
+    let (_hoarder, sent) = sender.join().unwrap();
+    assert!(
+        grown < 64 << 20,
+        "the server grew by {} MiB for a client that reads nothing ({sent} READs sent)",
+        grown >> 20
+    );
+}
+
+/// A COMPOUND of many 1 MiB READs: its reply stops at about one READ's
+/// worth with NFS4ERR_RESOURCE (RFC 7530 §15.2) instead of growing with
+/// every READ (before: 8 READs answered 8 MiB in one reply, which the
+/// connection's reply budget, charged by the first READ, did not see).
+#[test]
+fn a_compound_of_many_reads_is_cut_short_with_resource() {
+    let f = start();
+    let mut c = markbase_nfs::client::Nfs4Client::connect(f.server.addr, "greedy").unwrap();
+    let dir = c.lookup("Projects").unwrap();
+    let file = c
+        .open(
+            &dir,
+            "reel.mov",
+            markbase_nfs::client::Create::Unchecked { mode: 0o644 },
+            3,
+        )
+        .unwrap();
+    c.write(&file, 0, &vec![7u8; 1 << 20], 2).unwrap();
+    let mut args = CompoundArgs::new().putfh(&file.fh);
+    for _ in 0..8 {
+        args = args.op(op::READ, |e| {
+            e.u32(file.stateid.0);
+            e.fixed(&file.stateid.1);
+            e.u64(0);
+            e.u32(1 << 20);
+        });
+    }
+    let mut rpc = f.fresh();
+    let (st, body) = rpc.call(NFS4_PROGRAM, 4, 1, &args.encode("", 0)).unwrap();
+    assert_eq!(st, ReplyStatus::Success);
+    let mut d = markbase_nfs::xdr::Decoder::new(&body);
+    assert_eq!(d.u32().unwrap(), Status::Resource.code());
+    assert!(body.len() < 3 << 20, "a reply of {} bytes", body.len());
+}

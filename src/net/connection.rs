@@ -6,6 +6,11 @@
 //! [`Lane`]). Calls that move no file data have their own admission budget
 //! and their own threads ([`WorkerPool::metadata`]), so a GETATTR sent
 //! behind a deep WRITE stream is read, run and answered at once.
+//!
+//! What a connection may hold is bounded: a call keeps its admission slot,
+//! and a READ its share of `max_reply_bytes`, until its reply has been
+//! written to the socket. A client that sends calls and never reads the
+//! replies stops being read instead of growing the server.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -15,7 +20,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::receive::CallReader;
 use super::workers::WorkerPool;
@@ -26,6 +31,15 @@ use crate::rpc::{Dispatcher, Reply};
 
 /// Most replies gathered into one writev.
 const MAX_BATCH: usize = 32;
+/// The unit of the reply budget's semaphore.
+const BUDGET_UNIT: usize = 1024;
+
+/// What a call holds of its connection until its reply is written.
+struct Held {
+    _slot: OwnedSemaphorePermit,
+    _reply_bytes: Option<OwnedSemaphorePermit>,
+}
+
 /// Lanes per connection; calls are spread over them by order key. Two
 /// files streamed at once on one connection share a lane only when their
 /// keys collide (then they take turns, as on one file).
@@ -39,13 +53,17 @@ pub async fn handle_connection(
 ) {
     tracing::debug!(%peer, "connection opened");
     let (read_half, write_half) = stream.into_split();
-    let (tx, rx) = mpsc::unbounded_channel::<Reply>();
+    // Unbounded as a channel; bounded by the slots and budget its senders
+    // hold until the writer has written their replies.
+    let (tx, rx) = mpsc::unbounded_channel::<(Reply, Held)>();
     let writer = tokio::spawn(write_replies(write_half, rx, peer));
     // Data calls (READ, WRITE, COMMIT) and the rest are admitted apart: a
     // client with its whole WRITE window in flight (128 on macOS) still has
     // its metadata calls read off the socket.
     let data_slots = Arc::new(Semaphore::new(cfg.max_inflight_per_connection));
     let other_slots = Arc::new(Semaphore::new(cfg.max_inflight_metadata));
+    let budget_units = cfg.max_reply_bytes.div_ceil(BUDGET_UNIT).max(1);
+    let reply_budget = Arc::new(Semaphore::new(budget_units));
     let metadata = WorkerPool::metadata(cfg.metadata_threads);
     let mut reader = CallReader::new(read_half, cfg.max_record, cfg.splice_writes);
     let pipes = reader.pipes.clone();
@@ -72,25 +90,31 @@ pub async fn handle_connection(
             .map(|b| lanes[b.order as usize % LANES].clone());
         let is_data = bulk.is_some() || dispatcher.is_data_call(&record);
         let slots = if is_data { &data_slots } else { &other_slots };
-        let Ok(permit) = slots.clone().acquire_owned().await else {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
+        };
+        // A READ waits here, before it is run, for room for its reply.
+        let units = (dispatcher.reply_data_hint(&record) as usize)
+            .div_ceil(BUDGET_UNIT)
+            .min(budget_units);
+        let reply_bytes = if units == 0 {
+            None
+        } else {
+            match reply_budget.clone().acquire_many_owned(units as u32).await {
+                Ok(p) => Some(p),
+                Err(_) => break,
+            }
+        };
+        let held = Held {
+            _slot: slot,
+            _reply_bytes: reply_bytes,
         };
         let dispatcher = dispatcher.clone();
         let tx = tx.clone();
         let buffers = buffers.clone();
         let pipes = pipes.clone();
         let call = move || {
-            match dispatcher.dispatch_with_bulk(&record, bulk.clone(), Some(peer)) {
-                Outcome::Reply(reply) => {
-                    let _ = tx.send(reply);
-                }
-                Outcome::Ignore => {}
-                Outcome::Close(why) => {
-                    tracing::warn!(%peer, why, "unanswerable record");
-                    // An empty reply tells the writer to close.
-                    let _ = tx.send(Reply::default());
-                }
-            }
+            let outcome = dispatcher.dispatch_with_bulk(&record, bulk.clone(), Some(peer));
             let mut pool = buffers.lock();
             if pool.len() < keep {
                 record.clear();
@@ -98,7 +122,17 @@ pub async fn handle_connection(
             }
             drop(pool);
             pipes.give_back(bulk);
-            drop(permit);
+            match outcome {
+                Outcome::Reply(reply) => {
+                    let _ = tx.send((reply, held));
+                }
+                Outcome::Ignore => {}
+                Outcome::Close(why) => {
+                    tracing::warn!(%peer, why, "unanswerable record");
+                    // An empty reply tells the writer to close.
+                    let _ = tx.send((Reply::default(), held));
+                }
+            }
         };
         match lane {
             Some(lane) => lane.run(Box::new(call)),
@@ -167,15 +201,21 @@ impl Lane {
 
 async fn write_replies<W: AsyncWrite + Unpin>(
     mut w: W,
-    mut rx: mpsc::UnboundedReceiver<Reply>,
+    mut rx: mpsc::UnboundedReceiver<(Reply, Held)>,
     peer: SocketAddr,
 ) {
     let mut batch: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+    // Let go of once their replies are written.
+    let mut held: Vec<Held> = Vec::with_capacity(MAX_BATCH);
+    while let Some((first, h)) = rx.recv().await {
         batch.push(first);
+        held.push(h);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok((r, h)) => {
+                    batch.push(r);
+                    held.push(h);
+                }
                 Err(_) => break,
             }
         }
@@ -186,6 +226,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
             return;
         }
         batch.clear();
+        held.clear();
         if close {
             let _ = w.shutdown().await;
             return;

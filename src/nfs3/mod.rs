@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::catalog::{fnv1a, CatalogError, Node};
 use crate::export::permission::{self, Denied};
-use crate::export::{Export, HandleError, NodeError};
+use crate::export::{handle::NFS3_FHSIZE, Export, HandleError, NodeError};
 use crate::rpc::{AcceptError, BulkArgument, CallContext, Credentials, Program, ReplyBody};
 use crate::xdr::Decoder;
 
@@ -238,6 +238,36 @@ impl Program for Nfs3Server {
 
     fn is_data_call(&self, version: u32, procedure: u32, _args_head: &[u8]) -> bool {
         version == NFS3_VERSION && matches!(procedure, proc3::READ | proc3::WRITE | proc3::COMMIT)
+    }
+
+    fn reply_data_hint(&self, version: u32, procedure: u32, args_head: &[u8]) -> u32 {
+        if version != NFS3_VERSION {
+            return 0;
+        }
+        let mut d = Decoder::new(args_head);
+        let count = (|| match procedure {
+            // READ3args: file, offset, count.
+            proc3::READ => {
+                d.opaque(NFS3_FHSIZE).ok()?;
+                d.u64().ok()?;
+                d.u32().ok()
+            }
+            // READDIR3args: dir, cookie, verifier, count; READDIRPLUS3args
+            // then dircount and maxcount.
+            proc3::READDIR | proc3::READDIRPLUS => {
+                d.opaque(NFS3_FHSIZE).ok()?;
+                d.u64().ok()?;
+                d.fixed(8).ok()?;
+                let count = d.u32().ok()?;
+                if procedure == proc3::READDIR {
+                    Some(count)
+                } else {
+                    d.u32().ok()
+                }
+            }
+            _ => None,
+        })();
+        count.map_or(0, |c| c.min(self.export.config().nfs.max_read))
     }
 
     fn call(&self, ctx: &CallContext, args: &[u8], out: &mut ReplyBody) -> Result<(), AcceptError> {

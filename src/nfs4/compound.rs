@@ -30,6 +30,10 @@ impl Compound<'_> {
     }
 }
 
+/// Reply bytes beyond one READ's data a COMPOUND may use (attributes,
+/// handles, names of the other operations).
+const REPLY_SLACK: usize = 64 << 10;
+
 /// Runs a COMPOUND; returns whether it ran a non-idempotent operation
 /// (its reply then goes to the duplicate request cache).
 pub(crate) fn run(
@@ -69,7 +73,19 @@ pub(crate) fn run(
     };
     let mut results = 0u32;
     let mut status = Status::Ok;
+    // One COMPOUND's reply carries at most about one READ's worth: the
+    // transport budgets replies by their first READ (see
+    // `Program::reply_data_hint`), so a COMPOUND of many READs is refused
+    // past it rather than let grow.
+    let reply_cap = out.len() + srv.config().nfs.max_read as usize + REPLY_SLACK;
     for _ in 0..count {
+        if out.len() > reply_cap {
+            out.enc().u32(d.u32().unwrap_or(op::ILLEGAL));
+            out.enc().u32(Status::Resource.code());
+            results += 1;
+            status = Status::Resource;
+            break;
+        }
         let opnum = match d.u32() {
             Ok(n) if ops::is_known(n) => n,
             Ok(_) | Err(_) => {
@@ -157,15 +173,29 @@ pub(crate) fn locate_write_data(args: &[u8], max_write: usize) -> Option<BulkArg
 /// READ, WRITE or COMMIT (what Linux and macOS send for file data).
 pub(crate) fn moves_data(args: &[u8]) -> bool {
     let mut d = Decoder::new(args);
-    let shape = (|| {
-        d.opaque(NFS4_OPAQUE_LIMIT).ok()?; // tag
-        if d.u32().ok()? != 0 || d.u32().ok()? < 2 || d.u32().ok()? != op::PUTFH {
-            return None;
-        }
-        d.opaque(NFS4_FHSIZE).ok()?;
-        d.u32().ok()
-    })();
-    matches!(shape, Some(op::READ | op::WRITE | op::COMMIT))
+    matches!(data_op(&mut d), Some(op::READ | op::WRITE | op::COMMIT))
+}
+
+/// The operation after a leading PUTFH, the decoder left at its arguments.
+fn data_op(d: &mut Decoder<'_>) -> Option<u32> {
+    d.opaque(NFS4_OPAQUE_LIMIT).ok()?; // tag
+    if d.u32().ok()? != 0 || d.u32().ok()? < 2 || d.u32().ok()? != op::PUTFH {
+        return None;
+    }
+    d.opaque(NFS4_FHSIZE).ok()?;
+    d.u32().ok()
+}
+
+/// The count of a PUTFH + READ COMPOUND's READ (what its reply carries at
+/// most), from the head of its arguments.
+pub(crate) fn read_count(args: &[u8]) -> Option<u32> {
+    let mut d = Decoder::new(args);
+    if data_op(&mut d)? != op::READ {
+        return None;
+    }
+    d.fixed(16).ok()?; // stateid
+    d.u64().ok()?; // offset
+    d.u32().ok()
 }
 
 /// FNV-1a of a file handle (as NFSv3's WRITEs are keyed): cheap, and only

@@ -250,6 +250,13 @@ impl Program for Nfs4Server {
         version == NFS4_VERSION && procedure == PROC_COMPOUND && compound::moves_data(args_head)
     }
 
+    fn reply_data_hint(&self, version: u32, procedure: u32, args_head: &[u8]) -> u32 {
+        if version != NFS4_VERSION || procedure != PROC_COMPOUND {
+            return 0;
+        }
+        compound::read_count(args_head).map_or(0, |c| c.min(self.config().nfs.max_read))
+    }
+
     fn call(&self, ctx: &CallContext, args: &[u8], out: &mut ReplyBody) -> Result<(), AcceptError> {
         match ctx.procedure {
             PROC_NULL => Ok(()),

@@ -312,6 +312,13 @@ pub trait Program: Send + Sync {
     fn is_data_call(&self, _version: u32, _procedure: u32, _args_head: &[u8]) -> bool {
         false
     }
+    /// The file data a call's reply will carry at most (a READ's count),
+    /// judged from the head of its arguments; 0 for calls with small
+    /// replies. The transport budgets each connection's unsent replies
+    /// with it.
+    fn reply_data_hint(&self, _version: u32, _procedure: u32, _args_head: &[u8]) -> u32 {
+        0
+    }
 }
 
 /// What to do with one received record.
@@ -428,6 +435,15 @@ impl Dispatcher {
         self.call_head(record)
             .is_some_and(|(program, vers, procedure, at)| {
                 program.is_data_call(vers, procedure, &record[at..])
+            })
+    }
+
+    /// [`Program::reply_data_hint`] of a call record; 0 for anything that
+    /// is not a well-formed call to a registered program.
+    pub fn reply_data_hint(&self, record: &[u8]) -> u32 {
+        self.call_head(record)
+            .map_or(0, |(program, vers, procedure, at)| {
+                program.reply_data_hint(vers, procedure, &record[at..])
             })
     }
 

@@ -189,6 +189,11 @@ impl Server {
         self.start_again();
     }
 
+    /// The server process's id (None once it was killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(c) => c.try_wait().ok().flatten().is_none(),
