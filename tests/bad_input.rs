@@ -533,3 +533,43 @@ fn a_compound_of_many_reads_is_cut_short_with_resource() {
     assert_eq!(d.u32().unwrap(), Status::Resource.code());
     assert!(body.len() < 3 << 20, "a reply of {} bytes", body.len());
 }
+
+/// Junk in a loop: 300 connections each sending a garbage record, and 300
+/// COMPOUNDs with too many operations on one connection. The log gets a
+/// line or two for this client, not one per record (before: 600 WARN
+/// lines), and the server keeps serving.
+#[test]
+fn junk_in_a_loop_costs_the_log_a_line_not_a_line_per_record() {
+    let mut f = start();
+    for _ in 0..300 {
+        let mut c = f.fresh();
+        c.send_raw(&record(&[0xab; 64])).unwrap();
+        assert!(closed_by_server(&mut c));
+    }
+    let mut c = f.fresh();
+    let mut args = CompoundArgs::new();
+    for _ in 0..1000 {
+        args = args.op(op::GETFH, |_| {});
+    }
+    for _ in 0..300 {
+        let (st, reply) = compound(&mut c, &args, 0).unwrap();
+        assert_eq!(st, ReplyStatus::Success);
+        assert_eq!(reply.unwrap().status, Status::Resource.code());
+    }
+    f.witness_is_served();
+    let log = f.server.log();
+    let lines = log.lines().filter(|l| l.contains("WARN")).count();
+    assert!(
+        lines <= 4,
+        "{lines} WARN lines for one client's junk:\n{}",
+        log.lines()
+            .filter(|l| l.contains("WARN"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        log.contains("at most one such line per client address a minute"),
+        "the line says it is rate-limited"
+    );
+}

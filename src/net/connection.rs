@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use super::receive::CallReader;
 use super::workers::WorkerPool;
 use crate::config::NetworkConfig;
+use crate::rpc::complaints::Complaints;
 use crate::rpc::message::Outcome;
 use crate::rpc::record::{record_mark, RecordError};
 use crate::rpc::{Dispatcher, Reply};
@@ -81,7 +82,13 @@ pub async fn handle_connection(
                 break;
             }
             Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection");
+                let what = match e {
+                    RecordError::TooLarge { .. } => {
+                        "closing a connection: a record over the size limit"
+                    }
+                    _ => "closing a connection: a record cut short",
+                };
+                Complaints::global().warn(Some(peer.ip()), what, &e);
                 break;
             }
         };
@@ -128,7 +135,7 @@ pub async fn handle_connection(
                 }
                 Outcome::Ignore => {}
                 Outcome::Close(why) => {
-                    tracing::warn!(%peer, why, "unanswerable record");
+                    Complaints::global().warn(Some(peer.ip()), "unanswerable record", &why);
                     // An empty reply tells the writer to close.
                     let _ = tx.send((Reply::default(), held));
                 }

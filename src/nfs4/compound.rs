@@ -60,7 +60,11 @@ pub(crate) fn run(
         return Ok(false);
     }
     if count > srv.config().nfs.max_ops_per_compound {
-        tracing::warn!(count, "COMPOUND with too many operations");
+        crate::rpc::complaints::Complaints::global().warn(
+            ctx.peer.map(|p| p.ip()),
+            "COMPOUND with too many operations",
+            &count,
+        );
         out.patch_u32(status_at, Status::Resource.code());
         return Ok(false);
     }

@@ -4,6 +4,7 @@
 //! This layer knows nothing of NFS: programs register with a [`Dispatcher`]
 //! and get the procedure number, the credentials and the argument bytes.
 
+pub mod complaints;
 pub mod message;
 pub mod record;
 
