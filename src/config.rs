@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -18,7 +18,7 @@ pub struct Config {
     pub catalog: CatalogConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CatalogConfig {
     /// How long dirty nodes (sizes, mtimes after WRITEs) may wait before
@@ -58,7 +58,7 @@ impl Default for CatalogConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on. The production set-up is loopback only.
@@ -71,7 +71,7 @@ pub struct ServerConfig {
     pub blocking_threads: usize,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExportConfig {
     /// The catalog database (`data/users/<user>.sqlite`).
@@ -107,7 +107,7 @@ pub struct ExportConfig {
     pub permissions: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
     pub send_buffer: usize,
@@ -134,7 +134,7 @@ pub struct NetworkConfig {
     pub splice_writes: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct NfsConfig {
     pub max_read: u32,
@@ -154,7 +154,7 @@ pub struct NfsConfig {
     pub max_ops_per_compound: usize,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Nodes kept in memory (node id → node).
@@ -163,7 +163,7 @@ pub struct CacheConfig {
     pub paths: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// Open content files kept in the descriptor pool.
@@ -338,6 +338,12 @@ impl Config {
         }
     }
 
+    /// The settings in effect, as a tuning.toml would give them (every
+    /// key, defaults filled in).
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string_pretty(self).context("writing the settings as TOML")
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
@@ -400,6 +406,16 @@ mod tests {
     fn shipped_tuning_file_matches_defaults() {
         let text = include_str!("../tuning.toml");
         assert_eq!(Config::from_toml(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_settings_printed_read_back_as_the_same_settings() {
+        let mut c =
+            Config::from_toml("[server]\nport = 2049\n[catalog]\nfeed = \"scan\"\n").unwrap();
+        c.storage.file_sync = crate::storage::FileSync::Barrier;
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("[network]") && text.contains("max_reply_bytes"));
+        assert_eq!(Config::from_toml(&text).unwrap(), c);
     }
 
     #[test]

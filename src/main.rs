@@ -49,6 +49,13 @@ enum Command {
         #[arg(long)]
         lease_time: Option<u32>,
     },
+    /// Check a tuning.toml (default: ./tuning.toml when present) and print
+    /// the settings in effect, every key with its value; exits non-zero,
+    /// saying what is wrong, when it would not serve.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Index an existing folder into a catalog (files stay where they are).
     Import {
         dir: PathBuf,
@@ -186,6 +193,19 @@ fn main() -> anyhow::Result<()> {
             }
             cfg.validate()?;
             run_server(cfg)
+        }
+        Command::CheckConfig { config } => {
+            let from = config
+                .clone()
+                .or_else(|| Some(PathBuf::from("tuning.toml")).filter(|p| p.exists()));
+            let cfg = load_config(config)?;
+            cfg.validate()?;
+            match from {
+                Some(p) => println!("# {}: valid; the settings in effect:", p.display()),
+                None => println!("# no tuning.toml: the defaults in effect:"),
+            }
+            print!("{}", cfg.to_toml()?);
+            Ok(())
         }
         Command::Import { dir, db } => {
             let s = import_tree(&dir, &db, true)?;

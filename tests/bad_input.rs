@@ -428,6 +428,7 @@ fn nfsv3_and_mount_procedures_refuse_bad_arguments() {
 }
 
 /// Resident memory of process `pid`, in bytes (Linux).
+#[cfg(target_os = "linux")]
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status

@@ -30,7 +30,7 @@ use super::rescan::{Fingerprints, ScanCycle};
 use super::Catalog;
 
 /// How the server learns of the app's commits (`catalog.feed`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FeedMode {
     /// Our triggers on `file_nodes` feed our own table (the default).

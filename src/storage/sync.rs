@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use serde::Deserialize;
 
 /// How a FILE_SYNC WRITE is made durable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileSync {
     /// The WRITE's own bytes and the size needed to read them, then the
