@@ -427,6 +427,30 @@ fn nfsv3_and_mount_procedures_refuse_bad_arguments() {
     assert_eq!(&body[..4], &[0, 0, 0, 0]);
 }
 
+/// A client of its own, holding open (read and write) a new 1 MiB file
+/// `name` in Projects.
+fn open_mib_file(
+    f: &Fixture,
+    client: &str,
+    name: &str,
+) -> (
+    markbase_nfs::client::Nfs4Client,
+    markbase_nfs::client::OpenFile,
+) {
+    let mut c = markbase_nfs::client::Nfs4Client::connect(f.server.addr, client).unwrap();
+    let dir = c.lookup("Projects").unwrap();
+    let file = c
+        .open(
+            &dir,
+            name,
+            markbase_nfs::client::Create::Unchecked { mode: 0o644 },
+            3,
+        )
+        .unwrap();
+    c.write(&file, 0, &vec![0x5a; 1 << 20], 2).unwrap();
+    (c, file)
+}
+
 /// Resident memory of process `pid`, in bytes (Linux).
 #[cfg(target_os = "linux")]
 fn rss_bytes(pid: u32) -> u64 {
@@ -449,18 +473,7 @@ fn rss_bytes(pid: u32) -> u64 {
 #[test]
 fn a_client_that_never_reads_its_replies_cannot_grow_the_server() {
     let mut f = start();
-    let mut c = markbase_nfs::client::Nfs4Client::connect(f.server.addr, "hoarder").unwrap();
-    let dir = c.lookup("Projects").unwrap();
-    let file = c
-        .open(
-            &dir,
-            "big.mov",
-            markbase_nfs::client::Create::Unchecked { mode: 0o644 },
-            3,
-        )
-        .unwrap();
-    let mib = vec![0x5au8; 1 << 20];
-    c.write(&file, 0, &mib, 2).unwrap();
+    let (mut c, file) = open_mib_file(&f, "hoarder", "big.mov");
     // Warm: one READ answered, so pools and caches exist before measuring.
     assert_eq!(c.read(&file, 0, 1 << 20).unwrap().0.len(), 1 << 20);
     let pid = f.server.pid().unwrap();
@@ -507,17 +520,7 @@ fn a_client_that_never_reads_its_replies_cannot_grow_the_server() {
 #[test]
 fn a_compound_of_many_reads_is_cut_short_with_resource() {
     let f = start();
-    let mut c = markbase_nfs::client::Nfs4Client::connect(f.server.addr, "greedy").unwrap();
-    let dir = c.lookup("Projects").unwrap();
-    let file = c
-        .open(
-            &dir,
-            "reel.mov",
-            markbase_nfs::client::Create::Unchecked { mode: 0o644 },
-            3,
-        )
-        .unwrap();
-    c.write(&file, 0, &vec![7u8; 1 << 20], 2).unwrap();
+    let (_c, file) = open_mib_file(&f, "greedy", "reel.mov");
     let mut args = CompoundArgs::new().putfh(&file.fh);
     for _ in 0..8 {
         args = args.op(op::READ, |e| {

@@ -26,7 +26,7 @@ use super::receive::CallReader;
 use super::workers::WorkerPool;
 use crate::config::NetworkConfig;
 use crate::rpc::complaints::Complaints;
-use crate::rpc::message::Outcome;
+use crate::rpc::message::{Admission, Outcome};
 use crate::rpc::record::{record_mark, RecordError};
 use crate::rpc::{Dispatcher, Reply};
 
@@ -95,13 +95,22 @@ pub async fn handle_connection(
         let lane = bulk
             .as_ref()
             .map(|b| lanes[b.order as usize % LANES].clone());
-        let is_data = bulk.is_some() || dispatcher.is_data_call(&record);
+        // A spliced WRITE is data with a small reply: its header is not
+        // read again.
+        let admission = match bulk {
+            Some(_) => Admission {
+                data: true,
+                reply_data: 0,
+            },
+            None => dispatcher.admission(&record),
+        };
+        let is_data = admission.data;
         let slots = if is_data { &data_slots } else { &other_slots };
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
         // A READ waits here, before it is run, for room for its reply.
-        let units = (dispatcher.reply_data_hint(&record) as usize)
+        let units = (admission.reply_data as usize)
             .div_ceil(BUDGET_UNIT)
             .min(budget_units);
         let reply_bytes = if units == 0 {

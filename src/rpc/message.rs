@@ -321,6 +321,13 @@ pub trait Program: Send + Sync {
     }
 }
 
+/// See [`Dispatcher::admission`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub data: bool,
+    pub reply_data: u32,
+}
+
 /// What to do with one received record.
 #[derive(Debug)]
 pub enum Outcome {
@@ -429,21 +436,19 @@ impl Dispatcher {
         })
     }
 
-    /// Whether the call in `record` moves file data (see
-    /// [`Program::is_data_call`]); false for anything not well-formed.
-    pub fn is_data_call(&self, record: &[u8]) -> bool {
+    /// How the transport admits the call in `record`, from one reading of
+    /// its header: whether it moves file data ([`Program::is_data_call`])
+    /// and the file data its reply may carry
+    /// ([`Program::reply_data_hint`]). Not data, 0 bytes, for anything not
+    /// well-formed.
+    pub fn admission(&self, record: &[u8]) -> Admission {
         self.call_head(record)
-            .is_some_and(|(program, vers, procedure, at)| {
-                program.is_data_call(vers, procedure, &record[at..])
-            })
-    }
-
-    /// [`Program::reply_data_hint`] of a call record; 0 for anything that
-    /// is not a well-formed call to a registered program.
-    pub fn reply_data_hint(&self, record: &[u8]) -> u32 {
-        self.call_head(record)
-            .map_or(0, |(program, vers, procedure, at)| {
-                program.reply_data_hint(vers, procedure, &record[at..])
+            .map_or(Admission::default(), |(program, vers, procedure, at)| {
+                let args = &record[at..];
+                Admission {
+                    data: program.is_data_call(vers, procedure, args),
+                    reply_data: program.reply_data_hint(vers, procedure, args),
+                }
             })
     }
 

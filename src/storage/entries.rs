@@ -400,18 +400,32 @@ mod tests {
         assert_eq!(entries.pending(), 0);
     }
 
+    /// The files in `storage`'s spare folder once there are `n` (or after
+    /// 10 s).
+    #[cfg(target_os = "linux")]
+    fn spares_waiting(storage: &Path, n: usize) -> usize {
+        let count = || {
+            std::fs::read_dir(storage.join(SPARE_FOLDER))
+                .unwrap()
+                .count()
+        };
+        let t = std::time::Instant::now();
+        while count() < n && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        count()
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn creates_take_spare_files_and_never_replace_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let entries = NewEntries::with_spares(dir.path(), 4);
-        let spare_dir = dir.path().join(SPARE_FOLDER);
-        let ready = || std::fs::read_dir(&spare_dir).unwrap().count();
-        let t = std::time::Instant::now();
-        while ready() < 4 && t.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(ready(), 4, "the thread keeps four ready");
+        assert_eq!(
+            spares_waiting(dir.path(), 4),
+            4,
+            "the thread keeps four ready"
+        );
         let a = dir.path().join("ab").join("one");
         entries.create_content(&a).unwrap();
         assert_eq!(std::fs::metadata(&a).unwrap().len(), 0);
@@ -435,20 +449,12 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let entries = NewEntries::with_spares(dir.path(), 4);
-        let spare_dir = dir.path().join(SPARE_FOLDER);
-        let ready = || std::fs::read_dir(&spare_dir).unwrap().count();
-        let wait = |n: usize| {
-            let t = std::time::Instant::now();
-            while ready() < n && t.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        };
-        wait(4);
+        spares_waiting(dir.path(), 4);
         let old = dir.path().join("ab").join("old");
         entries.create_content(&old).unwrap();
         std::fs::write(&old, vec![7u8; 100_000]).unwrap();
         let ino = std::fs::metadata(&old).unwrap().ino();
-        wait(4);
+        spares_waiting(dir.path(), 4);
         assert!(entries.recycle(&old), "taken for recycling");
         assert!(!old.exists(), "its name is gone at once");
         let t = std::time::Instant::now();
