@@ -21,7 +21,12 @@ pub struct RpcClient {
 
 impl RpcClient {
     pub fn connect(addr: SocketAddr) -> io::Result<RpcClient> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        Self::over(TcpStream::connect_timeout(&addr, Duration::from_secs(5))?)
+    }
+
+    /// A client over a connection the caller made (from a chosen source
+    /// address or port).
+    pub fn over(stream: TcpStream) -> io::Result<RpcClient> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         Ok(RpcClient {

@@ -105,6 +105,16 @@ pub struct ExportConfig {
     /// editor's own machine) or "mode" (the caller's uid and groups against
     /// each node's owner, group and mode bits; new nodes are the creator's).
     pub permissions: String,
+    /// Machines that may use the export: addresses and CIDR ranges
+    /// (`"192.168.1.0/24"`, `"10.0.0.5"`, `"fd00::/8"`). Empty: this machine
+    /// only (loopback). Others are refused with an access error.
+    pub clients: Vec<String>,
+    /// Every change (WRITE, create, remove, rename, SETATTR, an OPEN for
+    /// writing) answers ROFS; reads are served.
+    pub read_only: bool,
+    /// Clients must call from a privileged source port (below 1024), as
+    /// root-run kernel clients do.
+    pub secure: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -250,6 +260,9 @@ impl Default for ExportConfig {
             case_insensitive: true,
             squash: "none".into(),
             permissions: "owner".into(),
+            clients: Vec::new(),
+            read_only: false,
+            secure: false,
         }
     }
 }
@@ -378,6 +391,17 @@ impl Config {
             "export.permissions is {:?}: \"owner\" or \"mode\"",
             self.export.permissions
         );
+        let clients =
+            crate::export::clients::ClientList::parse(&self.export.clients, self.export.secure)
+                .map_err(|e| anyhow::anyhow!("export.clients: {e}"))?;
+        if clients.loopback_only() && !self.listens_on_loopback_only() {
+            anyhow::bail!(
+                "server.address {} can be reached from other machines, but export.clients is empty \
+                 (this machine only): list the machines that may mount the export, e.g. \
+                 clients = [\"192.168.1.0/24\"], or listen on 127.0.0.1",
+                self.server.address
+            );
+        }
         anyhow::ensure!(
             self.storage.open_files > 0,
             "storage.open_files must be at least 1"
@@ -387,6 +411,15 @@ impl Config {
             "storage.write_behind_backlog must be at least 1 while write_behind is on"
         );
         Ok(())
+    }
+
+    /// Whether `server.address` is a loopback address (a name such as
+    /// `localhost` counts only when it is the name itself).
+    pub fn listens_on_loopback_only(&self) -> bool {
+        let a = self.server.address.trim_matches(|c| c == '[' || c == ']');
+        a.eq_ignore_ascii_case("localhost")
+            || a.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.to_canonical().is_loopback())
     }
 
     /// The storage folder, derived from the database path when not set.
@@ -433,6 +466,29 @@ mod tests {
         }
         let c = Config::from_toml("[export]\npermissions = \"mode\"\n").unwrap();
         assert_eq!(c.export.permissions, "mode");
+    }
+
+    #[test]
+    fn a_server_other_machines_can_reach_needs_a_client_list() {
+        for open in ["0.0.0.0", "192.168.1.10", "::", "[::]"] {
+            let text = format!("[server]\naddress = \"{open}\"\n");
+            let e = format!("{:#}", Config::from_toml(&text).unwrap_err());
+            assert!(e.contains("export.clients is empty"), "{open}: {e}");
+            let listed = format!("{text}[export]\nclients = [\"192.168.1.0/24\"]\n");
+            assert!(Config::from_toml(&listed).is_ok(), "{open}");
+        }
+        for local in ["127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2"] {
+            let text = format!("[server]\naddress = \"{local}\"\n");
+            assert!(Config::from_toml(&text).is_ok(), "{local}");
+        }
+        let e = format!(
+            "{:#}",
+            Config::from_toml("[export]\nclients = [\"10.1.2.3/8\"]\n").unwrap_err()
+        );
+        assert!(
+            e.contains("export.clients") && e.contains("10.0.0.0/8"),
+            "{e}"
+        );
     }
 
     #[test]

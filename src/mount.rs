@@ -6,6 +6,7 @@
 //! Versions 1 and 2 answer every procedure but MNT (their handles are
 //! NFSv2's, not served): macOS unmounts an NFSv3 mount with a version 1
 //! UMNT (apple-oss-distributions/NFS, kext/nfs_vfsops.c: nfs3_umount_rpc).
+//! MNT from a machine not in `export.clients` answers MNT3ERR_ACCES.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub enum MountStat {
     Ok = 0,
     NoEnt = 2,
     Io = 5,
+    /// The caller's machine is not in `export.clients`.
+    Acces = 13,
     NotDir = 20,
     Inval = 22,
     NameTooLong = 63,
@@ -131,7 +134,11 @@ impl Program for MountServer {
                     Ok(raw) => String::from_utf8_lossy(raw).into_owned(),
                     Err(_) => return Err(AcceptError::GarbageArgs),
                 };
-                match self.mount(&p) {
+                let mounted = match self.export.admit(ctx.peer) {
+                    Ok(()) => self.mount(&p),
+                    Err(_) => Err(MountStat::Acces),
+                };
+                match mounted {
                     Ok(fh) => {
                         tracing::info!(host = %host_of(ctx), path = %p, "NFSv3 mount");
                         self.remember(host_of(ctx), p);
@@ -163,9 +170,14 @@ impl Program for MountServer {
                 self.mounts.lock().retain(|(h, _)| *h != host);
             }
             MOUNTPROC3_EXPORT => {
-                // One export, "/", open to every client (no groups).
+                // One export, "/", with the machines it serves as its
+                // groups (what `showmount -e` prints beside it).
                 e.bool(true);
                 e.string("/");
+                for name in self.export.client_names() {
+                    e.bool(true);
+                    e.string(&name);
+                }
                 e.bool(false);
                 e.bool(false);
             }

@@ -608,19 +608,6 @@ enum Create {
     Exclusive([u8; 8]),
 }
 
-fn fh_args(fh: &[u8]) -> Vec<u8> {
-    let mut e = Encoder::new();
-    e.opaque(fh);
-    e.buf
-}
-
-fn dirop_args(dir: &[u8], name: &str) -> Vec<u8> {
-    let mut e = Encoder::new();
-    e.opaque(dir);
-    e.string(name);
-    e.buf
-}
-
 /// The pre-op mtime of a change equals what the Mac cached before it, so
 /// the kext takes the change as its own and keeps its caches
 /// (nfsm_chain_get_wcc_data_f): a missing or different one purges them.

@@ -5,6 +5,7 @@
 //! storage layers and no NFS version's wire format; `nfs3`, `nfs4` and
 //! `mount` each speak their own protocol over one `Export`.
 
+pub mod clients;
 pub mod handle;
 pub mod permission;
 
@@ -18,6 +19,7 @@ use parking_lot::Mutex;
 use crate::catalog::{Catalog, CatalogError, Node, NodeId, NodeKind, NodeMeta};
 use crate::config::Config;
 use crate::storage::{volume_stats, FilePool, ReadAhead, VolumeStats, WriteBehind};
+use clients::{ClientList, Refusal};
 pub use handle::HandleError;
 
 /// Why a handle does not give a node.
@@ -45,6 +47,7 @@ pub struct Export {
     /// CLOSE.
     unlink_on_close: Mutex<HashMap<u64, PathBuf>>,
     open_check: OnceLock<OpenCheck>,
+    clients: ClientList,
 }
 
 impl std::fmt::Debug for Export {
@@ -64,7 +67,14 @@ impl Export {
         write_verifier[..4]
             .copy_from_slice(&((t.as_secs() as u32) ^ std::process::id()).to_be_bytes());
         write_verifier[4..].copy_from_slice(&t.subsec_nanos().to_be_bytes());
+        let clients = ClientList::parse(&config.export.clients, config.export.secure)
+            .unwrap_or_else(|e| {
+                // Config::validate refuses this before any export opens.
+                tracing::error!(error = %e, "export.clients: serving this machine only");
+                ClientList::default()
+            });
         let export = Export {
+            clients,
             files: FilePool::new(
                 config.storage.open_files,
                 WriteBehind {
@@ -111,6 +121,22 @@ impl Export {
 
     fn is_open(&self, fileid: u64) -> bool {
         self.open_check.get().is_some_and(|f| f(fileid))
+    }
+
+    /// Whether a call from `peer` is served (`export.clients`,
+    /// `export.secure`); a refusal is logged, once a minute per address.
+    pub fn admit(&self, peer: Option<std::net::SocketAddr>) -> Result<(), Refusal> {
+        self.clients.admit(peer)
+    }
+
+    /// The machines the export serves, as `showmount -e` lists them.
+    pub fn client_names(&self) -> Vec<String> {
+        self.clients.names()
+    }
+
+    /// Whether every change is refused with ROFS (`export.read_only`).
+    pub fn read_only(&self) -> bool {
+        self.config.export.read_only
     }
 
     pub fn config(&self) -> &Config {

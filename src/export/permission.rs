@@ -65,7 +65,19 @@ pub fn by_mode(export: &Export) -> bool {
 /// bits, the group's or the others', as POSIX picks them; uid 0 has read
 /// and write on everything and execute where anyone has it (folders:
 /// always). Where the export does not check by mode, the owner's bits.
+/// Nobody writes to a read-only export.
 pub fn rights(export: &Export, node: &Node, cred: &Credentials) -> u32 {
+    let rights = rights_by_mode(export, node, cred);
+    if export.read_only() {
+        // ACCESS then reports no MODIFY, EXTEND or DELETE: the Finder
+        // shows the volume read-only instead of failing each copy.
+        rights & !WRITE
+    } else {
+        rights
+    }
+}
+
+fn rights_by_mode(export: &Export, node: &Node, cred: &Credentials) -> u32 {
     let meta = node.meta();
     let mode = export.mode_of(node, &meta);
     if !by_mode(export) {

@@ -67,6 +67,8 @@ pub enum Nfs3Status {
     Inval = 22,
     FBig = 27,
     NoSpc = 28,
+    /// A change to a read-only export.
+    RoFs = 30,
     /// Too many hard links: LINK, where a node's limit is its one name.
     MLink = 31,
     NameTooLong = 63,
@@ -206,6 +208,12 @@ impl Nfs3Server {
     }
 }
 
+/// Procedures that change the export (ROFS on a read-only one).
+fn changes(procedure: u32) -> bool {
+    use proc3::*;
+    non_idempotent(procedure) || matches!(procedure, SETATTR | WRITE)
+}
+
 /// Procedures whose retransmission must not run twice.
 fn non_idempotent(procedure: u32) -> bool {
     use proc3::*;
@@ -273,6 +281,20 @@ impl Program for Nfs3Server {
     fn call(&self, ctx: &CallContext, args: &[u8], out: &mut ReplyBody) -> Result<(), AcceptError> {
         if ctx.procedure == proc3::NULL {
             return Ok(());
+        }
+        let refusal = if self.export.admit(ctx.peer).is_err() {
+            Some(Nfs3Status::Acces)
+        } else if self.export.read_only() && changes(ctx.procedure) {
+            Some(Nfs3Status::RoFs)
+        } else {
+            None
+        };
+        if let Some(status) = refusal {
+            return if reply::refused(out, ctx.procedure, status) {
+                Ok(())
+            } else {
+                Err(AcceptError::ProcUnavail)
+            };
         }
         let cacheable = non_idempotent(ctx.procedure);
         let key = cacheable.then(|| {

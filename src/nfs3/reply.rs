@@ -403,3 +403,29 @@ pub fn commit(call: &Call<'_>, out: &mut ReplyBody, r: WccAnswer<()>) {
         e.fixed(&call.export.write_verifier());
     }
 }
+
+/// A refusal made before a procedure's arguments are read (a machine the
+/// export does not serve, a change to a read-only export): the status and
+/// the procedure's failure arm with every attribute absent, which RFC 1813
+/// allows (pre_op_attr, post_op_attr FALSE). False for a procedure number
+/// that has no such arm.
+pub fn refused(out: &mut ReplyBody, procedure: u32, status: Nfs3Status) -> bool {
+    use super::proc3::*;
+    // Optional attributes in each procedure's resfail: one word each.
+    let absent = match procedure {
+        GETATTR => 0,
+        LOOKUP | ACCESS | READLINK | READ | READDIR | READDIRPLUS | FSSTAT | FSINFO | PATHCONF => 1,
+        SETATTR | WRITE | CREATE | MKDIR | SYMLINK | MKNOD | REMOVE | RMDIR | COMMIT => 2,
+        // LINK: the file's post_op_attr and the folder's wcc_data.
+        LINK => 3,
+        // RENAME: both folders' wcc_data.
+        RENAME => 4,
+        _ => return false,
+    };
+    let e = out.enc();
+    e.u32(status.code());
+    for _ in 0..absent {
+        e.bool(false);
+    }
+    true
+}

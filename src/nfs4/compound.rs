@@ -68,6 +68,16 @@ pub(crate) fn run(
         out.patch_u32(status_at, Status::Resource.code());
         return Ok(false);
     }
+    if count > 0 && srv.export().admit(ctx.peer).is_err() {
+        // A machine the export does not serve: its first operation answers
+        // ACCESS, so its mount fails with "Permission denied" at once.
+        let opnum = d.u32().ok().filter(|n| ops::is_known(*n));
+        out.enc().u32(opnum.unwrap_or(op::ILLEGAL));
+        out.enc().u32(Status::Access.code());
+        out.patch_u32(status_at, Status::Access.code());
+        out.patch_u32(count_at, 1);
+        return Ok(false);
+    }
     let mut cacheable = false;
     let mut c = Compound {
         srv,

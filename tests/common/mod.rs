@@ -621,3 +621,18 @@ pub fn status_of_ops(
     }
     0
 }
+
+/// NFSv3 arguments of a procedure on one handle (nfs_fh3).
+pub fn fh_args(fh: &[u8]) -> Vec<u8> {
+    let mut e = markbase_nfs::xdr::Encoder::new();
+    e.opaque(fh);
+    e.buf
+}
+
+/// NFSv3 diropargs3: a folder's handle and a name in it.
+pub fn dirop_args(dir: &[u8], name: &str) -> Vec<u8> {
+    let mut e = markbase_nfs::xdr::Encoder::new();
+    e.opaque(dir);
+    e.string(name);
+    e.buf
+}

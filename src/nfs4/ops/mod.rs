@@ -50,6 +50,11 @@ pub(crate) fn dispatch(
     out: &mut ReplyBody,
 ) -> OpResult {
     match opnum {
+        op::WRITE | op::CREATE | op::REMOVE | op::RENAME | op::LINK | op::SETATTR
+            if c.srv.export().read_only() =>
+        {
+            Err(Status::RoFs)
+        }
         op::PUTFH => filehandle::putfh(c, d),
         op::PUTROOTFH | op::PUTPUBFH => filehandle::putrootfh(c),
         op::GETFH => filehandle::getfh(c, out),

@@ -145,6 +145,10 @@ fn open_checked(
     owner: &[u8],
     now: Instant,
 ) -> OpResult<Opened> {
+    let writes = access & OPEN4_SHARE_ACCESS_WRITE != 0 || !matches!(how, How::NoCreate);
+    if writes && c.srv.export().read_only() {
+        return Err(Status::RoFs);
+    }
     let name = match claim {
         Claim::Null(name) => name,
         // Reclaim after a restart: the current filehandle is the file.
