@@ -16,6 +16,15 @@ pub struct Config {
     pub cache: CacheConfig,
     pub storage: StorageConfig,
     pub catalog: CatalogConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where the Prometheus text endpoint listens (`GET /metrics`), as
+    /// address:port; empty: no endpoint.
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -391,6 +400,17 @@ impl Config {
             "export.permissions is {:?}: \"owner\" or \"mode\"",
             self.export.permissions
         );
+        if !self.metrics.address.is_empty() {
+            self.metrics
+                .address
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "metrics.address {:?} is not address:port (e.g. \"127.0.0.1:9111\")",
+                        self.metrics.address
+                    )
+                })?;
+        }
         let clients =
             crate::export::clients::ClientList::parse(&self.export.clients, self.export.secure)
                 .map_err(|e| anyhow::anyhow!("export.clients: {e}"))?;

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod export;
+pub mod metrics;
 pub mod mount;
 pub mod net;
 pub mod nfs3;

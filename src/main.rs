@@ -394,12 +394,26 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
         let addr = serve::listen_addr(&cfg)?;
         let listener = net::bind(addr, &cfg.network)?;
         let addr = listener.local_addr()?;
+        // Bound before the address is printed: whoever reads it may scrape.
+        let (dispatcher, nfs3) = serve::programs(nfs.clone());
+        let metrics = if cfg.metrics.address.is_empty() {
+            None
+        } else {
+            let listener = markbase_nfs::metrics::bind(&cfg.metrics.address).await?;
+            println!("metrics on http://{}/metrics", listener.local_addr()?);
+            let registry = markbase_nfs::metrics::registry(
+                markbase_nfs::metrics::ServerFigures::new(nfs.clone(), nfs3),
+            );
+            Some(tokio::spawn(markbase_nfs::metrics::serve(
+                listener,
+                std::sync::Arc::new(registry),
+            )))
+        };
         println!(
             "markbase-nfs serving {} on {addr} (NFSv4.0, NFSv3 and MOUNT)",
             cfg.export.db.display()
         );
         println!("{}", serve::mount_help(&addr));
-        let dispatcher = serve::dispatcher_for(nfs.clone());
         // The same programs on a second port, for clients that want MOUNT
         // apart (the NFS port serves it too).
         let mount_listener = match cfg.server.mount_port {
@@ -433,8 +447,8 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
         }
         shutdown_signal().await;
         server.abort();
-        if let Some(m) = mount_listener {
-            m.abort();
+        for task in [mount_listener, metrics].into_iter().flatten() {
+            task.abort();
         }
         tracing::info!("shutting down: writing queued direct WRITEs, flushing the catalog");
         nfs.files().drain();

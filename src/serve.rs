@@ -72,12 +72,19 @@ pub fn open_export(cfg: &Config) -> anyhow::Result<Arc<Nfs4Server>> {
 
 /// NFSv4, NFSv3 and MOUNT on one listener, over one export.
 pub fn dispatcher_for(nfs: Arc<Nfs4Server>) -> Arc<Dispatcher> {
+    programs(nfs).0
+}
+
+/// The dispatcher of [`dispatcher_for`], and its NFSv3 program (whose
+/// figures the metrics endpoint reads).
+pub fn programs(nfs: Arc<Nfs4Server>) -> (Arc<Dispatcher>, Arc<Nfs3Server>) {
     let mut d = Dispatcher::new();
     let export = nfs.export().clone();
+    let nfs3 = Arc::new(Nfs3Server::new(export.clone()));
     d.register(nfs);
-    d.register(Arc::new(Nfs3Server::new(export.clone())));
+    d.register(nfs3.clone());
     d.register(Arc::new(MountServer::new(export)));
-    Arc::new(d)
+    (Arc::new(d), nfs3)
 }
 
 pub fn listen_addr(cfg: &Config) -> anyhow::Result<SocketAddr> {

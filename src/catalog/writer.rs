@@ -75,6 +75,11 @@ pub struct WriterStats {
     pub nodes_written: AtomicU64,
     /// Journal records written (each one `fdatasync`).
     pub journal_records: AtomicU64,
+    /// Namespace changes in those records (÷ records: the group size).
+    pub journal_changes: AtomicU64,
+    /// Microseconds spent writing and syncing them (÷ records: a group
+    /// commit's latency).
+    pub journal_micros: AtomicU64,
     /// Synced SQLite commits that let the journal start over.
     pub durable_commits: AtomicU64,
 }
@@ -607,10 +612,18 @@ impl Sink {
                 j.rewind();
             }
         }
+        let started = std::time::Instant::now();
         match j.append(&payload) {
             Ok(seq) => {
                 b.seq = Some(seq);
+                let micros = started.elapsed().as_micros() as u64;
                 self.stats.journal_records.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .journal_changes
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                self.stats
+                    .journal_micros
+                    .fetch_add(micros, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => Err(failed(e, j)),

@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -46,12 +47,41 @@ struct Held {
 /// keys collide (then they take turns, as on one file).
 const LANES: usize = 8;
 
+static OPEN: AtomicU64 = AtomicU64::new(0);
+static ACCEPTED: AtomicU64 = AtomicU64::new(0);
+
+/// Connections open now, and accepted since start (the metrics endpoint).
+pub fn connection_counts() -> (u64, u64) {
+    (
+        OPEN.load(Ordering::Relaxed),
+        ACCEPTED.load(Ordering::Relaxed),
+    )
+}
+
+/// Counts a connection open until dropped.
+struct Counted;
+
+impl Counted {
+    fn new() -> Counted {
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        ACCEPTED.fetch_add(1, Ordering::Relaxed);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
     dispatcher: Arc<Dispatcher>,
     cfg: NetworkConfig,
 ) {
+    let _counted = Counted::new();
     tracing::debug!(%peer, "connection opened");
     let (read_half, write_half) = stream.into_split();
     // Unbounded as a channel; bounded by the slots and budget its senders

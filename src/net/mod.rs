@@ -7,6 +7,6 @@ mod listener;
 mod receive;
 mod workers;
 
-pub use connection::handle_connection;
+pub use connection::{connection_counts, handle_connection};
 pub use listener::{bind, serve};
 pub use receive::{splice_counts, SpliceCounts};

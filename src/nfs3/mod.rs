@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::catalog::{fnv1a, CatalogError, Node};
 use crate::export::permission::{self, Denied};
 use crate::export::{handle::NFS3_FHSIZE, Export, HandleError, NodeError};
+use crate::metrics::ops::OpLatency;
 use crate::rpc::{AcceptError, BulkArgument, CallContext, Credentials, Program, ReplyBody};
 use crate::xdr::Decoder;
 
@@ -50,6 +51,35 @@ pub mod proc3 {
     pub const FSINFO: u32 = 19;
     pub const PATHCONF: u32 = 20;
     pub const COMMIT: u32 = 21;
+}
+
+/// A procedure's name, as the latency report and metrics show it.
+pub fn proc_name(procedure: u32) -> &'static str {
+    use proc3::*;
+    match procedure {
+        GETATTR => "GETATTR",
+        SETATTR => "SETATTR",
+        LOOKUP => "LOOKUP",
+        ACCESS => "ACCESS",
+        READLINK => "READLINK",
+        READ => "READ",
+        WRITE => "WRITE",
+        CREATE => "CREATE",
+        MKDIR => "MKDIR",
+        SYMLINK => "SYMLINK",
+        MKNOD => "MKNOD",
+        REMOVE => "REMOVE",
+        RMDIR => "RMDIR",
+        RENAME => "RENAME",
+        LINK => "LINK",
+        READDIR => "READDIR",
+        READDIRPLUS => "READDIRPLUS",
+        FSSTAT => "FSSTAT",
+        FSINFO => "FSINFO",
+        PATHCONF => "PATHCONF",
+        COMMIT => "COMMIT",
+        _ => "other",
+    }
 }
 
 /// nfsstat3.
@@ -189,6 +219,8 @@ impl Call<'_> {
 
 pub struct Nfs3Server {
     export: Arc<Export>,
+    /// Per-procedure latency and errors.
+    pub latency: OpLatency,
     /// Duplicate request cache for the procedures that change the
     /// namespace: a retransmission (after a reconnect) gets the original
     /// answer instead of a spurious NOENT or EXIST.
@@ -200,6 +232,7 @@ impl Nfs3Server {
         let entries = export.config().nfs.reply_cache_entries.max(1);
         Nfs3Server {
             export,
+            latency: OpLatency::new(22, proc_name),
             replies: moka::sync::Cache::builder()
                 .max_capacity(entries)
                 .time_to_live(Duration::from_secs(300))
@@ -317,7 +350,12 @@ impl Program for Nfs3Server {
             cred: &ctx.credentials,
         };
         let mut d = Decoder::new(args);
+        let started = std::time::Instant::now();
         dispatch(&call, ctx, &mut d, out)?;
+        self.latency.record(ctx.procedure, started.elapsed());
+        if out.u32_at(start).is_some_and(|status| status != 0) {
+            self.latency.record_error(ctx.procedure);
+        }
         if let Some(k) = key {
             if let Some(bytes) = out.bytes_since(start) {
                 self.replies.insert(k, Arc::new(bytes));

@@ -120,6 +120,7 @@ pub(crate) fn run(
         let result = ops::dispatch(&mut c, opnum, &mut d, out);
         srv.latency.record(opnum, started.elapsed());
         if let Err(s) = result {
+            srv.latency.record_error(opnum);
             // LOCK and LOCKT answer DENIED with the conflicting lock.
             let keep_body = s == Status::Denied && matches!(opnum, op::LOCK | op::LOCKT);
             if !keep_body && !out.truncate(body_at) {

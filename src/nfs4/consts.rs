@@ -224,3 +224,47 @@ pub mod attr {
     pub const TIME_MODIFY: u32 = 53;
     pub const MOUNTED_ON_FILEID: u32 = 55;
 }
+
+/// An operation's name, as the latency report and metrics show it.
+pub fn op_name(opnum: u32) -> &'static str {
+    match opnum {
+        op::ACCESS => "ACCESS",
+        op::CLOSE => "CLOSE",
+        op::COMMIT => "COMMIT",
+        op::CREATE => "CREATE",
+        op::DELEGPURGE => "DELEGPURGE",
+        op::DELEGRETURN => "DELEGRETURN",
+        op::GETATTR => "GETATTR",
+        op::GETFH => "GETFH",
+        op::LINK => "LINK",
+        op::LOCK => "LOCK",
+        op::LOCKT => "LOCKT",
+        op::LOCKU => "LOCKU",
+        op::LOOKUP => "LOOKUP",
+        op::LOOKUPP => "LOOKUPP",
+        op::NVERIFY => "NVERIFY",
+        op::OPEN => "OPEN",
+        op::OPENATTR => "OPENATTR",
+        op::OPEN_CONFIRM => "OPEN_CONFIRM",
+        op::OPEN_DOWNGRADE => "OPEN_DOWNGRADE",
+        op::PUTFH => "PUTFH",
+        op::PUTPUBFH => "PUTPUBFH",
+        op::PUTROOTFH => "PUTROOTFH",
+        op::READ => "READ",
+        op::READDIR => "READDIR",
+        op::READLINK => "READLINK",
+        op::REMOVE => "REMOVE",
+        op::RENAME => "RENAME",
+        op::RENEW => "RENEW",
+        op::RESTOREFH => "RESTOREFH",
+        op::SAVEFH => "SAVEFH",
+        op::SECINFO => "SECINFO",
+        op::SETATTR => "SETATTR",
+        op::SETCLIENTID => "SETCLIENTID",
+        op::SETCLIENTID_CONFIRM => "SETCLIENTID_CONFIRM",
+        op::VERIFY => "VERIFY",
+        op::WRITE => "WRITE",
+        op::RELEASE_LOCKOWNER => "RELEASE_LOCKOWNER",
+        _ => "other",
+    }
+}

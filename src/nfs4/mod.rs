@@ -6,7 +6,6 @@ pub mod attrs;
 mod compound;
 pub mod consts;
 mod idmap;
-pub mod latency;
 mod ops;
 mod permission;
 mod server;

@@ -24,7 +24,7 @@ pub struct Nfs4Server {
     /// ops, so a retransmission after a reconnect gets the original answer
     /// instead of a spurious NOENT/EXIST.
     replies: moka::sync::Cache<(String, u32, u64), Arc<Vec<u8>>>,
-    pub(crate) latency: super::latency::OpLatency,
+    pub(crate) latency: crate::metrics::ops::OpLatency,
     started: Instant,
     /// Milliseconds after `started` when the next lease sweep is due.
     next_sweep_ms: AtomicU64,
@@ -79,7 +79,7 @@ impl Nfs4Server {
         let opens = state.clone();
         export.set_open_check(Box::new(move |fileid| opens.lock().is_open(fileid)));
         Nfs4Server {
-            latency: Default::default(),
+            latency: crate::metrics::ops::OpLatency::new(40, super::consts::op_name),
             started: Instant::now(),
             next_sweep_ms: AtomicU64::new(0),
             replies: moka::sync::Cache::builder()

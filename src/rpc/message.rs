@@ -263,6 +263,23 @@ impl ReplyBody {
         }
     }
 
+    /// The u32 encoded at offset `at` (a result's status word), if any.
+    pub fn u32_at(&self, at: usize) -> Option<u32> {
+        let word = |b: &[u8], i: usize| Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?));
+        if at >= self.base {
+            return word(&self.enc.buf, at - self.base);
+        }
+        let mut start = 0;
+        for part in &self.parts {
+            let b = part.as_slice();
+            if at < start + b.len() {
+                return word(b, at - start);
+            }
+            start += b.len();
+        }
+        None
+    }
+
     /// The bytes encoded since offset `at`, if they are all in the buffer
     /// being encoded (no data part after it).
     pub fn bytes_since(&self, at: usize) -> Option<Vec<u8>> {

@@ -84,6 +84,9 @@ impl std::ops::Deref for PooledFile {
 pub struct FilePool {
     files: Cache<u64, Arc<PooledFile>>,
     opens: AtomicU64,
+    lookups: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
     write_behind: WriteBehind,
     /// The write-behind thread's queue; None when write-behind is off (or
     /// its thread could not start). Starting writeback of a window and
@@ -168,6 +171,9 @@ impl FilePool {
         FilePool {
             files: Cache::new(capacity.max(1)),
             opens: Default::default(),
+            lookups: Default::default(),
+            bytes_read: Default::default(),
+            bytes_written: Default::default(),
             write_behind,
             flusher,
             pacer,
@@ -329,6 +335,18 @@ impl FilePool {
         offset: u64,
         count: usize,
     ) -> io::Result<(Bytes, bool)> {
+        let read = self.read_uncounted(file, offset, count)?;
+        self.bytes_read
+            .fetch_add(read.0.len() as u64, Ordering::Relaxed);
+        Ok(read)
+    }
+
+    fn read_uncounted(
+        &self,
+        file: &Arc<PooledFile>,
+        offset: u64,
+        count: usize,
+    ) -> io::Result<(Bytes, bool)> {
         // Bytes answered and still queued for disk are read once there.
         self.pending
             .wait_range(file.fileid, offset, offset.saturating_add(count as u64));
@@ -410,6 +428,7 @@ impl FilePool {
     /// The open file for `fileid`, opening `path` on a miss (read-write
     /// when permitted, so a later WRITE needs no reopen).
     pub fn get(&self, fileid: u64, path: &Path) -> io::Result<Arc<PooledFile>> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         if let Some(f) = self.files.get(&fileid) {
             return Ok(f);
         }
@@ -454,6 +473,25 @@ impl FilePool {
     /// Descriptors opened since start (tests prove pooling with it).
     pub fn opens(&self) -> u64 {
         self.opens.load(Ordering::Relaxed)
+    }
+
+    /// Descriptors asked of the pool since start (less [`FilePool::opens`]:
+    /// the pool's hits).
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+
+    /// File bytes READs have returned and WRITEs have taken since start.
+    pub fn traffic(&self) -> (u64, u64) {
+        (
+            self.bytes_read.load(Ordering::Relaxed),
+            self.bytes_written.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Write-behind windows queued for the disk now.
+    pub fn write_behind_queued(&self) -> usize {
+        self.flusher.as_ref().map_or(0, |f| f.len())
     }
 
     /// Writes all of `data` at `offset`, then lets write-behind send the
@@ -580,6 +618,7 @@ impl FilePool {
     /// the write-behind thread (waiting when its queue is full), then paces
     /// the write when the disk is behind.
     fn after_write(&self, file: &Arc<PooledFile>, offset: u64, len: u64) {
+        self.bytes_written.fetch_add(len, Ordering::Relaxed);
         let Some(flusher) = &self.flusher else {
             return;
         };
