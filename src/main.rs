@@ -382,6 +382,9 @@ fn tempfile_dir(base: &std::path::Path) -> anyhow::Result<PathBuf> {
     Ok(d)
 }
 
+/// How long a stop waits for the calls already read to be answered.
+const STOP_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn run_server(cfg: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -416,19 +419,28 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
         println!("{}", serve::mount_help(&addr));
         // The same programs on a second port, for clients that want MOUNT
         // apart (the NFS port serves it too).
+        // Turned true at SIGTERM/SIGINT: the listeners stop accepting and
+        // each connection stops reading calls.
+        let (stopping, _) = tokio::sync::watch::channel(false);
         let mount_listener = match cfg.server.mount_port {
             0 => None,
             p => {
                 let l = net::bind(std::net::SocketAddr::new(addr.ip(), p), &cfg.network)?;
                 println!("MOUNT also on {}", l.local_addr()?);
-                Some(tokio::spawn(net::serve(
+                Some(tokio::spawn(net::serve_until(
                     l,
                     dispatcher.clone(),
                     cfg.network.clone(),
+                    stopping.subscribe(),
                 )))
             }
         };
-        let server = tokio::spawn(net::serve(listener, dispatcher, cfg.network.clone()));
+        let server = tokio::spawn(net::serve_until(
+            listener,
+            dispatcher,
+            cfg.network.clone(),
+            stopping.subscribe(),
+        ));
         #[cfg(unix)]
         {
             let nfs = nfs.clone();
@@ -446,9 +458,21 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
             });
         }
         shutdown_signal().await;
-        server.abort();
-        for task in [mount_listener, metrics].into_iter().flatten() {
-            task.abort();
+        tracing::info!("stopping: no new connections or calls; answering the calls read");
+        let _ = stopping.send(true);
+        for task in [Some(server), mount_listener].into_iter().flatten() {
+            // A call stuck on a dead disk must not hold the stop forever.
+            let abort = task.abort_handle();
+            if tokio::time::timeout(STOP_DRAIN, task).await.is_err() {
+                tracing::warn!(
+                    seconds = STOP_DRAIN.as_secs(),
+                    "calls still running after the drain limit: closing their connections"
+                );
+                abort.abort();
+            }
+        }
+        if let Some(m) = metrics {
+            m.abort();
         }
         tracing::info!("shutting down: writing queued direct WRITEs, flushing the catalog");
         nfs.files().drain();

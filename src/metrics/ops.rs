@@ -80,14 +80,19 @@ impl OpLatency {
             if h.is_empty() {
                 continue;
             }
-            let mut below = 0;
-            let mut buckets = Vec::with_capacity(BOUNDS_US.len() + 1);
-            for bound in BOUNDS_US {
-                let upto = h.count_between(0, bound);
-                buckets.push((bound as f64 / 1e6, upto - below));
-                below = upto;
+            // One pass over the recorded values (not a range count per
+            // bound): WRITEs wait for this lock to record their time.
+            let mut counts = [0u64; BOUNDS_US.len() + 1];
+            for v in h.iter_recorded() {
+                let at = BOUNDS_US.partition_point(|b| *b < v.value_iterated_to());
+                counts[at] += v.count_at_value();
             }
-            buckets.push((f64::MAX, h.len() - below));
+            let mut buckets: Vec<(f64, u64)> = BOUNDS_US
+                .iter()
+                .zip(counts)
+                .map(|(b, n)| (*b as f64 / 1e6, n))
+                .collect();
+            buckets.push((f64::MAX, counts[BOUNDS_US.len()]));
             out.push(OpFigures {
                 name: (self.names)(i as u32),
                 count: h.len(),

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::receive::CallReader;
 use super::workers::WorkerPool;
@@ -80,6 +80,7 @@ pub async fn handle_connection(
     peer: SocketAddr,
     dispatcher: Arc<Dispatcher>,
     cfg: NetworkConfig,
+    mut stop: watch::Receiver<bool>,
 ) {
     let _counted = Counted::new();
     tracing::debug!(%peer, "connection opened");
@@ -104,7 +105,14 @@ pub async fn handle_connection(
     let lanes: [Arc<Lane>; LANES] = Default::default();
     loop {
         let mut record = buffers.lock().pop().unwrap_or_default();
-        let bulk = match reader.next(&mut record, &dispatcher).await {
+        // Once the server stops, no further call is read: those read are
+        // answered below, and the client resends the rest to the next
+        // server (a record cut off here was never answered).
+        let next = tokio::select! {
+            next = reader.next(&mut record, &dispatcher) => next,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let bulk = match next {
             Ok(Some(bulk)) => bulk.map(Arc::new),
             Ok(None) => break,
             Err(RecordError::Io(e)) => {

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::connection::handle_connection;
 use crate::config::NetworkConfig;
@@ -43,14 +45,36 @@ pub fn bind(addr: SocketAddr, cfg: &NetworkConfig) -> anyhow::Result<TcpListener
 
 /// Accepts connections until the task is dropped.
 pub async fn serve(listener: TcpListener, dispatcher: Arc<Dispatcher>, cfg: NetworkConfig) {
+    let (_keep, never) = watch::channel(false);
+    serve_until(listener, dispatcher, cfg, never).await
+}
+
+/// Accepts connections until `stop` turns true, then stops accepting
+/// (the listening socket is closed: new connections are refused), lets
+/// every connection finish the calls it has read and send their replies
+/// (see [`handle_connection`]), and returns once they are all closed.
+pub async fn serve_until(
+    listener: TcpListener,
+    dispatcher: Arc<Dispatcher>,
+    cfg: NetworkConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
     loop {
-        match listener.accept().await {
+        // Finished connections are reaped as new ones come.
+        while connections.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 tune(&stream, &cfg);
                 let dispatcher = dispatcher.clone();
                 let cfg = cfg.clone();
-                tokio::spawn(async move {
-                    handle_connection(stream, peer, dispatcher, cfg).await;
+                let stop = stop.clone();
+                connections.spawn(async move {
+                    handle_connection(stream, peer, dispatcher, cfg, stop).await;
                 });
             }
             Err(e) => {
@@ -60,4 +84,12 @@ pub async fn serve(listener: TcpListener, dispatcher: Arc<Dispatcher>, cfg: Netw
             }
         }
     }
+    drop(listener);
+    if !connections.is_empty() {
+        tracing::info!(
+            connections = connections.len(),
+            "stopping: connections finish the calls they have read"
+        );
+    }
+    while connections.join_next().await.is_some() {}
 }

@@ -8,5 +8,5 @@ mod receive;
 mod workers;
 
 pub use connection::{connection_counts, handle_connection};
-pub use listener::{bind, serve};
+pub use listener::{bind, serve, serve_until};
 pub use receive::{splice_counts, SpliceCounts};

@@ -160,6 +160,30 @@ impl Server {
         }
     }
 
+    /// Sends SIGTERM and returns at once (the server drains, then exits).
+    pub fn signal_term(&self) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits up to `limit` for the server to exit; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        let c = self.child.as_mut()?;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Starts again on the same port after a kill or terminate. A port
     /// still held (the killed server's connections being torn down) is
     /// retried for up to 10 s.
