@@ -5,7 +5,8 @@
 # run with and without a scraper (GET /metrics every SCRAPE_S seconds,
 # default 1: 15 times Prometheus's default rate), alternating, round by
 # round. Prints each round, min/median/max of each side and of the
-# scraped/unscraped ratio of each pair.
+# scraped/unscraped ratio of each pair; then the server's CPU time per
+# scrape (Linux /proc).
 #
 #   perf/metrics-cost.sh [rounds]        (from the project's root; needs ../shared/peer set up)
 set -euo pipefail
@@ -49,4 +50,12 @@ for i in $(seq 1 "$rounds"); do
 done
 summary() { sort -n "$T/$1" | awk -v k="$1" '{a[NR]=$1} END{printf "%s: min %s median %s max %s\n", k, a[1], a[int((NR+1)/2)], a[NR]}'; }
 summary plain; summary scraped; summary ratio
-echo "scrapes answered: $(curl -s "http://127.0.0.1:$MPORT/metrics" | grep -c '^markbase_nfs_' ) series in the last one"
+echo "series in a scrape: $(curl -s "http://127.0.0.1:$MPORT/metrics" | grep -c '^markbase_nfs_')"
+# The server's own CPU time (utime + stime from /proc) over 500 scrapes
+# in a row, the server otherwise idle: what one scrape costs it.
+ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+before=$(ticks)
+for _ in $(seq 1 500); do curl -s -o /dev/null "http://127.0.0.1:$MPORT/metrics"; done
+after=$(ticks)
+awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" \
+	'BEGIN { printf "server CPU per scrape: %.3f ms (500 scrapes)\n", t / hz / 500 * 1000 }'
