@@ -1,10 +1,10 @@
 //! The metrics endpoint (`[metrics] address`, off by default): the
 //! server's figures in the Prometheus/OpenMetrics text format over HTTP
-//! (`GET /metrics`). Nothing is counted for it on the data path: each
-//! scrape reads the counters and histograms the server keeps anyway
-//! (per-operation latency, bytes moved, catalog writer, queues, the
-//! descriptor pool, connections and NFSv4 state), so a scrape costs a
-//! stream only the microseconds it holds each histogram's lock.
+//! (`GET /metrics`). The data path keeps only counters (relaxed atomic
+//! adds) and the per-operation histograms; each scrape reads them with
+//! the catalog writer's, the queues', the descriptor pool's, the
+//! connections' and NFSv4 state's figures, so a scrape costs a stream only
+//! the moment it holds each histogram's lock.
 //!
 //! prometheus-client encodes, hyper serves; this file only says what is
 //! exported and under which names (all prefixed `markbase_nfs_`).
