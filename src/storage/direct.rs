@@ -24,6 +24,12 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::{release, AlignedBuf, AlignedPool, Closing, PooledFile};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
 /// The byte ranges queued for disk per file, and the first error a queued
 /// payload met there.
 #[derive(Default)]
@@ -146,6 +152,90 @@ fn take_error(files: &mut HashMap<u64, FilePending>, fileid: u64) -> io::Result<
     // The error as the disk gave it (ENOSPC stays NFS4ERR_NOSPC); the
     // direct-writer logged which payload met it.
     error.map_or(Ok(()), Err)
+}
+
+/// Writes an aligned payload with O_DIRECT in the file's turn; without a
+/// direct descriptor, or on a file system that refuses (EINVAL), it gets
+/// a buffered write.
+pub(super) fn write_direct_now(
+    file: &PooledFile,
+    direct: Option<&File>,
+    offset: u64,
+    data: &[u8],
+    written: &AtomicU64,
+) -> io::Result<()> {
+    let _turn = file.serial.lock();
+    match direct.map(|d| d.write_all_at(data, offset)) {
+        Some(Ok(())) => {
+            written.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Some(Err(e)) if e.raw_os_error() != Some(libc::EINVAL) => Err(e),
+        _ => file.write_all_at(data, offset),
+    }
+}
+
+/// A direct payload answered and queued for the direct-writer thread.
+pub(super) struct DirectJob {
+    pub(super) file: Arc<PooledFile>,
+    pub(super) offset: u64,
+    pub(super) buf: AlignedBuf,
+    pub(super) len: usize,
+}
+
+impl DirectJob {
+    pub(super) fn write(&self, written: &AtomicU64) -> io::Result<()> {
+        let data = &self.buf.as_ref()[..self.len];
+        write_direct_now(
+            &self.file,
+            self.file.direct_file(),
+            self.offset,
+            data,
+            written,
+        )
+    }
+
+    /// Writes the payload on this thread and gives its buffer back.
+    pub(super) fn write_here(self, aligned: &AlignedPool, written: &AtomicU64) -> io::Result<()> {
+        let result = self.write(written);
+        aligned.give(self.buf);
+        result
+    }
+
+    /// The direct-writer thread's work: writes the payload (not when its
+    /// file was removed meanwhile: that content is going away), then lets
+    /// waiters for its range go on.
+    pub(super) fn run(
+        self,
+        aligned: &AlignedPool,
+        pending: &Pending,
+        written: &AtomicU64,
+        closer: Option<&crossbeam_channel::Sender<Closing>>,
+    ) {
+        let result = if self.file.removed.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            self.write(written)
+        };
+        let DirectJob {
+            file,
+            offset,
+            buf,
+            len,
+        } = self;
+        if let Err(e) = &result {
+            tracing::error!(
+                fileid = file.fileid,
+                offset,
+                len,
+                error = %e,
+                "a WRITE answered before it reached the disk failed there; the file's next COMMIT reports it"
+            );
+        }
+        aligned.give(buf);
+        pending.landed(file.fileid, offset, result);
+        release(closer, file);
+    }
 }
 
 #[cfg(test)]
