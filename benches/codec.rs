@@ -5,13 +5,13 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
 use markbase_nfs::catalog::NodeId;
-use markbase_nfs::client::CompoundArgs;
 use markbase_nfs::config::Config;
 use markbase_nfs::nfs4::attrs::{encode_fattr, supported};
 use markbase_nfs::nfs4::consts::attr;
 use markbase_nfs::rpc::message::encode_call;
 use markbase_nfs::rpc::{Credentials, Outcome};
 use markbase_nfs::serve::{dispatcher_for, open_export};
+use markbase_nfs::tools::client::CompoundArgs;
 use markbase_nfs::xdr::Encoder;
 
 fn bench(c: &mut Criterion) {

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use markbase_nfs::client::{pipelined_reads, pipelined_writes, Create, Nfs4Client, WriteStream};
 use markbase_nfs::config::Config;
+use markbase_nfs::tools::client::{
+    pipelined_reads, pipelined_writes, Create, Nfs4Client, WriteStream,
+};
 
 #[path = "support/file_sink.rs"]
 mod file_sink;

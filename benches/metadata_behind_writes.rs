@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use markbase_nfs::client::{CompoundArgs, Create, Nfs4Client, WriteStream};
 use markbase_nfs::nfs4::consts::NFS4_PROGRAM;
 use markbase_nfs::rpc::message::decode_reply;
+use markbase_nfs::tools::client::{CompoundArgs, Create, Nfs4Client, WriteStream};
 
 #[path = "support/server.rs"]
 mod server;

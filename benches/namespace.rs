@@ -20,7 +20,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use markbase_nfs::client::{Create, Nfs4Client};
+use markbase_nfs::tools::client::{Create, Nfs4Client};
 
 #[path = "support/server.rs"]
 mod server;

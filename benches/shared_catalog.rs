@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use markbase_nfs::client::{Create, Nfs4Client, WriteStream};
+use markbase_nfs::tools::client::{Create, Nfs4Client, WriteStream};
 use rusqlite::{params, Connection};
 
 #[path = "support/server.rs"]

@@ -6,10 +6,11 @@
 //! operations), `nfs3` and `mount` (NFSv3 and its MOUNT protocol) →
 //! `export` (one catalog with its content and file handles, shared by the
 //! protocols) → `catalog` (SQLite + caches) and `storage` (content files).
+//! Beside them: `serve` (wiring), `config`, `metrics` (the Prometheus
+//! endpoint), and apart, `tools`: the client and stream runner that drive
+//! and measure the server.
 
-pub mod aja;
 pub mod catalog;
-pub mod client;
 pub mod config;
 pub mod export;
 pub mod metrics;
@@ -20,6 +21,6 @@ pub mod nfs4;
 pub mod pipe;
 pub mod rpc;
 pub mod serve;
-pub mod stalls;
 pub mod storage;
+pub mod tools;
 pub mod xdr;

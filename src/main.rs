@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 
 use markbase_nfs::catalog::{generate, import_tree, GenOptions};
 use markbase_nfs::config::Config;
-use markbase_nfs::{aja, net, serve};
+use markbase_nfs::tools::aja;
+use markbase_nfs::{net, serve};
 
 #[derive(Parser)]
 #[command(

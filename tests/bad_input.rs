@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use markbase_nfs::client::{compound, CompoundArgs, RpcClient};
 use markbase_nfs::nfs4::consts::{attr, op, Status, NFS4_PROGRAM};
 use markbase_nfs::rpc::message::ReplyStatus;
+use markbase_nfs::tools::client::{compound, CompoundArgs, RpcClient};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -143,7 +143,7 @@ fn record_level_damage_closes_only_that_connection() {
         .expect("a reply to the short WRITE");
     let (_, st, at) = markbase_nfs::rpc::message::decode_reply(&reply).unwrap();
     assert_eq!(st, ReplyStatus::Success);
-    let res = markbase_nfs::client::CompoundReply::decode(&reply[at..]).unwrap();
+    let res = markbase_nfs::tools::client::CompoundReply::decode(&reply[at..]).unwrap();
     assert_ne!(res.status, 0, "short WRITE succeeded");
     let (st, res) = compound(&mut c, &CompoundArgs::new().putrootfh().getfh(), 0).unwrap();
     assert_eq!((st, res.map(|r| r.status)), (ReplyStatus::Success, Some(0)));
@@ -434,16 +434,16 @@ fn open_mib_file(
     client: &str,
     name: &str,
 ) -> (
-    markbase_nfs::client::Nfs4Client,
-    markbase_nfs::client::OpenFile,
+    markbase_nfs::tools::client::Nfs4Client,
+    markbase_nfs::tools::client::OpenFile,
 ) {
-    let mut c = markbase_nfs::client::Nfs4Client::connect(f.server.addr, client).unwrap();
+    let mut c = markbase_nfs::tools::client::Nfs4Client::connect(f.server.addr, client).unwrap();
     let dir = c.lookup("Projects").unwrap();
     let file = c
         .open(
             &dir,
             name,
-            markbase_nfs::client::Create::Unchecked { mode: 0o644 },
+            markbase_nfs::tools::client::Create::Unchecked { mode: 0o644 },
             3,
         )
         .unwrap();

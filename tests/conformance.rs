@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use markbase_nfs::catalog::NodeId;
-use markbase_nfs::client::{CompoundArgs, Create, Nfs4Client, OpenFile};
 use markbase_nfs::nfs4::consts::{attr, op, Status};
+use markbase_nfs::tools::client::{CompoundArgs, Create, Nfs4Client, OpenFile};
 
 const BOTH: u32 = 3;
 

@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use markbase_nfs::client::{compound, CompoundArgs, Create, Nfs4Client, RpcClient};
 use markbase_nfs::mount::{mnt_args, MOUNT_PROGRAM, MOUNT_V3};
 use markbase_nfs::nfs3::{proc3, NFS3_PROGRAM, NFS3_VERSION};
 use markbase_nfs::nfs4::consts::{
@@ -15,6 +14,7 @@ use markbase_nfs::nfs4::consts::{
     OPEN4_SHARE_ACCESS_READ, OPEN4_SHARE_ACCESS_WRITE,
 };
 use markbase_nfs::rpc::message::ReplyStatus;
+use markbase_nfs::tools::client::{compound, CompoundArgs, Create, Nfs4Client, RpcClient};
 use markbase_nfs::xdr::Decoder;
 
 const NFS3ERR_ACCES: u32 = 13;

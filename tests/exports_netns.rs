@@ -13,9 +13,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
-use markbase_nfs::client::{CompoundArgs, Nfs4Client};
 use markbase_nfs::nfs4::consts::{attr, op};
 use markbase_nfs::rpc::{AuthSys, Credentials};
+use markbase_nfs::tools::client::{CompoundArgs, Nfs4Client};
 
 /// A network namespace with one veth pair to the host: host side
 /// `198.18.<net>.1/24`, namespace side `198.18.<net>.2/24`.

@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use markbase_nfs::client::{CompoundArgs, Create, Nfs4Client};
 use markbase_nfs::nfs4::consts::{attr, NFS4_PROGRAM, OPEN4_SHARE_ACCESS_BOTH};
 use markbase_nfs::rpc::message::{decode_reply, ReplyStatus};
+use markbase_nfs::tools::client::{CompoundArgs, Create, Nfs4Client};
 
 const MIB: usize = 1 << 20;
 const FILE_SYNC4: u32 = 2;

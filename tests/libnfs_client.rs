@@ -238,7 +238,7 @@ fn url3(port: u16, path: &str) -> String {
 /// also answers on `--mount-port`.
 #[test]
 fn nfsv3_reads_and_writes_and_files_cross_versions() {
-    use markbase_nfs::client::{Create, Nfs4Client};
+    use markbase_nfs::tools::client::{Create, Nfs4Client};
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("v3.sqlite");
     let storage = tmp.path().join("v3.storage");

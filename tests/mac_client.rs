@@ -8,11 +8,11 @@ mod common;
 use std::collections::HashSet;
 
 use common::*;
-use markbase_nfs::client::{CompoundArgs, Nfs4Client, RpcClient};
 use markbase_nfs::nfs4::attrs::Bitmap;
 use markbase_nfs::nfs4::consts::{attr, op, Status, NFS4_PROGRAM};
 use markbase_nfs::rpc::message::{decode_reply, ReplyStatus};
 use markbase_nfs::rpc::{AuthSys, Credentials};
+use markbase_nfs::tools::client::{CompoundArgs, Nfs4Client, RpcClient};
 use markbase_nfs::xdr::{Decoder, Encoder};
 
 /// The editor's uid and gid on the Mac (the first user account).
@@ -1197,7 +1197,7 @@ fn a_mac_that_slept_past_the_lease_finds_its_files_as_it_left_them() {
         .open(
             &rootfh,
             "Timeline.fcpxml",
-            markbase_nfs::client::Create::No,
+            markbase_nfs::tools::client::Create::No,
             3,
         )
         .unwrap();

@@ -13,9 +13,9 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use common::*;
-use markbase_nfs::client::RpcClient;
 use markbase_nfs::rpc::message::ReplyStatus;
 use markbase_nfs::rpc::{AuthSys, Credentials};
+use markbase_nfs::tools::client::RpcClient;
 use markbase_nfs::xdr::{Decoder, Encoder};
 
 const NFS: u32 = 100_003;

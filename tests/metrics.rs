@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use common::*;
-use markbase_nfs::client::{pipelined_writes, Create, Nfs4Client};
 use markbase_nfs::nfs4::consts::OPEN4_SHARE_ACCESS_BOTH;
+use markbase_nfs::tools::client::{pipelined_writes, Create, Nfs4Client};
 
 /// GET `path` from `port` on 127.0.0.1: (status line, headers + body).
 fn get(port: u16, path: &str) -> (String, String) {
@@ -116,7 +116,7 @@ fn a_scrape_during_a_write_stream_shows_its_bytes_and_latencies() {
         1.0
     );
 
-    let mut rest = markbase_nfs::client::WriteStream::new(&c.rpc, &f, MIB as usize, 0);
+    let mut rest = markbase_nfs::tools::client::WriteStream::new(&c.rpc, &f, MIB as usize, 0);
     rest.write(&mut c.rpc, 32 * MIB, 32 * MIB, 16).unwrap();
     c.commit(&f.fh).unwrap();
     c.close(&f).unwrap();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use markbase_nfs::client::{Create, Nfs4Client};
+use markbase_nfs::tools::client::{Create, Nfs4Client};
 
 /// What the client was told: each name it touched, and whether it exists.
 #[derive(Default)]

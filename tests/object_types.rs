@@ -7,9 +7,9 @@
 mod common;
 
 use common::*;
-use markbase_nfs::client::{CompoundArgs, Nfs4Client, OpenFile};
 use markbase_nfs::nfs4::attrs::Bitmap;
 use markbase_nfs::nfs4::consts::{attr, op, Status};
+use markbase_nfs::tools::client::{CompoundArgs, Nfs4Client, OpenFile};
 use markbase_nfs::xdr::{Decoder, Encoder};
 
 const NF4REG: u32 = 1;

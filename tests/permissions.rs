@@ -6,10 +6,10 @@
 mod common;
 
 use common::*;
-use markbase_nfs::client::{CompoundArgs, Create, Nfs4Client, OpenFile};
 use markbase_nfs::nfs4::attrs::Bitmap;
 use markbase_nfs::nfs4::consts::{attr, op, Status};
 use markbase_nfs::rpc::{AuthSys, Credentials};
+use markbase_nfs::tools::client::{CompoundArgs, Create, Nfs4Client, OpenFile};
 
 const READ: u32 = 1;
 const WRITE: u32 = 2;

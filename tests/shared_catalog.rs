@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use markbase_nfs::catalog::FeedMode;
-use markbase_nfs::client::{Create, Nfs4Client};
 use markbase_nfs::nfs4::consts::{attr, Status};
+use markbase_nfs::tools::client::{Create, Nfs4Client};
 
 /// The MarkBase app: its own connection to the catalog.
 fn app(db: &Path) -> rusqlite::Connection {
@@ -357,7 +357,7 @@ fn an_open_file_the_app_deletes_serves_until_close() {
     c.write(&f, before.len() as u64, b"+", 2).unwrap();
     c.close(&f).unwrap();
     let stale = c.compound(
-        &markbase_nfs::client::CompoundArgs::new()
+        &markbase_nfs::tools::client::CompoundArgs::new()
             .putfh(&f.fh)
             .getattr(&[attr::SIZE]),
     );

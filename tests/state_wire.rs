@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use markbase_nfs::client::{CompoundArgs, Create, Nfs4Client, RpcClient};
 use markbase_nfs::nfs4::consts::{op, Status, NFS4_PROGRAM};
+use markbase_nfs::tools::client::{CompoundArgs, Create, Nfs4Client, RpcClient};
 
 const BOTH: u32 = 3;
 const READ_LT: u32 = 1;
@@ -237,7 +237,7 @@ fn another_clients_stateid_is_refused_for_io() {
     // A's stateid on a new connection that has not spoken yet: served.
     let mut fresh = RpcClient::connect(srv.addr).unwrap();
     let args = Nfs4Client::write_args(&fa, 8, b"BYTES", 2);
-    let (_, reply) = markbase_nfs::client::compound(&mut fresh, &args, 0).unwrap();
+    let (_, reply) = markbase_nfs::tools::client::compound(&mut fresh, &args, 0).unwrap();
     assert_eq!(reply.unwrap().status, Status::Ok.code());
     assert_eq!(a.read(&fa, 0, 64).unwrap().0, b"owner's BYTES");
     b.close(&fb).unwrap();

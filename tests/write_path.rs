@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use markbase_nfs::catalog::NodeId;
-use markbase_nfs::client::{CompoundArgs, Create, Nfs4Client};
 use markbase_nfs::nfs4::consts::{op, Status};
+use markbase_nfs::tools::client::{CompoundArgs, Create, Nfs4Client};
 
 const READ: u32 = 1;
 const WRITE: u32 = 2;
@@ -401,7 +401,7 @@ fn large_writes_in_small_pieces_land_byte_exact() {
 /// whole and in place, copied or lent.
 #[test]
 fn write_stream_frames_of_odd_lengths_land_whole() {
-    use markbase_nfs::client::WriteStream;
+    use markbase_nfs::tools::client::WriteStream;
     let srv = InProcess::start();
     let mut c = Nfs4Client::connect(srv.addr, "frames").unwrap();
     let root = c.lookup("").unwrap();
@@ -523,14 +523,14 @@ fn large_writes_land_byte_exact(lend: bool, direct: bool) {
     for _ in &writes {
         let reply = c.rpc.read_record().unwrap().expect("a reply per WRITE");
         let (_, _, at) = markbase_nfs::rpc::message::decode_reply(&reply).unwrap();
-        let r = markbase_nfs::client::CompoundReply::decode(&reply[at..]).unwrap();
+        let r = markbase_nfs::tools::client::CompoundReply::decode(&reply[at..]).unwrap();
         assert_eq!(r.status, 0, "WRITE + GETATTR failed");
         assert_eq!(r.results, 3);
     }
     drop(records);
     // A WRITE with a stateid the server never issued: refused, its
     // megabyte discarded, and the connection goes on.
-    let forged = markbase_nfs::client::OpenFile {
+    let forged = markbase_nfs::tools::client::OpenFile {
         fh: f.fh.clone(),
         stateid: (1, [0xee; 12]),
     };

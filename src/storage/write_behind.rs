@@ -127,7 +127,7 @@ pub(super) const PACE_SLOWING: f64 = 0.25;
 /// sees as dropped frames. Completing WRITEs at the disk's long-run rate
 /// instead keeps the queue low, with room left to take in a slow spell at
 /// full speed. Measured with aja (16 GiB, frames not overlapping a stall
-/// of the VM itself, see `crate::stalls`): p99 frame write 13.1 and 13.6 ms
+/// of the VM itself, see `crate::tools::stalls`): p99 frame write 13.1 and 13.6 ms
 /// unpaced (a 4-window queue, as before pacing), 6.4 and 7.8 ms paced at
 /// the present rate with this queue of 128; pacing at the long-run rate
 /// (three alternating pairs) 16.8 / 6.6 / 6.9 ms against 13.7 / 8.8 / 8.9

@@ -603,9 +603,13 @@ impl VmRun {
 }
 
 /// The attribute values (fattr4's opaque) of GETATTR `attrs` on `fh`.
-pub fn getattr(c: &mut markbase_nfs::client::Nfs4Client, fh: &[u8], attrs: &[u32]) -> Vec<u8> {
-    use markbase_nfs::client::{CompoundArgs, Nfs4Client};
+pub fn getattr(
+    c: &mut markbase_nfs::tools::client::Nfs4Client,
+    fh: &[u8],
+    attrs: &[u32],
+) -> Vec<u8> {
     use markbase_nfs::nfs4::consts::op;
+    use markbase_nfs::tools::client::{CompoundArgs, Nfs4Client};
     let body = c
         .compound(&CompoundArgs::new().putfh(fh).getattr(attrs))
         .unwrap();
@@ -618,26 +622,28 @@ pub fn getattr(c: &mut markbase_nfs::client::Nfs4Client, fh: &[u8], attrs: &[u32
 }
 
 /// The SIZE attribute of `fh`.
-pub fn size_of(c: &mut markbase_nfs::client::Nfs4Client, fh: &[u8]) -> u64 {
+pub fn size_of(c: &mut markbase_nfs::tools::client::Nfs4Client, fh: &[u8]) -> u64 {
     let v = getattr(c, fh, &[markbase_nfs::nfs4::consts::attr::SIZE]);
     u64::from_be_bytes(v[..8].try_into().unwrap())
 }
 
 /// The NFS status of a failed client call (u32::MAX for a transport or
 /// decoding error).
-pub fn status_of<T: std::fmt::Debug>(r: Result<T, markbase_nfs::client::ClientError>) -> u32 {
+pub fn status_of<T: std::fmt::Debug>(
+    r: Result<T, markbase_nfs::tools::client::ClientError>,
+) -> u32 {
     r.expect_err("an error").status().unwrap_or(u32::MAX)
 }
 
 /// The status of the COMPOUND `args` whose operations are `ops`: that of
 /// the first that failed, or OK.
 pub fn status_of_ops(
-    c: &mut markbase_nfs::client::Nfs4Client,
-    args: &markbase_nfs::client::CompoundArgs,
+    c: &mut markbase_nfs::tools::client::Nfs4Client,
+    args: &markbase_nfs::tools::client::CompoundArgs,
     ops: &[u32],
 ) -> u32 {
     let body = c.compound(args).unwrap();
-    let mut r = markbase_nfs::client::Nfs4Client::results(&body);
+    let mut r = markbase_nfs::tools::client::Nfs4Client::results(&body);
     for o in ops {
         if let Err(e) = r.next(*o) {
             return e.status().unwrap_or(u32::MAX);

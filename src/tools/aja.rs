@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 
-use crate::client::{pipelined_reads, Create, Nfs4Client, OpenFile, WriteStream};
-use crate::stalls::{self, MachineStalls, Stall, StallWitness};
+use crate::tools::client::{pipelined_reads, Create, Nfs4Client, OpenFile, WriteStream};
+use crate::tools::stalls::{self, MachineStalls, Stall, StallWitness};
 
 /// Frame sizes of AJA's presets, in bytes.
 pub const PRESETS: &[(&str, u64, &str)] = &[
@@ -79,7 +79,7 @@ pub struct Direction {
     /// When each frame started, in microseconds since the run began.
     pub starts_us: Vec<u64>,
     /// How much of each frame the machine was stalled (see
-    /// [`crate::stalls`]), in microseconds; empty without a witness.
+    /// [`crate::tools::stalls`]), in microseconds; empty without a witness.
     pub stalled_us: Vec<u64>,
     /// Time of the final COMMIT/fsync (writes only).
     pub flush: Duration,
