@@ -10,16 +10,39 @@ use common::*;
 use markbase_nfs::nfs4::consts::OPEN4_SHARE_ACCESS_BOTH;
 use markbase_nfs::tools::client::{pipelined_writes, Create, Nfs4Client};
 
+/// Starts a server with the metrics endpoint on; (server, its port).
+fn with_metrics(tmp: &std::path::Path) -> (Server, u16) {
+    let metrics_port = free_port_below_ephemeral();
+    let config = tmp.join("tuning.toml");
+    std::fs::write(
+        &config,
+        format!("[metrics]\naddress = \"127.0.0.1:{metrics_port}\"\n"),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let server = Server::start_with(
+        tmp,
+        &tmp.join("demo.sqlite"),
+        &tmp.join("storage"),
+        0,
+        &["--config", &config],
+    );
+    (server, metrics_port)
+}
+
 /// GET `path` from `port` on 127.0.0.1: (status line, headers + body).
 fn get(port: u16, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    s.read_to_string(&mut text)
+        .expect("no answer from the metrics endpoint within 60 s");
     let (status, rest) = text.split_once("\r\n").unwrap_or((&text, ""));
     (status.to_string(), rest.to_string())
 }
@@ -39,23 +62,7 @@ const MIB: u64 = 1 << 20;
 #[test]
 fn a_scrape_during_a_write_stream_shows_its_bytes_and_latencies() {
     let tmp = tempfile::tempdir().unwrap();
-    let metrics_port = free_port_below_ephemeral();
-    let config = tmp.path().join("tuning.toml");
-    std::fs::write(
-        &config,
-        format!("[metrics]\naddress = \"127.0.0.1:{metrics_port}\"\n"),
-    )
-    .unwrap();
-    let db = tmp.path().join("demo.sqlite");
-    let config = config.display().to_string();
-    let server = Server::start_with(
-        tmp.path(),
-        &db,
-        &tmp.path().join("storage"),
-        0,
-        &["--config", &config],
-    );
-
+    let (server, metrics_port) = with_metrics(tmp.path());
     let (status, before) = get(metrics_port, "/metrics");
     assert!(status.ends_with("200 OK"), "{status}");
     assert!(
@@ -138,4 +145,28 @@ fn a_scrape_during_a_write_stream_shows_its_bytes_and_latencies() {
         after.trim_end().ends_with("# EOF"),
         "OpenMetrics ends with # EOF"
     );
+}
+
+/// Connections that never send a request are closed, and while they hold
+/// every place a scrape still gets its answer once they are gone.
+#[test]
+fn idle_connections_cannot_hold_the_endpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, port) = with_metrics(tmp.path());
+    let idle: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let started = std::time::Instant::now();
+    let (status, _) = get(port, "/metrics");
+    assert!(status.ends_with("200 OK"), "{status}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    for mut s in idle {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut rest = Vec::new();
+        // Closed by the server (after a 408 or without a word), not left
+        // open until the read times out.
+        s.read_to_end(&mut rest)
+            .expect("an idle connection was left open");
+    }
 }

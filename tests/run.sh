@@ -25,7 +25,11 @@ NFSVM=${NFSVM_SH:-../shared/nfs-vm/nfs-vm.sh}
 [ -x "$NFSVM" ] || { echo "tests/run.sh: $NFSVM not found (shared/ must sit beside the checkout)" >&2; exit 1; }
 "$NFSVM" --build-only
 
+# One release build serves clippy and the tests (their proc macros and
+# build scripts are compiled once), without the debug info kept for
+# profiling (faster to compile and link; nothing here reads it).
+export CARGO_PROFILE_RELEASE_DEBUG=${CARGO_PROFILE_RELEASE_DEBUG:-0}
 cargo fmt --check
-cargo clippy --all-targets -- -D warnings
+cargo clippy --release --all-targets -- -D warnings
 tests/macos-check.sh
 cargo test --release --lib --tests

@@ -335,9 +335,21 @@ pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
         .with_context(|| format!("binding the metrics endpoint on {addr}"))
 }
 
-/// Serves scrapes until the task is dropped.
+/// Scrapers connected at once; more wait to be accepted.
+const SCRAPERS: usize = 16;
+/// How long a scraper has to send its request's headers.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves scrapes until the task is dropped. At most [`SCRAPERS`]
+/// connections are served at once, and one that sends no request within
+/// [`HEADER_TIMEOUT`] is closed: whoever reaches the endpoint cannot make
+/// it hold connections without bound.
 pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
+    let room = Arc::new(tokio::sync::Semaphore::new(SCRAPERS));
     loop {
+        let Ok(permit) = room.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -351,11 +363,14 @@ pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
             let io = hyper_util::rt::TokioIo::new(stream);
             let service = hyper::service::service_fn(move |req| answer(req, registry.clone()));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(io, service)
                 .await
             {
                 tracing::debug!(%peer, error = %e, "metrics connection");
             }
+            drop(permit);
         });
     }
 }
