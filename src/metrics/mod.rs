@@ -78,11 +78,14 @@ fn counter(
     help: &str,
     series: &[(&Labels<'_>, u64)],
 ) -> std::fmt::Result {
-    let series: Vec<(&Labels<'_>, ConstCounter<u64>)> = series
-        .iter()
-        .map(|(l, v)| (*l, ConstCounter::new(*v)))
-        .collect();
-    family(enc, name, help, None, MetricType::Counter, &series)
+    constants(
+        enc,
+        name,
+        help,
+        MetricType::Counter,
+        series,
+        ConstCounter::new,
+    )
 }
 
 fn gauge(
@@ -91,11 +94,20 @@ fn gauge(
     help: &str,
     series: &[(&Labels<'_>, i64)],
 ) -> std::fmt::Result {
-    let series: Vec<(&Labels<'_>, ConstGauge<i64>)> = series
-        .iter()
-        .map(|(l, v)| (*l, ConstGauge::new(*v)))
-        .collect();
-    family(enc, name, help, None, MetricType::Gauge, &series)
+    constants(enc, name, help, MetricType::Gauge, series, ConstGauge::new)
+}
+
+/// [`family`] of plain values, each made a metric by `make`.
+fn constants<T: Copy, V: EncodeMetric>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: &[(&Labels<'_>, T)],
+    make: fn(T) -> V,
+) -> std::fmt::Result {
+    let series: Vec<(&Labels<'_>, V)> = series.iter().map(|(l, v)| (*l, make(*v))).collect();
+    family(enc, name, help, None, kind, &series)
 }
 
 impl ServerFigures {
