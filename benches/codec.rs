@@ -6,7 +6,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
 use markbase_nfs::catalog::NodeId;
 use markbase_nfs::config::Config;
-use markbase_nfs::nfs4::attrs::{encode_fattr, supported};
+use markbase_nfs::nfs4::attrs::supported;
 use markbase_nfs::nfs4::consts::attr;
 use markbase_nfs::rpc::message::encode_call;
 use markbase_nfs::rpc::{Credentials, Outcome};
@@ -59,7 +59,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("encode_all_attributes", |b| {
         b.iter(|| {
             out.buf.clear();
-            encode_fattr(&nfs, black_box(&readme), mac, &all, &mut out).expect("encode");
+            nfs.encode_attributes(black_box(&readme), mac, &all, &mut out)
+                .expect("encode");
             black_box(out.buf.len())
         })
     });

@@ -10,7 +10,11 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
-    pub export: ExportConfig,
+    /// The export: an `[export]` table serves one catalog (at `path`, `/`
+    /// by default); `[[export]]` tables serve several under an NFSv4
+    /// pseudo-root, each at its own `path`.
+    #[serde(with = "export_tables")]
+    pub export: ExportTables,
     pub network: NetworkConfig,
     pub nfs: NfsConfig,
     pub cache: CacheConfig,
@@ -83,6 +87,9 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExportConfig {
+    /// Where clients mount the export: `/` (the only export), or `/name`
+    /// (one of several, listed in the NFSv4 pseudo-root).
+    pub path: String,
     /// The catalog database (`data/users/<user>.sqlite`).
     pub db: PathBuf,
     /// Where files created through NFS get their content.
@@ -124,6 +131,95 @@ pub struct ExportConfig {
     /// Clients must call from a privileged source port (below 1024), as
     /// root-run kernel clients do.
     pub secure: bool,
+}
+
+/// The export tables of a tuning file: one `[export]` table, or several
+/// `[[export]]` tables. It reads as the first (or only) table, so settings
+/// shared by every export's `Config` are read as `cfg.export.…`;
+/// [`Config::each_export`] gives one `Config` per table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportTables {
+    /// At least one table.
+    tables: Vec<ExportConfig>,
+    /// Written as `[[export]]` (several exports under a pseudo-root) rather
+    /// than `[export]`.
+    several: bool,
+}
+
+impl Default for ExportTables {
+    fn default() -> Self {
+        ExportTables::one(ExportConfig::default())
+    }
+}
+
+impl ExportTables {
+    pub fn one(table: ExportConfig) -> ExportTables {
+        ExportTables {
+            tables: vec![table],
+            several: false,
+        }
+    }
+
+    /// Several exports, each at its own `path` (at least one table).
+    pub fn several(tables: Vec<ExportConfig>) -> anyhow::Result<ExportTables> {
+        anyhow::ensure!(!tables.is_empty(), "no export to serve");
+        Ok(ExportTables {
+            tables,
+            several: true,
+        })
+    }
+
+    pub fn tables(&self) -> &[ExportConfig] {
+        &self.tables
+    }
+
+    /// Whether clients see a pseudo-root listing the exports rather than
+    /// one export at `/`.
+    pub fn has_pseudo_root(&self) -> bool {
+        self.tables.len() > 1 || self.tables[0].path != "/"
+    }
+}
+
+impl std::ops::Deref for ExportTables {
+    type Target = ExportConfig;
+    fn deref(&self) -> &ExportConfig {
+        &self.tables[0]
+    }
+}
+
+impl std::ops::DerefMut for ExportTables {
+    fn deref_mut(&mut self) -> &mut ExportConfig {
+        &mut self.tables[0]
+    }
+}
+
+/// `[export]` or `[[export]]`: read through a TOML value, so a mistake in
+/// a table keeps its own message ("unknown field `sqush`").
+mod export_tables {
+    use super::{ExportConfig, ExportTables};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ExportTables, D::Error> {
+        let value = toml::Value::deserialize(d)?;
+        if let toml::Value::Array(items) = value {
+            let tables = items
+                .into_iter()
+                .map(|v| v.try_into::<ExportConfig>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(serde::de::Error::custom)?;
+            return ExportTables::several(tables).map_err(serde::de::Error::custom);
+        }
+        let table: ExportConfig = value.try_into().map_err(serde::de::Error::custom)?;
+        Ok(ExportTables::one(table))
+    }
+
+    pub fn serialize<S: Serializer>(t: &ExportTables, s: S) -> Result<S::Ok, S::Error> {
+        if t.several {
+            t.tables.serialize(s)
+        } else {
+            t.tables[0].serialize(s)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -258,6 +354,7 @@ impl Default for ServerConfig {
 impl Default for ExportConfig {
     fn default() -> Self {
         ExportConfig {
+            path: "/".into(),
             db: PathBuf::from("data/users/demo.sqlite"),
             storage: PathBuf::new(),
             export_id: 1,
@@ -345,10 +442,13 @@ impl Config {
     /// Keeps only the permission bits of the export's modes (a tuning file
     /// may give `0o100644` as `stat` shows it), saying so in the log.
     pub fn mask_modes(&mut self) {
-        for (key, mode) in [
-            ("file_mode", &mut self.export.file_mode),
-            ("dir_mode", &mut self.export.dir_mode),
-        ] {
+        let modes = self.export.tables.iter_mut().flat_map(|t| {
+            [
+                ("file_mode", &mut t.file_mode),
+                ("dir_mode", &mut t.dir_mode),
+            ]
+        });
+        for (key, mode) in modes {
             if *mode & !0o7777 != 0 {
                 tracing::warn!(
                     "export.{key} = {:#o} carries bits above 0o7777; serving {:#o}",
@@ -390,16 +490,6 @@ impl Config {
             self.network.max_reply_bytes,
             self.nfs.max_read
         );
-        anyhow::ensure!(
-            ["none", "root", "all"].contains(&self.export.squash.as_str()),
-            "export.squash is {:?}: \"none\", \"root\" or \"all\"",
-            self.export.squash
-        );
-        anyhow::ensure!(
-            ["owner", "mode"].contains(&self.export.permissions.as_str()),
-            "export.permissions is {:?}: \"owner\" or \"mode\"",
-            self.export.permissions
-        );
         if !self.metrics.address.is_empty() {
             self.metrics
                 .address
@@ -411,17 +501,11 @@ impl Config {
                     )
                 })?;
         }
-        let clients =
-            crate::export::clients::ClientList::parse(&self.export.clients, self.export.secure)
-                .map_err(|e| anyhow::anyhow!("export.clients: {e}"))?;
-        if clients.loopback_only() && !self.listens_on_loopback_only() {
-            anyhow::bail!(
-                "server.address {} can be reached from other machines, but export.clients is empty \
-                 (this machine only): list the machines that may mount the export, e.g. \
-                 clients = [\"192.168.1.0/24\"], or listen on 127.0.0.1",
-                self.server.address
-            );
+        for table in self.export.tables() {
+            self.validate_export(table)
+                .with_context(|| format!("in the export at {:?}", table.path))?;
         }
+        self.validate_export_set()?;
         anyhow::ensure!(
             self.storage.open_files > 0,
             "storage.open_files must be at least 1"
@@ -431,6 +515,126 @@ impl Config {
             "storage.write_behind_backlog must be at least 1 while write_behind is on"
         );
         Ok(())
+    }
+
+    /// The settings of one export table.
+    fn validate_export(&self, export: &ExportConfig) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            ["none", "root", "all"].contains(&export.squash.as_str()),
+            "export.squash is {:?}: \"none\", \"root\" or \"all\"",
+            export.squash
+        );
+        anyhow::ensure!(
+            ["owner", "mode"].contains(&export.permissions.as_str()),
+            "export.permissions is {:?}: \"owner\" or \"mode\"",
+            export.permissions
+        );
+        let clients = crate::export::clients::ClientList::parse(&export.clients, export.secure)
+            .map_err(|e| anyhow::anyhow!("export.clients: {e}"))?;
+        if clients.loopback_only() && !self.listens_on_loopback_only() {
+            anyhow::bail!(
+                "server.address {} can be reached from other machines, but export.clients is empty \
+                 (this machine only): list the machines that may mount the export, e.g. \
+                 clients = [\"192.168.1.0/24\"], or listen on 127.0.0.1",
+                self.server.address
+            );
+        }
+        Ok(())
+    }
+
+    /// Several exports: each at its own `/name`, with its own export id
+    /// (handles carry it) and its own catalog.
+    fn validate_export_set(&self) -> anyhow::Result<()> {
+        let tables = self.export.tables();
+        if !self.export.has_pseudo_root() {
+            return Ok(());
+        }
+        let mut paths = std::collections::HashSet::new();
+        let mut ids = std::collections::HashMap::new();
+        let mut dbs = std::collections::HashSet::new();
+        for t in tables {
+            let name = t.path.strip_prefix('/').unwrap_or("");
+            anyhow::ensure!(
+                !name.is_empty()
+                    && name.len() <= 255
+                    && !name.contains(['/', '\0'])
+                    && name != "."
+                    && name != "..",
+                "export path {:?}: with several exports (or a pseudo-root), each is at \"/name\", one name under /",
+                t.path
+            );
+            anyhow::ensure!(
+                paths.insert(name.to_lowercase()),
+                "export path {:?} is given twice",
+                t.path
+            );
+            if let Some(other) = ids.insert(t.export_id, &t.path) {
+                anyhow::bail!(
+                    "exports {other:?} and {:?} both have export_id {}: give each export its own \
+                     (file handles carry it, so it must not change once clients mount)",
+                    t.path,
+                    t.export_id
+                );
+            }
+            anyhow::ensure!(
+                dbs.insert(t.db.clone()),
+                "the catalog {} is exported twice",
+                t.db.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Exports every `DIR/<user>.sqlite` as `/<user>` (MarkBase keeps one
+    /// catalog per user), each like the `[export]` table but for its
+    /// catalog, its storage folder (`DIR/<user>.storage`) and its export id
+    /// (a hash of the user's name, so handles stay valid across restarts).
+    pub fn export_users(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let mut catalogs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading the users' folder {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "sqlite") && p.is_file())
+            .collect();
+        catalogs.sort();
+        anyhow::ensure!(
+            !catalogs.is_empty(),
+            "{} holds no <user>.sqlite catalog to export",
+            dir.display()
+        );
+        let template = (*self.export).clone();
+        let tables = catalogs
+            .into_iter()
+            .map(|db| {
+                let user = db
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                ExportConfig {
+                    path: format!("/{user}"),
+                    export_id: user_export_id(&user),
+                    storage: PathBuf::new(),
+                    create_demo: false,
+                    db,
+                    ..template.clone()
+                }
+            })
+            .collect();
+        self.export = ExportTables::several(tables)?;
+        Ok(())
+    }
+
+    /// One `Config` per export table, each with that table as its only
+    /// export (what an `Export` is opened with).
+    pub fn each_export(&self) -> Vec<Config> {
+        self.export
+            .tables()
+            .iter()
+            .map(|t| {
+                let mut one = self.clone();
+                one.export = ExportTables::one(t.clone());
+                one
+            })
+            .collect()
     }
 
     /// Whether `server.address` is a loopback address (a name such as
@@ -449,6 +653,14 @@ impl Config {
         }
         self.export.db.with_extension("storage")
     }
+}
+
+/// The export id of a user's catalog under `serve --users`: a hash of the
+/// name, never 0 (kept apart from the pseudo-root's fsid) and never 1 (the
+/// single export's default).
+fn user_export_id(user: &str) -> u32 {
+    let h = crate::catalog::fnv1a(user.as_bytes());
+    2 + ((h ^ (h >> 32)) as u32) % (u32::MAX - 2)
 }
 
 #[cfg(test)]
@@ -509,6 +721,66 @@ mod tests {
             e.contains("export.clients") && e.contains("10.0.0.0/8"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn several_export_tables_each_at_its_own_path() {
+        let text = "[[export]]\npath = \"/warren\"\ndb = \"w.sqlite\"\n\
+                    [[export]]\npath = \"/accusys\"\ndb = \"a.sqlite\"\nexport_id = 2\nread_only = true\n";
+        let c = Config::from_toml(text).unwrap();
+        assert!(c.export.has_pseudo_root());
+        let each = c.each_export();
+        assert_eq!(each.len(), 2);
+        assert_eq!(each[1].export.path, "/accusys");
+        assert!(each[1].export.read_only && !each[0].export.read_only);
+        assert_eq!(each[1].storage_dir(), PathBuf::from("a.storage"));
+        // check-config prints them back as tables of an array.
+        let printed = c.to_toml().unwrap();
+        assert!(printed.contains("[[export]]"), "{printed}");
+        assert_eq!(Config::from_toml(&printed).unwrap(), c);
+        // One [export] table at / has no pseudo-root.
+        assert!(!Config::default().export.has_pseudo_root());
+
+        for (bad, says) in [
+            (text.replace("/accusys", "/warren"), "given twice"),
+            (text.replace("export_id = 2\n", ""), "both have export_id 1"),
+            (text.replace("a.sqlite", "w.sqlite"), "exported twice"),
+            (text.replace("/accusys", "/a/b"), "one name under /"),
+            (text.replace("/accusys", "/"), "one name under /"),
+            (text.replace("read_only", "read_olny"), "unknown field"),
+            (
+                text.replace("read_only = true", "squash = \"x\""),
+                "at \"/accusys\"",
+            ),
+        ] {
+            let e = format!("{:#}", Config::from_toml(&bad).unwrap_err());
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_user_catalog_of_a_folder_is_an_export() {
+        let dir = tempfile::tempdir().unwrap();
+        for user in ["warren", "accusys"] {
+            std::fs::write(dir.path().join(format!("{user}.sqlite")), b"").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("warren.storage")).unwrap();
+        let mut c = Config::default();
+        c.export.read_only = true;
+        c.export_users(dir.path()).unwrap();
+        let each = c.each_export();
+        let paths: Vec<&str> = each.iter().map(|e| e.export.path.as_str()).collect();
+        assert_eq!(paths, ["/accusys", "/warren"]);
+        assert_eq!(each[1].storage_dir(), dir.path().join("warren.storage"));
+        assert!(each
+            .iter()
+            .all(|e| e.export.read_only && !e.export.create_demo));
+        assert_ne!(each[0].export.export_id, each[1].export.export_id);
+        assert_eq!(each[1].export.export_id, user_export_id("warren"));
+        c.validate().unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let e = Config::default().export_users(empty.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("no <user>.sqlite"), "{e:#}");
     }
 
     #[test]

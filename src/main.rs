@@ -43,6 +43,10 @@ enum Command {
         /// Folder for the content of files created through NFS.
         #[arg(long)]
         storage: Option<PathBuf>,
+        /// Export every DIR/<user>.sqlite as /<user> (content in
+        /// DIR/<user>.storage), each with the [export] table's settings.
+        #[arg(long, conflicts_with_all = ["db", "storage"])]
+        users: Option<PathBuf>,
         /// Grace period after a restart, in seconds (nfs.grace_time).
         #[arg(long)]
         grace_time: Option<u32>,
@@ -167,6 +171,7 @@ fn main() -> anyhow::Result<()> {
             mount_port,
             db,
             storage,
+            users,
             grace_time,
             lease_time,
         } => {
@@ -185,6 +190,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(s) = storage {
                 cfg.export.storage = s;
+            }
+            if let Some(dir) = users {
+                cfg.export_users(&dir)?;
             }
             if let Some(g) = grace_time {
                 cfg.nfs.grace_time = g;
@@ -413,11 +421,17 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
                 std::sync::Arc::new(registry),
             )))
         };
+        let exports = nfs.exports();
+        let catalogs: Vec<String> = exports
+            .iter()
+            .map(|e| format!("{} at {}", e.config().export.db.display(), e.path()))
+            .collect();
         println!(
             "markbase-nfs serving {} on {addr} (NFSv4.0, NFSv3 and MOUNT)",
-            cfg.export.db.display()
+            catalogs.join(", ")
         );
-        println!("{}", serve::mount_help(&addr));
+        let paths: Vec<&str> = exports.iter().map(|e| e.path()).collect();
+        println!("{}", serve::mount_help(&addr, &paths));
         // The same programs on a second port, for clients that want MOUNT
         // apart (the NFS port serves it too).
         // Turned true at SIGTERM/SIGINT: the listeners stop accepting and

@@ -1,12 +1,13 @@
 //! The MOUNT protocol, version 3 (RFC 1813 appendix I): how an NFSv3
 //! client gets the export's root handle. Served on the NFS port itself
 //! (`mount_nfs -o vers=3,port=P,mountport=P`, Linux `mountport=P`), so no
-//! rpcbind is needed. One export: `/`, and any folder path under it.
+//! rpcbind is needed. One export at `/`, or several each at `/name`; a
+//! client may mount any folder path under an export.
 //!
 //! Versions 1 and 2 answer every procedure but MNT (their handles are
 //! NFSv2's, not served): macOS unmounts an NFSv3 mount with a version 1
 //! UMNT (apple-oss-distributions/NFS, kext/nfs_vfsops.c: nfs3_umount_rpc).
-//! MNT from a machine not in `export.clients` answers MNT3ERR_ACCES.
+//! MNT from a machine not in the export's `clients` answers MNT3ERR_ACCES.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -53,22 +54,54 @@ const AUTH_NONE: u32 = 0;
 const AUTH_SYS: u32 = 1;
 
 pub struct MountServer {
-    export: Arc<Export>,
+    /// One export at `/`, or several, each at its `/name`.
+    exports: Vec<Arc<Export>>,
     /// Who mounted what, for DUMP (informational, as RFC 1813 has it).
     mounts: Mutex<VecDeque<(String, String)>>,
 }
 
 impl MountServer {
     pub fn new(export: Arc<Export>) -> MountServer {
+        MountServer::serving(vec![export])
+    }
+
+    /// Every export (at least one).
+    pub fn serving(exports: Vec<Arc<Export>>) -> MountServer {
         MountServer {
-            export,
+            exports,
             mounts: Mutex::new(VecDeque::new()),
         }
     }
 
-    /// The root handle of the folder at `path` ("/" = the export's root).
+    /// The export `path` is in, and the rest of the path inside it.
+    fn export_at<'p>(&self, path: &'p str) -> Option<(&Export, &'p str)> {
+        self.exports.iter().find_map(|e| {
+            let rest = path.strip_prefix(e.path().trim_end_matches('/'))?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((&**e, rest))
+        })
+    }
+
+    /// Whom a MNT of `path` is from: the export holding it if that export
+    /// serves `peer`.
+    fn admitted(
+        &self,
+        path: &str,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<Vec<u8>, MountStat> {
+        let (export, rest) = self.export_at(path).ok_or(MountStat::NoEnt)?;
+        export.admit(peer).map_err(|_| MountStat::Acces)?;
+        Self::mount_in(export, rest)
+    }
+
+    /// The root handle of the folder at `path` ("/" = the first export's
+    /// root; `/name/…` in the export at `/name`).
     pub fn mount(&self, path: &str) -> Result<Vec<u8>, MountStat> {
-        let catalog = self.export.catalog();
+        let (export, rest) = self.export_at(path).ok_or(MountStat::NoEnt)?;
+        Self::mount_in(export, rest)
+    }
+
+    fn mount_in(export: &Export, path: &str) -> Result<Vec<u8>, MountStat> {
+        let catalog = export.catalog();
         let mut node = catalog.root();
         for part in path.split('/').filter(|p| !p.is_empty()) {
             node = match catalog.lookup(&node.id, part) {
@@ -84,7 +117,7 @@ impl MountServer {
         if node.kind != crate::catalog::NodeKind::Folder {
             return Err(MountStat::NotDir);
         }
-        self.export
+        export
             .handle_within(&node, NFS3_FHSIZE)
             .map_err(|_| MountStat::ServerFault)
     }
@@ -134,10 +167,7 @@ impl Program for MountServer {
                     Ok(raw) => String::from_utf8_lossy(raw).into_owned(),
                     Err(_) => return Err(AcceptError::GarbageArgs),
                 };
-                let mounted = match self.export.admit(ctx.peer) {
-                    Ok(()) => self.mount(&p),
-                    Err(_) => Err(MountStat::Acces),
-                };
+                let mounted = self.admitted(&p, ctx.peer);
                 match mounted {
                     Ok(fh) => {
                         tracing::info!(host = %host_of(ctx), path = %p, "NFSv3 mount");
@@ -170,15 +200,17 @@ impl Program for MountServer {
                 self.mounts.lock().retain(|(h, _)| *h != host);
             }
             MOUNTPROC3_EXPORT => {
-                // One export, "/", with the machines it serves as its
-                // groups (what `showmount -e` prints beside it).
-                e.bool(true);
-                e.string("/");
-                for name in self.export.client_names() {
+                // Each export, with the machines it serves as its groups
+                // (what `showmount -e` prints beside it).
+                for export in &self.exports {
                     e.bool(true);
-                    e.string(&name);
+                    e.string(export.path());
+                    for name in export.client_names() {
+                        e.bool(true);
+                        e.string(&name);
+                    }
+                    e.bool(false);
                 }
-                e.bool(false);
                 e.bool(false);
             }
             _ => return Err(AcceptError::ProcUnavail),

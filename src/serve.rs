@@ -17,9 +17,24 @@ use crate::nfs4::Nfs4Server;
 use crate::rpc::Dispatcher;
 use crate::storage::ensure_storage_dir;
 
-/// Opens the export described by `cfg` (creating the demo catalog when it
-/// is missing and `export.create_demo` is set).
+/// Opens every export `cfg` lists (creating a demo catalog where one is
+/// missing and `export.create_demo` is set) and the NFSv4 program over
+/// them.
 pub fn open_export(cfg: &Config) -> anyhow::Result<Arc<Nfs4Server>> {
+    let exports = cfg
+        .each_export()
+        .iter()
+        .map(|one| {
+            open_one_export(one)
+                .with_context(|| format!("opening the export at {}", one.export.path))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Arc::new(Nfs4Server::serving(exports)))
+}
+
+/// Opens the one export of `cfg`: its catalog reconciled with its storage
+/// folder, and the catalog's change feed started.
+fn open_one_export(cfg: &Config) -> anyhow::Result<Arc<Export>> {
     let storage = cfg.storage_dir();
     if cfg.export.create_demo && create_demo(&cfg.export.db, &storage)? {
         tracing::info!(db = %cfg.export.db.display(), "created the demo catalog");
@@ -66,11 +81,10 @@ pub fn open_export(cfg: &Config) -> anyhow::Result<Arc<Nfs4Server>> {
             cfg.catalog.feed,
         )
         .context("starting the catalog's change feed")?;
-    let export = Arc::new(Export::new(cfg.clone(), catalog, storage));
-    Ok(Arc::new(Nfs4Server::new(export)))
+    Ok(Arc::new(Export::new(cfg.clone(), catalog, storage)))
 }
 
-/// NFSv4, NFSv3 and MOUNT on one listener, over one export.
+/// NFSv4, NFSv3 and MOUNT on one listener, over the same exports.
 pub fn dispatcher_for(nfs: Arc<Nfs4Server>) -> Arc<Dispatcher> {
     programs(nfs).0
 }
@@ -79,11 +93,14 @@ pub fn dispatcher_for(nfs: Arc<Nfs4Server>) -> Arc<Dispatcher> {
 /// figures the metrics endpoint reads).
 pub fn programs(nfs: Arc<Nfs4Server>) -> (Arc<Dispatcher>, Arc<Nfs3Server>) {
     let mut d = Dispatcher::new();
-    let export = nfs.export().clone();
-    let nfs3 = Arc::new(Nfs3Server::new(export.clone()));
+    let exports = nfs.exports();
+    let nfs3 = Arc::new(Nfs3Server::serving(
+        exports[0].clone(),
+        exports[1..].to_vec(),
+    ));
     d.register(nfs);
     d.register(nfs3.clone());
-    d.register(Arc::new(MountServer::new(export)));
+    d.register(Arc::new(MountServer::serving(exports)));
     (Arc::new(d), nfs3)
 }
 
@@ -94,8 +111,21 @@ pub fn listen_addr(cfg: &Config) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("bad listen address {text}"))
 }
 
-/// The lines an editor pastes to mount the volume.
-pub fn mount_help(addr: &SocketAddr) -> String {
+/// The lines an editor pastes to mount the volume: the export at `/`, or
+/// the first of several (the others mount the same way at their paths).
+pub fn mount_help(addr: &SocketAddr, paths: &[&str]) -> String {
+    let path = paths.first().copied().unwrap_or("/");
+    let mut help = mount_lines(addr, path);
+    if paths.len() > 1 {
+        help.push_str(&format!(
+            "\nExports (each mounts as above, at its own path): {}",
+            paths.join(", ")
+        ));
+    }
+    help
+}
+
+fn mount_lines(addr: &SocketAddr, path: &str) -> String {
     let host = addr.ip();
     let port = addr.port();
     // macOS mounts NFSv3 unless told vers=4, ignores a Finder URL's port,
@@ -108,13 +138,13 @@ pub fn mount_help(addr: &SocketAddr) -> String {
     let mac_v3 = format!("vers=3,port={port},mountport={port},rwsize=1048576,locallocks,nfc");
     format!(
         "Mount it:\n  \
-         macOS: sudo mkdir -p /Volumes/MarkBase && sudo mount_nfs -o {mac_opts} {host}:/ /Volumes/MarkBase\n  \
-         Finder (Go > Connect to Server): nfs://{host}/?options={url_opts}\n  \
+         macOS: sudo mkdir -p /Volumes/MarkBase && sudo mount_nfs -o {mac_opts} {host}:{path} /Volumes/MarkBase\n  \
+         Finder (Go > Connect to Server): nfs://{host}{path}?options={url_opts}\n  \
          /etc/nfs.conf (every NFS mount of that Mac): nfs.client.mount.options = {mac_opts}\n  \
-         Linux: sudo mkdir -p /mnt/markbase && sudo mount -t nfs4 -o vers=4.0,port={port} {host}:/ /mnt/markbase\n\
+         Linux: sudo mkdir -p /mnt/markbase && sudo mount -t nfs4 -o vers=4.0,port={port} {host}:{path} /mnt/markbase\n\
          Or over NFSv3:\n  \
-         macOS: sudo mount_nfs -o {mac_v3} {host}:/ /Volumes/MarkBase\n  \
-         Linux: sudo mount -t nfs -o vers=3,proto=tcp,port={port},mountport={port},mountproto=tcp,nolock {host}:/ /mnt/markbase"
+         macOS: sudo mount_nfs -o {mac_v3} {host}:{path} /Volumes/MarkBase\n  \
+         Linux: sudo mount -t nfs -o vers=3,proto=tcp,port={port},mountport={port},mountproto=tcp,nolock {host}:{path} /mnt/markbase"
     )
 }
 
@@ -126,7 +156,7 @@ mod tests {
     /// NFS_Create_MountOption_From_URL) and drops the URL's own port.
     #[test]
     fn mount_help_gives_the_mac_its_lines() {
-        let help = mount_help(&"127.0.0.1:11112".parse().unwrap());
+        let help = mount_help(&"127.0.0.1:11112".parse().unwrap(), &["/"]);
         assert!(help.contains(
             "mount_nfs -o vers=4,port=11112,rwsize=1048576,nfc 127.0.0.1:/ /Volumes/MarkBase"
         ));
@@ -139,5 +169,11 @@ mod tests {
         assert!(help.contains(
             "mount -t nfs -o vers=3,proto=tcp,port=11112,mountport=11112,mountproto=tcp,nolock 127.0.0.1:/"
         ));
+        let several = mount_help(&"10.0.0.2:2049".parse().unwrap(), &["/warren", "/accusys"]);
+        assert!(several.contains("10.0.0.2:/warren /Volumes/MarkBase"));
+        assert!(several.contains("nfs://10.0.0.2/warren?options=vers:4"));
+        assert!(
+            several.contains("Exports (each mounts as above, at its own path): /warren, /accusys")
+        );
     }
 }

@@ -170,3 +170,61 @@ fn idle_connections_cannot_hold_the_endpoint() {
             .expect("an idle connection was left open");
     }
 }
+
+#[test]
+fn each_export_has_its_own_series() {
+    let tmp = tempfile::tempdir().unwrap();
+    let users = tmp.path().join("users");
+    for user in ["warren", "accusys"] {
+        markbase_nfs::catalog::create_demo(
+            &users.join(format!("{user}.sqlite")),
+            &users.join(format!("{user}.storage")),
+        )
+        .unwrap();
+    }
+    let metrics_port = free_port_below_ephemeral();
+    let config = tmp.path().join("tuning.toml");
+    std::fs::write(
+        &config,
+        format!("[metrics]\naddress = \"127.0.0.1:{metrics_port}\"\n"),
+    )
+    .unwrap();
+    let args = [
+        "serve".to_string(),
+        "--address".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        free_port_below_ephemeral().to_string(),
+        "--config".into(),
+        config.display().to_string(),
+        "--users".into(),
+        users.display().to_string(),
+    ];
+    let server = Server::spawn(tmp.path(), args.to_vec());
+    let addr = format!("127.0.0.1:{}", server.port()).parse().unwrap();
+    let mut c = Nfs4Client::connect(addr, "per-export").unwrap();
+    let root = c.lookup("accusys").unwrap();
+    let f = c
+        .open(
+            &root,
+            "grade.bin",
+            Create::Unchecked { mode: 0o644 },
+            OPEN4_SHARE_ACCESS_BOTH,
+        )
+        .unwrap();
+    let chunk = vec![7u8; MIB as usize];
+    for i in 0..3 {
+        c.write(&f, i * MIB, &chunk, 2).unwrap();
+    }
+    c.close(&f).unwrap();
+    let (_, scrape) = get(metrics_port, "/metrics");
+    let written = |export: &str| {
+        value(
+            &scrape,
+            &format!("markbase_nfs_written_bytes_total{{export=\"{export}\"}}"),
+        )
+    };
+    assert_eq!(written("/accusys"), (3 * MIB) as f64);
+    assert_eq!(written("/warren"), 0.0);
+    drop(server);
+}

@@ -35,6 +35,9 @@ const KIND_ROOT: u8 = 0;
 const KIND_INT: u8 = 1;
 const KIND_TEXT: u8 = 2;
 const KIND_TEXT_HASHED: u8 = 3;
+/// The NFSv4 pseudo-root of a server with several exports (no export, no
+/// node).
+const KIND_PSEUDO_ROOT: u8 = 4;
 /// Bytes of a long text id kept in an NFSv4 handle (the rest is the hash).
 #[cfg(test)]
 const HASHED_PREFIX: usize = NFS4_FHSIZE - HEADER - 8;
@@ -79,6 +82,41 @@ pub fn encode_within(export_id: u32, id: &NodeId, limit: usize) -> Result<Vec<u8
         }
     }
     Ok(fh)
+}
+
+/// The handle of the NFSv4 pseudo-root (listing the exports).
+pub fn pseudo_root() -> Vec<u8> {
+    let mut fh = Vec::with_capacity(HEADER);
+    fh.extend_from_slice(MAGIC);
+    fh.push(VERSION);
+    fh.push(KIND_PSEUDO_ROOT);
+    fh.extend_from_slice(&0u32.to_be_bytes());
+    fh
+}
+
+/// Whom a handle of ours belongs to: the pseudo-root, or an export (by
+/// id; its node is decoded by that export). BADHANDLE if it is not ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    PseudoRoot,
+    Export(u32),
+}
+
+/// The owner of a handle, from its header alone.
+pub fn owner_of(fh: &[u8]) -> Result<Owner, HandleError> {
+    if fh.len() < HEADER || &fh[..2] != MAGIC || fh[2] != VERSION {
+        return Err(HandleError::BadHandle);
+    }
+    if fh[3] == KIND_PSEUDO_ROOT {
+        return if fh.len() == HEADER {
+            Ok(Owner::PseudoRoot)
+        } else {
+            Err(HandleError::BadHandle)
+        };
+    }
+    Ok(Owner::Export(u32::from_be_bytes([
+        fh[4], fh[5], fh[6], fh[7],
+    ])))
 }
 
 /// The first bytes of a long id that its handle keeps (cut at a character
@@ -145,6 +183,19 @@ mod tests {
         let mut fh = encode(3, &NodeId::Int(1)).unwrap();
         fh.pop();
         assert_eq!(decode(3, &fh), Err(HandleError::BadHandle));
+    }
+
+    #[test]
+    fn the_pseudo_root_handle_is_told_from_export_handles() {
+        let root = pseudo_root();
+        assert_eq!(owner_of(&root), Ok(Owner::PseudoRoot));
+        assert_eq!(decode(0, &root), Err(HandleError::BadHandle));
+        let fh = encode(7, &NodeId::Int(9)).unwrap();
+        assert_eq!(owner_of(&fh), Ok(Owner::Export(7)));
+        let mut longer = root.clone();
+        longer.push(0);
+        assert_eq!(owner_of(&longer), Err(HandleError::BadHandle));
+        assert_eq!(owner_of(b"MB"), Err(HandleError::BadHandle));
     }
 
     #[test]

@@ -129,6 +129,17 @@ impl Export {
         self.clients.admit(peer)
     }
 
+    /// Whether calls from `peer` are served, without logging a refusal
+    /// (to tell which of several exports a machine may see).
+    pub fn serves(&self, peer: Option<std::net::SocketAddr>) -> bool {
+        self.clients.check(peer).is_ok()
+    }
+
+    /// Where clients mount the export (`/`, or `/name` under a pseudo-root).
+    pub fn path(&self) -> &str {
+        &self.config.export.path
+    }
+
     /// The machines the export serves, as `showmount -e` lists them.
     pub fn client_names(&self) -> Vec<String> {
         self.clients.names()

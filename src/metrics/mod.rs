@@ -27,6 +27,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::export::Export;
 use crate::nfs3::Nfs3Server;
 use crate::nfs4::Nfs4Server;
 use ops::OpFigures;
@@ -161,80 +162,97 @@ impl Collector for ServerFigures {
         figures.extend(self.nfs3.latency.figures().into_iter().map(|f| ("3", f)));
         self.encode_ops(&mut enc, &figures)?;
 
-        let export = self.nfs4.export();
-        let here: &Labels<'_> = &[("export", "/")];
-        let files = export.files();
-        let (read, written) = files.traffic();
+        // One series per export, labelled with its path.
+        let exports = self.nfs4.exports();
+        let labels: Vec<[(&str, &str); 1]> =
+            exports.iter().map(|e| [("export", e.path())]).collect();
+        let each = |value: &dyn Fn(&Export) -> u64| -> Vec<(&Labels<'_>, u64)> {
+            exports
+                .iter()
+                .zip(&labels)
+                .map(|(e, l)| (&l[..], value(e)))
+                .collect()
+        };
+        let each_gauge = |value: &dyn Fn(&Export) -> usize| -> Vec<(&Labels<'_>, i64)> {
+            exports
+                .iter()
+                .zip(&labels)
+                .map(|(e, l)| (&l[..], value(e) as i64))
+                .collect()
+        };
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         counter(
             &mut enc,
             "read_bytes",
             "File bytes returned by READs",
-            &[(here, read)],
+            &each(&|e| e.files().traffic().0),
         )?;
         counter(
             &mut enc,
             "written_bytes",
             "File bytes taken by WRITEs",
-            &[(here, written)],
+            &each(&|e| e.files().traffic().1),
         )?;
         counter(
             &mut enc,
             "descriptor_lookups",
             "Content file descriptors asked of the pool (less descriptor_opens: hits)",
-            &[(here, files.lookups())],
+            &each(&|e| e.files().lookups()),
         )?;
         counter(
             &mut enc,
             "descriptor_opens",
             "Content files opened because the pool did not hold them",
-            &[(here, files.opens())],
+            &each(&|e| e.files().opens()),
         )?;
         gauge(
             &mut enc,
             "direct_write_queue",
             "WRITE payloads answered and queued for the disk with O_DIRECT",
-            &[(here, files.direct_queued() as i64)],
+            &each_gauge(&|e| e.files().direct_queued()),
         )?;
         gauge(
             &mut enc,
             "write_behind_queue",
             "Write-behind windows queued for the disk",
-            &[(here, files.write_behind_queued() as i64)],
+            &each_gauge(&|e| e.files().write_behind_queued()),
         )?;
-        let w = export.catalog().writer_stats();
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         counter(
             &mut enc,
             "catalog_journal_records",
             "Group commits of namespace changes: intent journal records, one fdatasync each",
-            &[(here, load(&w.journal_records))],
+            &each(&|e| load(&e.catalog().writer_stats().journal_records)),
         )?;
         counter(
             &mut enc,
             "catalog_journal_changes",
             "Namespace changes in those records (rate over records: the group size)",
-            &[(here, load(&w.journal_changes))],
+            &each(&|e| load(&e.catalog().writer_stats().journal_changes)),
         )?;
-        let micros = load(&w.journal_micros);
+        let seconds: Vec<(&Labels<'_>, ConstCounter<f64>)> =
+            each(&|e| load(&e.catalog().writer_stats().journal_micros))
+                .into_iter()
+                .map(|(l, micros)| (l, ConstCounter::new(micros as f64 / 1e6)))
+                .collect();
         family(
             &mut enc,
             "catalog_journal_commit",
             "Time spent writing and syncing journal records (rate over records: a group commit's latency)",
             Some(&Unit::Seconds),
             MetricType::Counter,
-            &[(here, ConstCounter::new(micros as f64 / 1e6))],
+            &seconds,
         )?;
         counter(
             &mut enc,
             "catalog_transactions",
             "SQLite transactions the catalog writer committed",
-            &[(here, load(&w.transactions))],
+            &each(&|e| load(&e.catalog().writer_stats().transactions)),
         )?;
         counter(
             &mut enc,
             "catalog_nodes_written",
             "Node rows (sizes, times) the catalog writer wrote",
-            &[(here, load(&w.nodes_written))],
+            &each(&|e| load(&e.catalog().writer_stats().nodes_written)),
         )?;
 
         let (open, accepted) = crate::net::connection_counts();
@@ -281,7 +299,7 @@ impl Collector for ServerFigures {
             &mut enc,
             "direct_writes",
             "WRITE payloads written with O_DIRECT",
-            &[(here, files.direct_written())],
+            &each(&|e| e.files().direct_written()),
         )?;
         Ok(())
     }

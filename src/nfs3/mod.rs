@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::catalog::{fnv1a, CatalogError, Node};
 use crate::export::permission::{self, Denied};
-use crate::export::{handle::NFS3_FHSIZE, Export, HandleError, NodeError};
+use crate::export::{handle, handle::NFS3_FHSIZE, Export, HandleError, NodeError};
 use crate::metrics::ops::OpLatency;
 use crate::rpc::{AcceptError, BulkArgument, CallContext, Credentials, Program, ReplyBody};
 use crate::xdr::Decoder;
@@ -218,7 +218,10 @@ impl Call<'_> {
 }
 
 pub struct Nfs3Server {
+    /// The first export, and the others (a call goes to the export its
+    /// first file handle names).
     export: Arc<Export>,
+    others: Vec<Arc<Export>>,
     /// Per-procedure latency and errors.
     pub latency: OpLatency,
     /// Duplicate request cache for the procedures that change the
@@ -229,14 +232,40 @@ pub struct Nfs3Server {
 
 impl Nfs3Server {
     pub fn new(export: Arc<Export>) -> Nfs3Server {
-        let entries = export.config().nfs.reply_cache_entries.max(1);
+        Nfs3Server::serving(export, Vec::new())
+    }
+
+    /// Several exports: `first`, then `others`.
+    pub fn serving(first: Arc<Export>, others: Vec<Arc<Export>>) -> Nfs3Server {
+        let entries = first.config().nfs.reply_cache_entries.max(1);
         Nfs3Server {
-            export,
+            export: first,
+            others,
             latency: OpLatency::new(22, proc_name),
             replies: moka::sync::Cache::builder()
                 .max_capacity(entries)
                 .time_to_live(Duration::from_secs(300))
                 .build(),
+        }
+    }
+
+    /// The export a call is for: the one whose id its first file handle
+    /// (every procedure's first argument) carries. A handle of no export
+    /// goes to the first, whose decoding answers BADHANDLE or STALE.
+    fn export_of_call(&self, args: &[u8]) -> &Export {
+        if self.others.is_empty() {
+            return &self.export;
+        }
+        let owner = Decoder::new(args)
+            .opaque(NFS3_FHSIZE)
+            .ok()
+            .and_then(|fh| handle::owner_of(fh).ok());
+        match owner {
+            Some(handle::Owner::Export(id)) => std::iter::once(&self.export)
+                .chain(&self.others)
+                .find(|e| e.config().export.export_id == id)
+                .unwrap_or(&self.export),
+            _ => &self.export,
         }
     }
 }
@@ -315,9 +344,10 @@ impl Program for Nfs3Server {
         if ctx.procedure == proc3::NULL {
             return Ok(());
         }
-        let refusal = if self.export.admit(ctx.peer).is_err() {
+        let export = self.export_of_call(args);
+        let refusal = if export.admit(ctx.peer).is_err() {
             Some(Nfs3Status::Acces)
-        } else if self.export.read_only() && changes(ctx.procedure) {
+        } else if export.read_only() && changes(ctx.procedure) {
             Some(Nfs3Status::RoFs)
         } else {
             None
@@ -346,7 +376,7 @@ impl Program for Nfs3Server {
         }
         let start = out.len();
         let call = Call {
-            export: &self.export,
+            export,
             cred: &ctx.credentials,
         };
         let mut d = Decoder::new(args);

@@ -3,7 +3,7 @@
 
 use super::consts::{attr, Status, NF4BLK, NF4CHR, NF4DIR, NF4FIFO, NF4LNK, NF4REG, NF4SOCK};
 use super::idmap::{self, IdKind};
-use super::server::Nfs4Server;
+use super::view::ExportView;
 use crate::catalog::{Node, NodeKind};
 use crate::xdr::{Decoder, Encoder, XdrResult};
 
@@ -116,7 +116,7 @@ pub fn supported() -> Bitmap {
     ])
 }
 
-fn time(e: &mut Encoder, ns: i64) {
+pub(crate) fn time(e: &mut Encoder, ns: i64) {
     e.i64(ns.div_euclid(1_000_000_000));
     e.u32(ns.rem_euclid(1_000_000_000) as u32);
 }
@@ -141,12 +141,20 @@ impl Viewer {
 
 /// The owner string shown for `node` to `viewer` (SETATTR's, else the
 /// export's, else the caller's uid).
-pub fn owner_of(srv: &Nfs4Server, meta: &crate::catalog::NodeMeta, viewer: Viewer) -> String {
+pub(crate) fn owner_of(
+    srv: &ExportView,
+    meta: &crate::catalog::NodeMeta,
+    viewer: Viewer,
+) -> String {
     srv.export().owner_of(meta, viewer.uid)
 }
 
 /// The group string shown for `node` to `viewer`.
-pub fn group_of(srv: &Nfs4Server, meta: &crate::catalog::NodeMeta, viewer: Viewer) -> String {
+pub(crate) fn group_of(
+    srv: &ExportView,
+    meta: &crate::catalog::NodeMeta,
+    viewer: Viewer,
+) -> String {
     srv.export().group_of(meta, viewer.gid)
 }
 
@@ -166,14 +174,14 @@ pub fn type_of(kind: NodeKind) -> u32 {
 /// A node's mode as sent: permission bits only (see [`Export::mode_of`]).
 ///
 /// [`Export::mode_of`]: crate::export::Export::mode_of
-pub fn mode_of(srv: &Nfs4Server, node: &Node, meta: &crate::catalog::NodeMeta) -> u32 {
+pub(crate) fn mode_of(srv: &ExportView, node: &Node, meta: &crate::catalog::NodeMeta) -> u32 {
     srv.export().mode_of(node, meta)
 }
 
 /// Encodes the values (not the bitmap) of `attrs` for `node`. Attributes not
 /// in [`supported`] must have been filtered out by the caller.
-pub fn encode_values(
-    srv: &Nfs4Server,
+pub(crate) fn encode_values(
+    srv: &ExportView,
     node: &Node,
     viewer: Viewer,
     attrs: &Bitmap,
@@ -253,7 +261,11 @@ pub fn encode_values(
             attr::TIME_METADATA | attr::TIME_MODIFY => time(e, meta.modified_ns),
             attr::TIME_CREATE => time(e, meta.created_ns.unwrap_or(node.created_ns)),
             attr::TIME_DELTA => time(e, 1),
-            attr::MOUNTED_ON_FILEID => e.u64(node.fileid),
+            // An export's root under a pseudo-root reports its entry there.
+            attr::MOUNTED_ON_FILEID => e.u64(match srv.mounted_on {
+                Some(entry) if node.id.is_root() => entry,
+                _ => node.fileid,
+            }),
             _ => {}
         }
     }
@@ -262,33 +274,53 @@ pub fn encode_values(
 
 /// Encodes a fattr4 (bitmap of what is returned + values) for the
 /// requested attributes that are supported.
-pub fn encode_fattr(
-    srv: &Nfs4Server,
+pub(crate) fn encode_fattr(
+    srv: &ExportView,
     node: &Node,
     viewer: Viewer,
     requested: &Bitmap,
     e: &mut Encoder,
+) -> Result<(), Status> {
+    encode_fattr_with(requested, e, |returned, e| {
+        encode_values(srv, node, viewer, returned, e)
+    })
+}
+
+/// A fattr4 whose values `values` encodes (for the supported attributes
+/// among those requested, in ascending order).
+pub(crate) fn encode_fattr_with(
+    requested: &Bitmap,
+    e: &mut Encoder,
+    values: impl FnOnce(&Bitmap, &mut Encoder) -> Result<(), Status>,
 ) -> Result<(), Status> {
     refuse_write_only(requested)?;
     let returned = requested.and(&supported());
     returned.encode(e);
     let len_at = e.placeholder();
     let start = e.len();
-    encode_values(srv, node, viewer, &returned, e)?;
+    values(&returned, e)?;
     let len = e.len() - start;
     e.patch_u32(len_at, len as u32);
     Ok(())
 }
 
 /// VERIFY / NVERIFY: do the client's attribute values equal ours?
-pub fn matches(
-    srv: &Nfs4Server,
+pub(crate) fn matches(
+    srv: &ExportView,
     node: &Node,
     viewer: Viewer,
     d: &mut Decoder<'_>,
 ) -> Result<bool, Status> {
+    matches_with(d, |bitmap, e| encode_values(srv, node, viewer, bitmap, e))
+}
+
+/// VERIFY / NVERIFY against the values `values` encodes.
+pub(crate) fn matches_with(
+    d: &mut Decoder<'_>,
+    values: impl FnOnce(&Bitmap, &mut Encoder) -> Result<(), Status>,
+) -> Result<bool, Status> {
     let bitmap = Bitmap::decode(d)?;
-    let values = d.opaque(usize::MAX)?;
+    let given = d.opaque(usize::MAX)?;
     refuse_write_only(&bitmap)?;
     if !bitmap.is_subset_of(&supported()) {
         return Err(Status::AttrNotSupp);
@@ -297,8 +329,8 @@ pub fn matches(
         return Err(Status::Inval);
     }
     let mut ours = Encoder::new();
-    encode_values(srv, node, viewer, &bitmap, &mut ours)?;
-    Ok(ours.buf == values)
+    values(&bitmap, &mut ours)?;
+    Ok(ours.buf == given)
 }
 
 #[cfg(test)]

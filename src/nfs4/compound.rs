@@ -6,19 +6,46 @@ use std::sync::Arc;
 use super::consts::{op, OpResult, Status, NFS4_FHSIZE, NFS4_OPAQUE_LIMIT};
 use super::ops;
 use super::server::Nfs4Server;
+use super::view::ExportView;
 use crate::catalog::Node;
 use crate::rpc::{AcceptError, BulkArgument, CallContext, ReplyBody};
 use crate::xdr::Decoder;
 
 /// The evaluation state of one COMPOUND.
 pub(crate) struct Compound<'a> {
-    pub srv: &'a Nfs4Server,
+    pub prog: &'a Nfs4Server,
+    /// The export of the current filehandle (the first export until a
+    /// PUTFH, LOOKUP or RESTOREFH moves into another).
+    pub srv: &'a ExportView,
     pub ctx: &'a CallContext,
     pub current: Option<Arc<Node>>,
+    /// The current filehandle is the pseudo-root (`current` is then None).
+    pub at_pseudo_root: bool,
     pub saved: Option<Arc<Node>>,
+    pub saved_srv: &'a ExportView,
+    pub saved_at_pseudo_root: bool,
 }
 
-impl Compound<'_> {
+impl<'a> Compound<'a> {
+    /// Makes `node` of `view` the current filehandle.
+    pub fn enter(&mut self, view: &'a ExportView, node: Arc<Node>) {
+        self.srv = view;
+        self.current = Some(node);
+        self.at_pseudo_root = false;
+    }
+
+    /// Makes the pseudo-root the current filehandle.
+    pub fn enter_pseudo_root(&mut self) {
+        self.current = None;
+        self.at_pseudo_root = true;
+    }
+
+    /// Whether the saved and current filehandles are in one export (RENAME
+    /// and LINK cannot cross exports: XDEV).
+    pub fn same_export(&self) -> bool {
+        std::ptr::eq(self.srv, self.saved_srv) && !self.at_pseudo_root && !self.saved_at_pseudo_root
+    }
+
     /// The current filehandle's node, or NOFILEHANDLE.
     pub fn current(&self) -> OpResult<Arc<Node>> {
         self.current.clone().ok_or(Status::NoFileHandle)
@@ -37,7 +64,7 @@ const REPLY_SLACK: usize = 64 << 10;
 /// Runs a COMPOUND; returns whether it ran a non-idempotent operation
 /// (its reply then goes to the duplicate request cache).
 pub(crate) fn run(
-    srv: &Nfs4Server,
+    prog: &Nfs4Server,
     ctx: &CallContext,
     args: &[u8],
     out: &mut ReplyBody,
@@ -59,7 +86,7 @@ pub(crate) fn run(
         out.patch_u32(status_at, Status::MinorVersMismatch.code());
         return Ok(false);
     }
-    if count > srv.config().nfs.max_ops_per_compound {
+    if count > prog.config().nfs.max_ops_per_compound {
         crate::rpc::complaints::Complaints::global().warn(
             ctx.peer.map(|p| p.ip()),
             "COMPOUND with too many operations",
@@ -68,9 +95,9 @@ pub(crate) fn run(
         out.patch_u32(status_at, Status::Resource.code());
         return Ok(false);
     }
-    if count > 0 && srv.export().admit(ctx.peer).is_err() {
-        // A machine the export does not serve: its first operation answers
-        // ACCESS, so its mount fails with "Permission denied" at once.
+    if count > 0 && !prog.admits(ctx.peer) {
+        // A machine no export serves: its first operation answers ACCESS,
+        // so its mount fails with "Permission denied" at once.
         let opnum = d.u32().ok().filter(|n| ops::is_known(*n));
         out.enc().u32(opnum.unwrap_or(op::ILLEGAL));
         out.enc().u32(Status::Access.code());
@@ -79,11 +106,16 @@ pub(crate) fn run(
         return Ok(false);
     }
     let mut cacheable = false;
+    let first = prog.primary();
     let mut c = Compound {
-        srv,
+        prog,
+        srv: first,
         ctx,
         current: None,
+        at_pseudo_root: false,
         saved: None,
+        saved_srv: first,
+        saved_at_pseudo_root: false,
     };
     let mut results = 0u32;
     let mut status = Status::Ok;
@@ -91,7 +123,7 @@ pub(crate) fn run(
     // transport budgets replies by their first READ (see
     // `Program::reply_data_hint`), so a COMPOUND of many READs is refused
     // past it rather than let grow.
-    let reply_cap = out.len() + srv.config().nfs.max_read as usize + REPLY_SLACK;
+    let reply_cap = out.len() + prog.config().nfs.max_read as usize + REPLY_SLACK;
     for _ in 0..count {
         if out.len() > reply_cap {
             out.enc().u32(d.u32().unwrap_or(op::ILLEGAL));
@@ -118,9 +150,9 @@ pub(crate) fn run(
         results += 1;
         let started = std::time::Instant::now();
         let result = ops::dispatch(&mut c, opnum, &mut d, out);
-        srv.latency.record(opnum, started.elapsed());
+        prog.latency.record(opnum, started.elapsed());
         if let Err(s) = result {
-            srv.latency.record_error(opnum);
+            prog.latency.record_error(opnum);
             // LOCK and LOCKT answer DENIED with the conflicting lock.
             let keep_body = s == Status::Denied && matches!(opnum, op::LOCK | op::LOCKT);
             if !keep_body && !out.truncate(body_at) {

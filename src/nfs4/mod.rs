@@ -8,7 +8,9 @@ pub mod consts;
 mod idmap;
 mod ops;
 mod permission;
+mod pseudo;
 mod server;
 pub mod state;
+mod view;
 
 pub use server::Nfs4Server;

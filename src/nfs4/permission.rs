@@ -3,7 +3,7 @@
 //! may.
 
 use super::consts::Status;
-use super::server::Nfs4Server;
+use super::view::ExportView;
 use crate::catalog::Node;
 use crate::export::permission::{self as rules, Denied};
 use crate::rpc::Credentials;
@@ -17,22 +17,22 @@ fn status(d: Denied) -> Status {
     }
 }
 
-pub fn effective_uid(srv: &Nfs4Server, cred: &Credentials) -> u32 {
+pub fn effective_uid(srv: &ExportView, cred: &Credentials) -> u32 {
     rules::effective_uid(srv.export(), cred)
 }
 
-pub fn creator(srv: &Nfs4Server, cred: &Credentials) -> (Option<String>, Option<String>) {
+pub fn creator(srv: &ExportView, cred: &Credentials) -> (Option<String>, Option<String>) {
     rules::creator(srv.export(), cred)
 }
 
-pub fn rights(srv: &Nfs4Server, node: &Node, cred: &Credentials) -> u32 {
+pub fn rights(srv: &ExportView, node: &Node, cred: &Credentials) -> u32 {
     rules::rights(srv.export(), node, cred)
 }
 
-pub fn require(srv: &Nfs4Server, node: &Node, cred: &Credentials, want: u32) -> Result<(), Status> {
+pub fn require(srv: &ExportView, node: &Node, cred: &Credentials, want: u32) -> Result<(), Status> {
     rules::require(srv.export(), node, cred, want).map_err(status)
 }
 
-pub fn require_owner(srv: &Nfs4Server, node: &Node, cred: &Credentials) -> Result<(), Status> {
+pub fn require_owner(srv: &ExportView, node: &Node, cred: &Credentials) -> Result<(), Status> {
     rules::require_owner(srv.export(), node, cred).map_err(status)
 }

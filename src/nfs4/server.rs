@@ -1,7 +1,8 @@
-//! The NFSv4 program: the export it serves and the state it keeps.
+//! The NFSv4 program: the exports it serves (one, or several under a
+//! pseudo-root), the state they share, the reply cache and the latency
+//! tables.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -9,16 +10,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use super::compound;
-use super::consts::{Status, NFS4_PROGRAM, NFS4_VERSION, PROC_COMPOUND, PROC_NULL};
+use super::consts::{NFS4_PROGRAM, NFS4_VERSION, PROC_COMPOUND, PROC_NULL};
+use super::pseudo::PseudoRoot;
 use super::state::State;
-use crate::catalog::{fnv1a, Catalog, CatalogError, Node, NodeId};
+use super::view::ExportView;
+use crate::catalog::{fnv1a, Catalog};
 use crate::config::Config;
-use crate::export::{Export, HandleError, NodeError};
+use crate::export::Export;
 use crate::rpc::{AcceptError, CallContext, Program, ReplyBody};
-use crate::storage::{FilePool, VolumeStats};
+use crate::storage::FilePool;
 
 pub struct Nfs4Server {
-    export: Arc<Export>,
+    /// The exports, in the order of the tuning file; the first keeps the
+    /// NFSv4 client records (reclaim after a restart).
+    views: Vec<Arc<ExportView>>,
+    /// Present when the exports are listed under a pseudo-root rather than
+    /// one export being `/`.
+    pseudo: Option<PseudoRoot>,
     pub(crate) state: Arc<Mutex<State>>,
     /// Duplicate request cache: replies of COMPOUNDs with non-idempotent
     /// ops, so a retransmission after a reconnect gets the original answer
@@ -33,7 +41,7 @@ pub struct Nfs4Server {
 impl std::fmt::Debug for Nfs4Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Nfs4Server")
-            .field("export", &self.export)
+            .field("exports", &self.views)
             .finish_non_exhaustive()
     }
 }
@@ -47,9 +55,18 @@ fn boot_instance() -> u32 {
 }
 
 impl Nfs4Server {
+    /// One export.
     pub fn new(export: Arc<Export>) -> Nfs4Server {
-        let config = export.config();
-        let catalog = export.catalog();
+        Nfs4Server::serving(vec![export])
+    }
+
+    /// Every export of the server (at least one): one at `/`, or several
+    /// under a pseudo-root (see [`crate::config::ExportTables`]).
+    pub fn serving(exports: Vec<Arc<Export>>) -> Nfs4Server {
+        assert!(!exports.is_empty(), "an NFSv4 server needs an export");
+        let first = exports[0].clone();
+        let config = first.config();
+        let catalog = first.catalog();
         let lease = Duration::from_secs(config.nfs.lease_time as u64);
         let boot = boot_instance();
         let reclaimable: HashSet<Vec<u8>> = catalog
@@ -76,8 +93,16 @@ impl Nfs4Server {
             .with_earlier_boots(earlier_boots);
         let state = Arc::new(Mutex::new(state));
         let reply_cache_entries = config.nfs.reply_cache_entries.max(1);
-        let opens = state.clone();
-        export.set_open_check(Box::new(move |fileid| opens.lock().is_open(fileid)));
+        let pseudo_root = exports.len() > 1 || config.export.path != "/";
+        let views: Vec<Arc<ExportView>> = exports
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let mounted_on = pseudo_root.then(|| PseudoRoot::entry_fileid(i));
+                Arc::new(ExportView::new(e.clone(), i, state.clone(), mounted_on))
+            })
+            .collect();
+        let pseudo = pseudo_root.then(|| PseudoRoot::new(&views));
         Nfs4Server {
             latency: crate::metrics::ops::OpLatency::new(40, super::consts::op_name),
             started: Instant::now(),
@@ -87,25 +112,61 @@ impl Nfs4Server {
                 .time_to_live(Duration::from_secs(300))
                 .build(),
             state,
-            export,
+            views,
+            pseudo,
         }
     }
 
-    /// The export this program serves (shared with NFSv3 and MOUNT).
+    /// The first export (shared with NFSv3 and MOUNT); the only one unless
+    /// the tuning file lists several.
     pub fn export(&self) -> &Arc<Export> {
-        &self.export
+        self.views[0].export()
+    }
+
+    /// Every export, in the tuning file's order.
+    pub fn exports(&self) -> Vec<Arc<Export>> {
+        self.views.iter().map(|v| v.export().clone()).collect()
+    }
+
+    pub(crate) fn primary(&self) -> &ExportView {
+        &self.views[0]
+    }
+
+    /// The export whose id a handle carries.
+    pub(crate) fn view_with_id(&self, export_id: u32) -> Option<&ExportView> {
+        self.views
+            .iter()
+            .map(|v| &**v)
+            .find(|v| v.export_id() == export_id)
+    }
+
+    pub(crate) fn view(&self, index: usize) -> Option<&ExportView> {
+        self.views.get(index).map(|v| &**v)
+    }
+
+    /// Whether any export serves `peer`; one refusal is logged if none
+    /// does.
+    pub(crate) fn admits(&self, peer: Option<std::net::SocketAddr>) -> bool {
+        if self.views.len() > 1 && self.views.iter().any(|v| v.export().serves(peer)) {
+            return true;
+        }
+        self.primary().export().admit(peer).is_ok()
+    }
+
+    pub(crate) fn pseudo_root(&self) -> Option<&PseudoRoot> {
+        self.pseudo.as_ref()
     }
 
     pub fn config(&self) -> &Config {
-        self.export.config()
+        self.export().config()
     }
 
     pub fn catalog(&self) -> &Catalog {
-        self.export.catalog()
+        self.export().catalog()
     }
 
     pub fn files(&self) -> &FilePool {
-        self.export.files()
+        self.export().files()
     }
 
     pub fn state_counts(&self) -> super::state::StateCounts {
@@ -143,86 +204,34 @@ impl Nfs4Server {
         }
     }
 
+    /// A GETATTR's fattr4 of `node` of the first export, as `viewer` is
+    /// shown it (what the codec bench times).
+    pub fn encode_attributes(
+        &self,
+        node: &crate::catalog::Node,
+        viewer: super::attrs::Viewer,
+        requested: &super::attrs::Bitmap,
+        e: &mut crate::xdr::Encoder,
+    ) -> Result<(), super::consts::Status> {
+        super::attrs::encode_fattr(self.primary(), node, viewer, requested, e)
+    }
+
     /// Per-operation latency table (p50/p99/max).
     pub fn latency_report(&self) -> String {
         self.latency.report()
     }
 
     pub fn write_verifier(&self) -> [u8; 8] {
-        self.export.write_verifier()
+        self.export().write_verifier()
     }
 
     pub fn storage_dir(&self) -> &std::path::Path {
-        self.export.storage_dir()
-    }
-
-    pub(crate) fn content_path_for(&self, id: &NodeId) -> PathBuf {
-        self.export.content_path_for(id)
-    }
-
-    pub(crate) fn discard_content(&self, node: &Node) {
-        self.export.discard_content(node)
-    }
-
-    /// Called after a CLOSE: removes content whose node is gone.
-    pub(crate) fn closed(&self, fileid: u64) {
-        self.export.closed(fileid)
-    }
-
-    pub(crate) fn handle_of(&self, node: &Node) -> Result<Vec<u8>, Status> {
-        self.export.handle_of(node).map_err(handle_status)
-    }
-
-    /// The node a file handle names.
-    pub(crate) fn node_of_handle(&self, handle: &[u8]) -> Result<Arc<Node>, Status> {
-        self.export.node_of_handle(handle).map_err(|e| match e {
-            NodeError::Handle(h) => handle_status(h),
-            NodeError::Catalog(c) => catalog_status(&c),
-        })
-    }
-
-    pub(crate) fn node(&self, id: &NodeId) -> Result<Arc<Node>, Status> {
-        self.catalog().node(id).map_err(|e| catalog_status(&e))
-    }
-
-    pub(crate) fn subfolder_count(&self, dir: &Node) -> u32 {
-        self.export.subfolder_count(dir)
-    }
-
-    pub(crate) fn volume_stats(&self) -> VolumeStats {
-        self.export.volume_stats()
-    }
-
-    pub(crate) fn report_missing(&self, node: &Node, err: &std::io::Error) {
-        self.export.report_missing(node, err)
-    }
-}
-
-fn handle_status(e: HandleError) -> Status {
-    match e {
-        HandleError::BadHandle => Status::BadHandle,
-        HandleError::Stale => Status::Stale,
+        self.export().storage_dir()
     }
 }
 
 fn peer_host(ctx: &CallContext) -> String {
     ctx.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default()
-}
-
-/// How a catalog failure looks to a client.
-pub(crate) fn catalog_status(e: &CatalogError) -> Status {
-    match e {
-        CatalogError::NotFound(_) => Status::Stale,
-        CatalogError::NotFolder(_) => Status::NotDir,
-        CatalogError::Exists { .. } => Status::Exist,
-        CatalogError::NotEmpty(_) => Status::NotEmpty,
-        CatalogError::IntoItself(_) => Status::Inval,
-        CatalogError::TypeMismatch(_) => Status::Exist,
-        CatalogError::Sql { .. } | CatalogError::Commit(_) => {
-            tracing::error!(error = %e, "catalog error");
-            Status::ServerFault
-        }
-    }
 }
 
 impl Program for Nfs4Server {

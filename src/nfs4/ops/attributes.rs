@@ -11,8 +11,8 @@ use crate::nfs4::consts::{
     ACCESS4_MODIFY, ACCESS4_READ, OPEN4_SHARE_ACCESS_WRITE,
 };
 use crate::nfs4::permission;
-use crate::nfs4::server::catalog_status;
 use crate::nfs4::state::StateId;
+use crate::nfs4::view::catalog_status;
 use crate::rpc::ReplyBody;
 use crate::xdr::Decoder;
 
@@ -129,7 +129,7 @@ pub(crate) fn apply(
         }
         c.srv.state.lock().check_io(
             sid,
-            node.fileid,
+            c.srv.state_key(node),
             OPEN4_SHARE_ACCESS_WRITE,
             c.ctx.peer,
             std::time::Instant::now(),

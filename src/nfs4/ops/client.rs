@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, NFS4_OPAQUE_LIMIT};
-use crate::nfs4::server::catalog_status;
+use crate::nfs4::view::catalog_status;
 use crate::rpc::ReplyBody;
 use crate::xdr::Decoder;
 
@@ -41,7 +41,7 @@ pub(crate) fn setclientid_confirm(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> 
         id
     };
     // Recorded before the reply, so it can reclaim after any later restart.
-    c.srv
+    c.prog
         .catalog()
         .record_nfs_client(&id)
         .wait()

@@ -6,13 +6,13 @@ use crate::nfs4::attrs::{self, Bitmap};
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, Status, AUTH_NONE, AUTH_SYS};
 use crate::nfs4::permission;
-use crate::nfs4::server::catalog_status;
+use crate::nfs4::view::catalog_status;
 use crate::rpc::ReplyBody;
 use crate::xdr::Decoder;
 
 /// Bytes of READDIR4resok besides the entries: verifier, end-of-list
 /// marker, eof flag.
-const READDIR_FIXED: usize = 8 + 4 + 4;
+pub(crate) const READDIR_FIXED: usize = 8 + 4 + 4;
 
 /// Cookies are derived from the entries themselves (see
 /// `catalog::Listing`), so a cookie stays valid while the folder changes;
@@ -41,23 +41,47 @@ pub(crate) fn readdir(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
         .catalog()
         .listing(&dir.id)
         .map_err(|e| catalog_status(&e))?;
-    out.enc().fixed(&[0u8; 8]);
-    let budget_end = out.len() - 8 + maxcount.saturating_sub(READDIR_FIXED - 8);
     let viewer = c.viewer();
     let listing = listing.read();
+    let srv = c.srv;
+    put_listing(
+        out,
+        maxcount,
+        listing.after(cookie),
+        |(entry_cookie, entry), e| {
+            // An entry removed since the listing was read is skipped.
+            let Ok(node) = srv.node(&entry.id) else {
+                return Ok(false);
+            };
+            e.bool(true);
+            e.u64(entry_cookie);
+            e.string(&entry.name);
+            attrs::encode_fattr(srv, &node, viewer, &requested, e)?;
+            Ok(true)
+        },
+    )
+}
+
+/// Writes a READDIR4resok after its checks: the (zero) cookie verifier,
+/// the entries that fit in `maxcount` bytes, the end of the list and the
+/// eof flag. `put` encodes one entry (value_follows, cookie, name,
+/// attributes), or nothing and false for one to skip. TOOSMALL when not
+/// even one entry fits.
+pub(crate) fn put_listing<T>(
+    out: &mut ReplyBody,
+    maxcount: usize,
+    entries: impl IntoIterator<Item = T>,
+    mut put: impl FnMut(T, &mut crate::xdr::Encoder) -> OpResult<bool>,
+) -> OpResult {
+    out.enc().fixed(&[0u8; 8]);
+    let budget_end = out.len() - 8 + maxcount.saturating_sub(READDIR_FIXED - 8);
     let mut written = 0;
     let mut eof = true;
-    for (entry_cookie, entry) in listing.after(cookie) {
-        // An entry removed since the listing was read is skipped.
-        let Ok(node) = c.srv.node(&entry.id) else {
-            continue;
-        };
+    for entry in entries {
         let mark = out.len();
-        let e = out.enc();
-        e.bool(true);
-        e.u64(entry_cookie);
-        e.string(&entry.name);
-        attrs::encode_fattr(c.srv, &node, viewer, &requested, e)?;
+        if !put(entry, out.enc())? {
+            continue;
+        }
         if out.len() > budget_end {
             out.truncate(mark);
             eof = false;

@@ -2,25 +2,49 @@
 
 use super::component;
 use crate::catalog::NodeKind;
+use crate::export::handle;
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, Status, NFS4_FHSIZE};
 use crate::nfs4::permission;
-use crate::nfs4::server::catalog_status;
+use crate::nfs4::view::{catalog_status, handle_status};
 use crate::rpc::ReplyBody;
 use crate::xdr::Decoder;
 
+/// The handle names its export (or the pseudo-root): the COMPOUND moves
+/// into that export, if it serves the caller.
 pub(crate) fn putfh(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {
     let handle = d.opaque(NFS4_FHSIZE).map_err(|_| Status::BadHandle)?;
-    let node = c.srv.node_of_handle(handle).inspect_err(|e| {
+    let prog = c.prog;
+    let view = match handle::owner_of(handle).map_err(handle_status)? {
+        handle::Owner::PseudoRoot if prog.pseudo_root().is_some() => {
+            c.enter_pseudo_root();
+            return Ok(());
+        }
+        handle::Owner::PseudoRoot => return Err(Status::Stale),
+        handle::Owner::Export(id) => prog.view_with_id(id).ok_or(Status::Stale)?,
+    };
+    if !std::ptr::eq(view, prog.primary()) {
+        // The COMPOUND's first check was for the first export.
+        view.export()
+            .admit(c.ctx.peer)
+            .map_err(|_| Status::Access)?;
+    }
+    let node = view.node_of_handle(handle).inspect_err(|e| {
         tracing::debug!(handle = ?String::from_utf8_lossy(handle), status = ?e, "PUTFH refused");
     })?;
-    c.current = Some(node);
+    c.enter(view, node);
     Ok(())
 }
 
-/// The export has one root, which is also the public filehandle.
+/// The root: the export's (also the public filehandle), or the
+/// pseudo-root where there are several exports.
 pub(crate) fn putrootfh(c: &mut Compound<'_>) -> OpResult {
-    c.current = Some(c.srv.catalog().root());
+    if c.prog.pseudo_root().is_some() {
+        c.enter_pseudo_root();
+        return Ok(());
+    }
+    let only = c.prog.primary();
+    c.enter(only, only.catalog().root());
     Ok(())
 }
 
@@ -32,12 +56,23 @@ pub(crate) fn getfh(c: &mut Compound<'_>, out: &mut ReplyBody) -> OpResult {
 }
 
 pub(crate) fn savefh(c: &mut Compound<'_>) -> OpResult {
-    c.saved = Some(c.current()?);
+    c.saved = if c.at_pseudo_root {
+        None
+    } else {
+        Some(c.current()?)
+    };
+    c.saved_srv = c.srv;
+    c.saved_at_pseudo_root = c.at_pseudo_root;
     Ok(())
 }
 
 pub(crate) fn restorefh(c: &mut Compound<'_>) -> OpResult {
-    c.current = Some(c.saved.clone().ok_or(Status::RestoreFh)?);
+    if c.saved_at_pseudo_root {
+        c.enter_pseudo_root();
+        return Ok(());
+    }
+    let saved = c.saved.clone().ok_or(Status::RestoreFh)?;
+    c.enter(c.saved_srv, saved);
     Ok(())
 }
 
@@ -65,7 +100,12 @@ pub(crate) fn lookupp(c: &mut Compound<'_>) -> OpResult {
         return Err(Status::NotDir);
     }
     if node.id.is_root() {
-        return Err(Status::NoEnt);
+        // An export's root: its parent is the pseudo-root, if any.
+        if c.prog.pseudo_root().is_none() {
+            return Err(Status::NoEnt);
+        }
+        c.enter_pseudo_root();
+        return Ok(());
     }
     let parent = c
         .srv

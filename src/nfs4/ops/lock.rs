@@ -38,7 +38,7 @@ fn lock_result(r: Result<crate::nfs4::state::StateId, LockError>, out: &mut Repl
 fn current_file(c: &Compound<'_>) -> OpResult<u64> {
     let node = c.current()?;
     super::regular_file(&node)?;
-    Ok(node.fileid)
+    Ok(c.srv.state_key(&node))
 }
 
 pub(crate) fn lock(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {

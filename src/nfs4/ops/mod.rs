@@ -2,7 +2,7 @@
 
 mod attributes;
 mod client;
-mod directory;
+pub(crate) mod directory;
 mod filehandle;
 mod lock;
 mod namespace;
@@ -49,7 +49,19 @@ pub(crate) fn dispatch(
     d: &mut Decoder<'_>,
     out: &mut ReplyBody,
 ) -> OpResult {
+    if c.at_pseudo_root {
+        if let Some(result) = super::pseudo::dispatch(c, opnum, d, out) {
+            return result;
+        }
+    }
     match opnum {
+        // The saved and current filehandles in two exports (or one in the
+        // pseudo-root): two file systems.
+        op::RENAME | op::LINK
+            if (c.saved.is_some() || c.saved_at_pseudo_root) && !c.same_export() =>
+        {
+            Err(Status::XDev)
+        }
         op::WRITE | op::CREATE | op::REMOVE | op::RENAME | op::LINK | op::SETATTR
             if c.srv.export().read_only() =>
         {

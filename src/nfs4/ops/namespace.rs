@@ -13,7 +13,7 @@ use crate::nfs4::consts::{
     attr, OpResult, Status, MAX_LINK_TARGET, NF4BLK, NF4CHR, NF4DIR, NF4FIFO, NF4LNK, NF4SOCK,
 };
 use crate::nfs4::permission::{self, EXECUTE, WRITE};
-use crate::nfs4::server::catalog_status;
+use crate::nfs4::view::catalog_status;
 use crate::rpc::ReplyBody;
 use crate::xdr::{Decoder, Encoder};
 

@@ -16,8 +16,8 @@ use crate::nfs4::consts::{
     OPEN4_SHARE_ACCESS_WRITE, OPEN_DELEGATE_NONE,
 };
 use crate::nfs4::permission;
-use crate::nfs4::server::catalog_status;
 use crate::nfs4::state::{Begin, OwnerKey, StateId};
+use crate::nfs4::view::catalog_status;
 use crate::rpc::ReplyBody;
 use crate::xdr::{Decoder, Encoder};
 
@@ -228,11 +228,11 @@ fn open_checked(
         }
         permission::require(c.srv, &file, cred, want)?;
     }
-    let stateid = c
-        .srv
-        .state
-        .lock()
-        .open(clientid, owner, file.fileid, access, deny, now)?;
+    let stateid =
+        c.srv
+            .state
+            .lock()
+            .open(clientid, owner, c.srv.state_key(&file), access, deny, now)?;
     if let Some(size) = truncate {
         let attrs = SetAttrs {
             size: Some(size),
@@ -271,7 +271,7 @@ fn reclaim(
     super::openable(file)?;
     let mut st = c.srv.state.lock();
     st.check_reclaim(clientid, now)?;
-    let stateid = st.open(clientid, owner, file.fileid, access, deny, now)?;
+    let stateid = st.open(clientid, owner, c.srv.state_key(file), access, deny, now)?;
     let change = file.change();
     Ok((
         file.clone(),

@@ -16,7 +16,7 @@ pub(crate) fn read(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBod
     super::regular_file(&node)?;
     c.srv.state.lock().check_io(
         &sid,
-        node.fileid,
+        c.srv.state_key(&node),
         OPEN4_SHARE_ACCESS_READ,
         c.ctx.peer,
         std::time::Instant::now(),

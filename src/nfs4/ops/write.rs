@@ -67,7 +67,7 @@ pub(crate) fn write(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
         .ok_or(Status::FBig)?;
     c.srv.state.lock().check_io(
         &sid,
-        node.fileid,
+        c.srv.state_key(&node),
         OPEN4_SHARE_ACCESS_WRITE,
         c.ctx.peer,
         std::time::Instant::now(),
