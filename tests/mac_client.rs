@@ -252,6 +252,69 @@ impl Mac {
         mac
     }
 
+    /// Mounts `server:/name/…` as `nfs4_mount` walks it (kext/nfs_vfsops.c):
+    /// per component one COMPOUND of PUTROOTFH (first) or PUTFH(parent),
+    /// LOOKUP, GETFH, GETATTR(NFS4_DEFAULT_ATTRIBUTES without NAMED_ATTR);
+    /// SECINFO of the last component (kext/nfs4_subs.c: nfs4_secinfo_rpc,
+    /// PUTROOTFH when the parent is the root), any error of which fails the
+    /// mount; then PUTFH + GETATTR of the mounted folder.
+    fn mount_path(addr: std::net::SocketAddr, path: &str) -> Result<Mac, String> {
+        let mut mac = Mac::mount(addr);
+        let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let bitmap: Vec<u32> = MOUNT_BITMAP
+            .iter()
+            .copied()
+            .filter(|a| *a != attr::NAMED_ATTR)
+            .collect();
+        let mut dir: Option<Vec<u8>> = None;
+        let mut fh = Vec::new();
+        for (i, name) in components.iter().enumerate() {
+            let start = match &dir {
+                Some(d) => CompoundArgs::new().putfh(d),
+                None => CompoundArgs::new().putrootfh(),
+            };
+            let args = start.lookup(name).getfh().getattr(&bitmap);
+            let body = mac
+                .call("mount", args)
+                .map_err(|(at, s)| format!("LOOKUP {name}: op {at} answered {s}"))?;
+            let mut d = Decoder::new(&body);
+            skip_op(
+                &mut d,
+                if dir.is_some() {
+                    op::PUTFH
+                } else {
+                    op::PUTROOTFH
+                },
+            );
+            skip_op(&mut d, op::LOOKUP);
+            skip_op(&mut d, op::GETFH);
+            fh = d.opaque(128).unwrap().to_vec();
+            skip_op(&mut d, op::GETATTR);
+            let a = parse_fattr(&mut d)?;
+            if a.kind != Some(2) {
+                return Err(format!("{name} is not a folder"));
+            }
+            if i + 1 == components.len() {
+                let start = match &dir {
+                    Some(d) => CompoundArgs::new().putfh(d),
+                    None => CompoundArgs::new().putrootfh(),
+                };
+                mac.call("secinfo", start.op(op::SECINFO, |e| e.string(name)))
+                    .map_err(|(at, s)| format!("SECINFO {name}: op {at} answered {s}"))?;
+            }
+            dir = Some(fh.clone());
+        }
+        let body = mac
+            .call("mount", CompoundArgs::new().putfh(&fh).getattr(&bitmap))
+            .map_err(|(at, s)| format!("GETATTR of the mount: op {at} answered {s}"))?;
+        let mut d = Decoder::new(&body);
+        skip_op(&mut d, op::PUTFH);
+        skip_op(&mut d, op::GETATTR);
+        parse_fattr(&mut d)?;
+        mac.root = fh;
+        Ok(mac)
+    }
+
     /// Sends one COMPOUND; the result array, or (index, status) of the op
     /// that failed.
     fn call(&mut self, tag: &str, args: CompoundArgs) -> Reply {
@@ -1309,4 +1372,59 @@ fn symlinks_and_fifos_as_the_kext_creates_them() {
         listed.contains(&("render.pipe".into(), Some(7))),
         "{listed:?}"
     );
+}
+
+/// A studio server with two users' catalogs (`[[export]]`): the Mac mounts
+/// `server:/warren` with the walk `nfs4_mount` makes and browses it, and
+/// `server:/` shows the exports as folders whose fsid differs from the
+/// volume's, which the kext mirror-mounts (kext/nfs_vfsops.c:
+/// nfs_mirror_mount_domount) by walking the same path again.
+#[test]
+fn a_mac_mounts_one_export_of_several_and_sees_the_pseudo_root_at_slash() {
+    use markbase_nfs::config::{ExportConfig, ExportTables};
+    let srv = InProcess::start_with(|cfg| {
+        let users = cfg.export.db.parent().unwrap().to_path_buf();
+        let export = |name: &str, id: u32| ExportConfig {
+            path: format!("/{name}"),
+            db: users.join(format!("{name}.sqlite")),
+            export_id: id,
+            ..ExportConfig::default()
+        };
+        cfg.export =
+            ExportTables::several(vec![export("warren", 1), export("accusys", 2)]).unwrap();
+    });
+    let mut mac = Mac::mount_path(srv.addr, "/warren").expect("mount /warren");
+    let root = mac.root.clone();
+    let mut names: Vec<String> = mac.readdir(&root).into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    assert_eq!(names, ["Library", "Projects"]);
+    let (projects, _) = mac.lookup(&root, "Projects").unwrap();
+    assert!(mac.lookup(&projects, "README.txt").is_ok());
+    // A path in no export: the mount fails with the LOOKUP's NOENT.
+    let e = Mac::mount_path(srv.addr, "/nobody").err().unwrap();
+    assert!(e.contains("answered 2"), "{e}");
+
+    // server:/ is the pseudo-root: every attribute parses as the kext
+    // reads it, and its entries are the exports, each its own file system.
+    let mut mac = Mac::mount(srv.addr);
+    let pseudo = mac.root.clone();
+    let top = mac.getattr(&pseudo);
+    let entries = mac.readdir(&pseudo);
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["warren", "accusys"]);
+    for (name, a) in &entries {
+        assert_eq!(a.kind, Some(2), "{name}");
+        assert_ne!(a.mounted_on_fileid, top.fileid, "{name}");
+    }
+    // Two catalogs' roots, two file ids (the kext's inode numbers).
+    assert_ne!(
+        entries[0].1.mounted_on_fileid,
+        entries[1].1.mounted_on_fileid
+    );
+    let (warren, a) = mac.lookup(&pseudo, "warren").unwrap();
+    assert_eq!(warren, root, "the walk and the pseudo-root agree");
+    assert_eq!(a.kind, Some(2));
+    // Nothing is made in the pseudo-root (Finder shows it read-only).
+    let made = mac.open(&pseudo, "Untitled.txt", MacCreate::Unchecked(0o644));
+    assert_eq!(made.err(), Some(30), "NFS4ERR_ROFS");
 }

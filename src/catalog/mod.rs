@@ -46,7 +46,7 @@ use rusqlite::{params, types::Value, Connection, OptionalExtension};
 use thiserror::Error;
 
 use crate::config::CacheConfig;
-pub use node::now_ns;
+pub use node::{now_ns, ROOT_FILEID};
 use pins::Pins;
 use schema::CatalogShape;
 use writer::{Change, Writer};

@@ -9,8 +9,8 @@
 //! GETATTR, one COMPOUND per component, then SECINFO of the last one; a
 //! mount of `server:/` takes the handle from the FILEHANDLE attribute. An
 //! fsid that differs from the parent's marks a mount point the client
-//! crosses by itself (mirror mounts), and the export's root reports the
-//! pseudo-root entry's file id as mounted_on_fileid.
+//! crosses by itself (mirror mounts), and the kext takes an object's
+//! mounted_on_fileid as its file id.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,7 +29,8 @@ use crate::rpc::ReplyBody;
 use crate::xdr::{Decoder, Encoder};
 
 /// The pseudo-root's own file id (its file system has only it and the
-/// export entries).
+/// export entries, whose ids are their roots', see
+/// `Export::fileid_shown`).
 const ROOT_FILEID: u64 = 1;
 /// The pseudo-root's fsid: apart from every export's `(export_id, 0)`.
 const FSID: (u64, u64) = (0, 1);
@@ -58,11 +59,6 @@ impl PseudoRoot {
             names,
             created_ns,
         }
-    }
-
-    /// The file id of the `index`th export's entry.
-    pub(crate) fn entry_fileid(index: usize) -> u64 {
-        ROOT_FILEID + 1 + index as u64
     }
 
     /// The entries `c`'s caller may see: (index, name).

@@ -97,10 +97,7 @@ impl Nfs4Server {
         let views: Vec<Arc<ExportView>> = exports
             .iter()
             .enumerate()
-            .map(|(i, e)| {
-                let mounted_on = pseudo_root.then(|| PseudoRoot::entry_fileid(i));
-                Arc::new(ExportView::new(e.clone(), i, state.clone(), mounted_on))
-            })
+            .map(|(i, e)| Arc::new(ExportView::new(e.clone(), i, state.clone())))
             .collect();
         let pseudo = pseudo_root.then(|| PseudoRoot::new(&views));
         Nfs4Server {

@@ -23,9 +23,6 @@ pub(crate) struct ExportView {
     /// first export (its keys are what they were with one export), a
     /// constant of the export id for the others.
     key_mix: u64,
-    /// With a pseudo-root: the file id of this export's entry there, which
-    /// its root reports as mounted_on_fileid (RFC 7530 §5.8.2.19).
-    pub(crate) mounted_on: Option<u64>,
 }
 
 impl std::fmt::Debug for ExportView {
@@ -39,12 +36,7 @@ impl std::fmt::Debug for ExportView {
 impl ExportView {
     /// The view of the `index`th export; tells the export which of its
     /// files the shared state holds open.
-    pub(crate) fn new(
-        export: Arc<Export>,
-        index: usize,
-        state: Arc<Mutex<State>>,
-        mounted_on: Option<u64>,
-    ) -> ExportView {
+    pub(crate) fn new(export: Arc<Export>, index: usize, state: Arc<Mutex<State>>) -> ExportView {
         let key_mix = if index == 0 {
             0
         } else {
@@ -58,7 +50,6 @@ impl ExportView {
             export,
             state,
             key_mix,
-            mounted_on,
         }
     }
 
