@@ -361,8 +361,10 @@ fn run_aja(
     };
     let result = aja::run(&opts);
     if let Some((runtime, nfs, tmp)) = own {
-        nfs.files().drain();
-        nfs.catalog().shutdown();
+        for export in nfs.exports() {
+            export.files().drain();
+            export.catalog().shutdown();
+        }
         drop(runtime);
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -490,8 +492,10 @@ fn run_server(cfg: Config) -> anyhow::Result<()> {
             m.abort();
         }
         tracing::info!("shutting down: writing queued direct WRITEs, flushing the catalog");
-        nfs.files().drain();
-        nfs.catalog().shutdown();
+        for export in nfs.exports() {
+            export.files().drain();
+            export.catalog().shutdown();
+        }
         eprintln!("per-operation latency:\n{}", nfs.latency_report());
         eprintln!("{}", splice_report(&nfs));
         eprintln!("{}", pacing_report(&nfs));

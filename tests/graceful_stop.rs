@@ -12,6 +12,7 @@ use markbase_nfs::tools::client::{CompoundArgs, Create, Nfs4Client};
 
 const MIB: usize = 1 << 20;
 const FILE_SYNC4: u32 = 2;
+const UNSTABLE4: u32 = 0;
 
 #[test]
 fn sigterm_answers_every_call_already_read_then_exits() {
@@ -19,8 +20,50 @@ fn sigterm_answers_every_call_already_read_then_exits() {
     let db = tmp.path().join("demo.sqlite");
     let storage = tmp.path().join("storage");
     let mut server = Server::start(tmp.path(), &db, &storage, 0);
+    writes_read_before_a_sigterm_are_answered_and_kept(&mut server, "Projects", FILE_SYNC4);
+}
+
+/// The same with several exports (`serve --users`), writing to the second:
+/// every export's queued writes and catalog are flushed at the stop.
+#[test]
+fn sigterm_flushes_every_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let users = tmp.path().join("users");
+    for user in ["accusys", "warren"] {
+        markbase_nfs::catalog::create_demo(
+            &users.join(format!("{user}.sqlite")),
+            &users.join(format!("{user}.storage")),
+        )
+        .unwrap();
+    }
+    let port = free_port_below_ephemeral().to_string();
+    let users = users.display().to_string();
+    let args = [
+        "serve",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--users",
+        &users,
+        "--grace-time",
+        "4",
+    ];
+    let mut server = Server::spawn(tmp.path(), args.iter().map(|a| a.to_string()).collect());
+    // UNSTABLE: answered once queued for the disk, written at the stop.
+    writes_read_before_a_sigterm_are_answered_and_kept(&mut server, "warren/Projects", UNSTABLE4);
+}
+
+/// 96 WRITEs (`stable`) into a new file of the folder at `dir_path`, a
+/// SIGTERM once all are read: each answered once, a clean exit, and after
+/// a restart the whole file, byte for byte.
+fn writes_read_before_a_sigterm_are_answered_and_kept(
+    server: &mut Server,
+    dir_path: &str,
+    stable: u32,
+) {
     let mut c = Nfs4Client::connect(server.addr, "stopping").unwrap();
-    let dir = c.lookup("Projects").unwrap();
+    let dir = c.lookup(dir_path).unwrap();
     let f = c
         .open(
             &dir,
@@ -38,7 +81,7 @@ fn sigterm_answers_every_call_already_read_then_exits() {
     let data = vec![0x5au8; MIB];
     let mut xids = Vec::new();
     for i in 0..WRITES {
-        let args = Nfs4Client::write_args(&f, (i * MIB) as u64, &data, FILE_SYNC4).encode("", 0);
+        let args = Nfs4Client::write_args(&f, (i * MIB) as u64, &data, stable).encode("", 0);
         xids.push(c.rpc.send_call(NFS4_PROGRAM, 4, 1, &args).unwrap());
     }
     let marker = CompoundArgs::new()
@@ -93,7 +136,22 @@ fn sigterm_answers_every_call_already_read_then_exits() {
     // What was answered is there after a restart: the size the catalog
     // flushed at the stop covers every answered WRITE.
     server.start_again();
+
     let mut c = Nfs4Client::connect(server.addr, "after").unwrap();
-    let fh = c.lookup("Projects/last take.mov").unwrap();
+
+    let fh = c.lookup(&format!("{dir_path}/last take.mov")).unwrap();
     assert_eq!(size_of(&mut c, &fh), (WRITES * MIB) as u64);
+    let dir = c.lookup(dir_path).unwrap();
+    // Opens wait out the restart's grace period (GRACE until it ends).
+    let mut opened = None;
+    assert!(wait_until(Duration::from_secs(120), || {
+        let r = c.open(&dir, "last take.mov", Create::No, OPEN4_SHARE_ACCESS_BOTH);
+        opened = r.ok();
+        opened.is_some()
+    }));
+    let f = opened.unwrap();
+    for i in 0..WRITES {
+        let (got, _) = c.read(&f, (i * MIB) as u64, MIB as u32).unwrap();
+        assert!(got == data, "MiB {i} of the file differs after the restart");
+    }
 }

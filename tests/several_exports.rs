@@ -259,6 +259,28 @@ fn each_export_keeps_its_own_clients_and_read_only_rule() {
     assert!(c.lookup("warren/Projects").is_ok());
     drop(srv);
 
+    // The first export refuses the machine, the second serves it: the
+    // first's handles are refused all the same.
+    let srv = InProcess::start_with(|cfg| {
+        two_exports(|_| {})(cfg);
+        let mut tables = cfg.export.tables().to_vec();
+        tables[0].clients = vec!["10.0.0.0/8".into()];
+        cfg.export = ExportTables::several(tables).unwrap();
+    });
+    let mut c = Nfs4Client::connect(srv.addr, "second-only").unwrap();
+    let pseudo = c.lookup("").unwrap();
+    assert_eq!(names_in(&mut c, &pseudo), ["accusys"]);
+    let warren = &srv.nfs.exports()[0];
+    let root = warren.handle_of(&warren.catalog().root()).unwrap();
+    let refused = status_of_ops(
+        &mut c,
+        &CompoundArgs::new().putfh(&root).getattr(&[attr::TYPE]),
+        &[op::PUTFH],
+    );
+    assert_eq!(refused, Status::Access.code());
+    assert!(c.lookup("accusys/Projects").is_ok());
+    drop(srv);
+
     let srv = InProcess::start_with(two_exports(|a| a.read_only = true));
     let mut c = Nfs4Client::connect(srv.addr, "read-only").unwrap();
     let a = c.lookup("accusys/Projects").unwrap();

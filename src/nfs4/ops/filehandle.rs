@@ -23,8 +23,9 @@ pub(crate) fn putfh(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {
         handle::Owner::PseudoRoot => return Err(Status::Stale),
         handle::Owner::Export(id) => prog.view_with_id(id).ok_or(Status::Stale)?,
     };
-    if !std::ptr::eq(view, prog.primary()) {
-        // The COMPOUND's first check was for the first export.
+    if prog.pseudo_root().is_some() {
+        // Several exports: the COMPOUND's first check was that one of
+        // them serves the caller; this one must.
         view.export()
             .admit(c.ctx.peer)
             .map_err(|_| Status::Access)?;
