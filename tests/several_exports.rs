@@ -15,7 +15,7 @@ use markbase_nfs::nfs3::{proc3, NFS3_PROGRAM, NFS3_VERSION};
 use markbase_nfs::nfs4::consts::{attr, op, Status, NF4DIR};
 use markbase_nfs::rpc::message::ReplyStatus;
 use markbase_nfs::tools::client::{CompoundArgs, Create, Nfs4Client, RpcClient};
-use markbase_nfs::xdr::Decoder;
+use markbase_nfs::xdr::{Decoder, Encoder};
 
 const BOTH: u32 = 3;
 const WRITE_LT: u32 = 2;
@@ -343,6 +343,45 @@ fn mount_and_nfsv3_serve_each_export_at_its_path() {
     assert_eq!(lookup3(&projects, "grade.drp"), 0);
     let w = c.lookup("warren/Projects").unwrap();
     assert_eq!(lookup3(&w, "grade.drp"), 2, "NFS3ERR_NOENT in warren");
+
+    // "..", listed in a folder at the top of an export, is the export's
+    // root, with the file id its GETATTR shows.
+    let (_, body) = rpc
+        .call(
+            NFS3_PROGRAM,
+            NFS3_VERSION,
+            proc3::GETATTR,
+            &fh_args(&accusys),
+        )
+        .unwrap();
+    let mut d = Decoder::new(&body);
+    assert_eq!(d.u32().unwrap(), 0);
+    d.skip(4 * 5 + 8 * 4).unwrap(); // type … gid, size, used, rdev, fsid
+    let root_fileid = d.u64().unwrap();
+    let mut e = Encoder::new();
+    e.opaque(&projects);
+    e.u64(0);
+    e.fixed(&[0; 8]);
+    e.u32(8192);
+    let (_, body) = rpc
+        .call(NFS3_PROGRAM, NFS3_VERSION, proc3::READDIR, &e.buf)
+        .unwrap();
+    let mut d = Decoder::new(&body);
+    assert_eq!(d.u32().unwrap(), 0);
+    if d.bool().unwrap() {
+        d.skip(84).unwrap(); // the folder's fattr3
+    }
+    d.fixed(8).unwrap();
+    let mut dotdot = None;
+    while d.bool().unwrap() {
+        let fileid = d.u64().unwrap();
+        let name = d.opaque(255).unwrap().to_vec();
+        d.u64().unwrap();
+        if name == b".." {
+            dotdot = Some(fileid);
+        }
+    }
+    assert_eq!(dotdot, Some(root_fileid));
 
     // EXPORT lists both (`showmount -e`).
     let (_, body) = rpc.call(MOUNT_PROGRAM, MOUNT_V3, 5, &[]).unwrap();
