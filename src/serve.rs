@@ -59,7 +59,8 @@ fn open_one_export(cfg: &Config) -> anyhow::Result<Arc<Export>> {
         )?
         .with_name_rules(NameRules {
             case_insensitive: cfg.export.case_insensitive,
-        }),
+        })
+        .with_root_fileid(crate::export::root_fileid(&cfg.export)),
     );
     let report = reconcile(&catalog, &storage).with_context(|| {
         format!(

@@ -407,6 +407,26 @@ impl Catalog {
         self
     }
 
+    /// Gives the root the file id `fileid` (set before serving): an export
+    /// under a pseudo-root shows one of its own (see
+    /// `crate::export::root_fileid`).
+    pub fn with_root_fileid(mut self, fileid: u64) -> Catalog {
+        match Arc::get_mut(&mut self.root) {
+            Some(root) => root.fileid = fileid,
+            None => {
+                let mut root = Node::new(
+                    NodeId::Root,
+                    NodeKind::Folder,
+                    self.root.created_ns,
+                    self.root.meta().clone(),
+                );
+                root.fileid = fileid;
+                self.root = Arc::new(root);
+            }
+        }
+        self
+    }
+
     pub fn name_rules(&self) -> NameRules {
         self.names
     }

@@ -140,20 +140,6 @@ impl Export {
         &self.config.export.path
     }
 
-    /// The file id a node shows clients. An export under a pseudo-root
-    /// (path `/name`) shows its root with a file id of its own, made from
-    /// the export id: the pseudo-root lists the roots of several catalogs,
-    /// whose own root ids are all one, and the Mac takes an export root's
-    /// mounted_on_fileid as its file id (kext nfs4_subs.c:
-    /// nfs4_parsefattr), so both must be this one number.
-    pub fn fileid_shown(&self, node: &Node) -> u64 {
-        if node.id.is_root() && self.config.export.path != "/" {
-            crate::catalog::ROOT_FILEID | (1 << 32) | self.config.export.export_id as u64
-        } else {
-            node.fileid
-        }
-    }
-
     /// The machines the export serves, as `showmount -e` lists them.
     pub fn client_names(&self) -> Vec<String> {
         self.clients.names()
@@ -342,6 +328,19 @@ impl Export {
                 "content file of a catalog node cannot be opened; READ answers an I/O error"
             );
         }
+    }
+}
+
+/// The file id of an export's root. An export under a pseudo-root (path
+/// `/name`) has one of its own, made from the export id: the pseudo-root
+/// lists the roots of several catalogs, whose own root ids are all one,
+/// and the Mac takes an export root's mounted_on_fileid as its file id
+/// (kext nfs4_subs.c: nfs4_parsefattr), so both must be this one number.
+pub fn root_fileid(export: &crate::config::ExportConfig) -> u64 {
+    if export.path == "/" {
+        crate::catalog::ROOT_FILEID
+    } else {
+        crate::catalog::ROOT_FILEID | (1 << 32) | export.export_id as u64
     }
 }
 

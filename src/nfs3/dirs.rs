@@ -78,7 +78,7 @@ fn list(
         names += name_bytes;
         total += size;
         entries.push(DirEntry {
-            fileid: call.export.fileid_shown(&node),
+            fileid: node.fileid,
             name,
             cookie: entry_cookie,
             node: plus.then_some(node),

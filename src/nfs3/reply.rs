@@ -168,7 +168,7 @@ pub fn fattr3(call: &Call<'_>, e: &mut Encoder, node: &Node) {
     e.u32(major);
     e.u32(minor);
     e.u64(export.config().export.export_id as u64);
-    e.u64(export.fileid_shown(node));
+    e.u64(node.fileid);
     time(e, Time3::from_ns(m.accessed_ns));
     time(e, Time3::from_ns(m.modified_ns));
     time(e, ctime_of(m.change));

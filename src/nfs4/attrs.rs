@@ -228,7 +228,7 @@ pub(crate) fn encode_values(
             attr::CASE_PRESERVING => e.bool(true),
             attr::CHOWN_RESTRICTED => e.bool(true),
             attr::FILEHANDLE => e.opaque(&srv.handle_of(node)?),
-            attr::FILEID => e.u64(srv.export().fileid_shown(node)),
+            attr::FILEID => e.u64(node.fileid),
             attr::FILES_AVAIL => e.u64(vol.files_avail),
             attr::FILES_FREE => e.u64(vol.files_free),
             attr::FILES_TOTAL => e.u64(vol.files_total),
@@ -262,8 +262,8 @@ pub(crate) fn encode_values(
             attr::TIME_CREATE => time(e, meta.created_ns.unwrap_or(node.created_ns)),
             attr::TIME_DELTA => time(e, 1),
             // An export's root under a pseudo-root is mounted on its entry
-            // there, whose file id it shows too (see `fileid_shown`).
-            attr::MOUNTED_ON_FILEID => e.u64(srv.export().fileid_shown(node)),
+            // there, whose file id it shows too (`export::root_fileid`).
+            attr::MOUNTED_ON_FILEID => e.u64(node.fileid),
             _ => {}
         }
     }

@@ -30,7 +30,7 @@ use crate::xdr::{Decoder, Encoder};
 
 /// The pseudo-root's own file id (its file system has only it and the
 /// export entries, whose ids are their roots', see
-/// `Export::fileid_shown`).
+/// `export::root_fileid`).
 const ROOT_FILEID: u64 = 1;
 /// The pseudo-root's fsid: apart from every export's `(export_id, 0)`.
 const FSID: (u64, u64) = (0, 1);
