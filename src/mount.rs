@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::export::{handle::NFS3_FHSIZE, Export};
+use crate::export::{handle::NFS3_FHSIZE, Export, Exports};
 use crate::rpc::{AcceptError, CallContext, Program, ReplyBody};
 use crate::xdr::{Decoder, Encoder};
 
@@ -55,30 +55,21 @@ const AUTH_SYS: u32 = 1;
 
 pub struct MountServer {
     /// One export at `/`, or several, each at its `/name`.
-    exports: Vec<Arc<Export>>,
+    exports: Exports,
     /// Who mounted what, for DUMP (informational, as RFC 1813 has it).
     mounts: Mutex<VecDeque<(String, String)>>,
 }
 
 impl MountServer {
     pub fn new(export: Arc<Export>) -> MountServer {
-        MountServer::serving(vec![export])
+        MountServer::serving(Exports::new(vec![export]))
     }
 
-    /// Every export (at least one).
-    pub fn serving(exports: Vec<Arc<Export>>) -> MountServer {
+    pub fn serving(exports: Exports) -> MountServer {
         MountServer {
             exports,
             mounts: Mutex::new(VecDeque::new()),
         }
-    }
-
-    /// The export `path` is in, and the rest of the path inside it.
-    fn export_at<'p>(&self, path: &'p str) -> Option<(&Export, &'p str)> {
-        self.exports.iter().find_map(|e| {
-            let rest = path.strip_prefix(e.path().trim_end_matches('/'))?;
-            (rest.is_empty() || rest.starts_with('/')).then_some((&**e, rest))
-        })
     }
 
     /// Whom a MNT of `path` is from: the export holding it if that export
@@ -88,7 +79,7 @@ impl MountServer {
         path: &str,
         peer: Option<std::net::SocketAddr>,
     ) -> Result<Vec<u8>, MountStat> {
-        let (export, rest) = self.export_at(path).ok_or(MountStat::NoEnt)?;
+        let (export, rest) = self.exports.at_path(path).ok_or(MountStat::NoEnt)?;
         export.admit(peer).map_err(|_| MountStat::Acces)?;
         Self::mount_in(export, rest)
     }
@@ -96,7 +87,7 @@ impl MountServer {
     /// The root handle of the folder at `path` ("/" = the first export's
     /// root; `/name/…` in the export at `/name`).
     pub fn mount(&self, path: &str) -> Result<Vec<u8>, MountStat> {
-        let (export, rest) = self.export_at(path).ok_or(MountStat::NoEnt)?;
+        let (export, rest) = self.exports.at_path(path).ok_or(MountStat::NoEnt)?;
         Self::mount_in(export, rest)
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::catalog::{create_demo, reconcile, Catalog, NameRules, WriterConfig};
 use crate::config::Config;
-use crate::export::Export;
+use crate::export::{Export, Exports};
 use crate::mount::MountServer;
 use crate::nfs3::Nfs3Server;
 use crate::nfs4::Nfs4Server;
@@ -29,7 +29,7 @@ pub fn open_export(cfg: &Config) -> anyhow::Result<Arc<Nfs4Server>> {
                 .with_context(|| format!("opening the export at {}", one.export.path))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Arc::new(Nfs4Server::serving(exports)))
+    Ok(Arc::new(Nfs4Server::serving(Exports::new(exports))))
 }
 
 /// Opens the one export of `cfg`: its catalog reconciled with its storage
@@ -94,11 +94,8 @@ pub fn dispatcher_for(nfs: Arc<Nfs4Server>) -> Arc<Dispatcher> {
 /// figures the metrics endpoint reads).
 pub fn programs(nfs: Arc<Nfs4Server>) -> (Arc<Dispatcher>, Arc<Nfs3Server>) {
     let mut d = Dispatcher::new();
-    let exports = nfs.exports();
-    let nfs3 = Arc::new(Nfs3Server::serving(
-        exports[0].clone(),
-        exports[1..].to_vec(),
-    ));
+    let exports = nfs.exports().clone();
+    let nfs3 = Arc::new(Nfs3Server::serving(exports.clone()));
     d.register(nfs);
     d.register(nfs3.clone());
     d.register(Arc::new(MountServer::serving(exports)));

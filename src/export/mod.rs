@@ -331,6 +331,65 @@ impl Export {
     }
 }
 
+/// Every export of a server, in the tuning file's order (at least one):
+/// what NFSv4, NFSv3 and MOUNT each look an export up in, by the id a
+/// handle carries or by the path a client mounts.
+#[derive(Debug, Clone)]
+pub struct Exports(Vec<Arc<Export>>);
+
+impl Exports {
+    /// `all` must hold at least one export.
+    pub fn new(all: Vec<Arc<Export>>) -> Exports {
+        assert!(!all.is_empty(), "a server needs an export");
+        Exports(all)
+    }
+
+    /// Whether clients see a pseudo-root listing the exports (several, or
+    /// one not at `/`) rather than one export at `/`.
+    pub fn has_pseudo_root(&self) -> bool {
+        self.0.len() > 1 || self.0[0].path() != "/"
+    }
+
+    /// The position of the export whose id a handle carries.
+    pub fn index_of_id(&self, export_id: u32) -> Option<usize> {
+        self.0
+            .iter()
+            .position(|e| e.config.export.export_id == export_id)
+    }
+
+    /// The export a file handle of ours names (None for the pseudo-root's
+    /// handle or one that is not ours).
+    pub fn of_handle(&self, fh: &[u8]) -> Option<&Arc<Export>> {
+        match handle::owner_of(fh).ok()? {
+            handle::Owner::Export(id) => self.index_of_id(id).map(|i| &self.0[i]),
+            handle::Owner::PseudoRoot => None,
+        }
+    }
+
+    /// The export `path` is in, and the rest of the path inside it.
+    pub fn at_path<'p>(&self, path: &'p str) -> Option<(&Arc<Export>, &'p str)> {
+        self.0.iter().find_map(|e| {
+            let rest = path.strip_prefix(e.path().trim_end_matches('/'))?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((e, rest))
+        })
+    }
+}
+
+impl std::ops::Deref for Exports {
+    type Target = [Arc<Export>];
+    fn deref(&self) -> &[Arc<Export>] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Exports {
+    type Item = &'a Arc<Export>;
+    type IntoIter = std::slice::Iter<'a, Arc<Export>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// The file id of an export's root. An export under a pseudo-root (path
 /// `/name`) has one of its own, made from the export id: the pseudo-root
 /// lists the roots of several catalogs, whose own root ids are all one,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::catalog::{fnv1a, CatalogError, Node};
 use crate::export::permission::{self, Denied};
-use crate::export::{handle, handle::NFS3_FHSIZE, Export, HandleError, NodeError};
+use crate::export::{handle::NFS3_FHSIZE, Export, Exports, HandleError, NodeError};
 use crate::metrics::ops::OpLatency;
 use crate::rpc::{AcceptError, BulkArgument, CallContext, Credentials, Program, ReplyBody};
 use crate::xdr::Decoder;
@@ -218,10 +218,8 @@ impl Call<'_> {
 }
 
 pub struct Nfs3Server {
-    /// The first export, and the others (a call goes to the export its
-    /// first file handle names).
-    export: Arc<Export>,
-    others: Vec<Arc<Export>>,
+    /// A call goes to the export its first file handle names.
+    exports: Exports,
     /// Per-procedure latency and errors.
     pub latency: OpLatency,
     /// Duplicate request cache for the procedures that change the
@@ -232,15 +230,13 @@ pub struct Nfs3Server {
 
 impl Nfs3Server {
     pub fn new(export: Arc<Export>) -> Nfs3Server {
-        Nfs3Server::serving(export, Vec::new())
+        Nfs3Server::serving(Exports::new(vec![export]))
     }
 
-    /// Several exports: `first`, then `others`.
-    pub fn serving(first: Arc<Export>, others: Vec<Arc<Export>>) -> Nfs3Server {
-        let entries = first.config().nfs.reply_cache_entries.max(1);
+    pub fn serving(exports: Exports) -> Nfs3Server {
+        let entries = exports[0].config().nfs.reply_cache_entries.max(1);
         Nfs3Server {
-            export: first,
-            others,
+            exports,
             latency: OpLatency::new(22, proc_name),
             replies: moka::sync::Cache::builder()
                 .max_capacity(entries)
@@ -253,20 +249,15 @@ impl Nfs3Server {
     /// (every procedure's first argument) carries. A handle of no export
     /// goes to the first, whose decoding answers BADHANDLE or STALE.
     fn export_of_call(&self, args: &[u8]) -> &Export {
-        if self.others.is_empty() {
-            return &self.export;
+        let first = &self.exports[0];
+        if self.exports.len() == 1 {
+            return first;
         }
-        let owner = Decoder::new(args)
+        Decoder::new(args)
             .opaque(NFS3_FHSIZE)
             .ok()
-            .and_then(|fh| handle::owner_of(fh).ok());
-        match owner {
-            Some(handle::Owner::Export(id)) => std::iter::once(&self.export)
-                .chain(&self.others)
-                .find(|e| e.config().export.export_id == id)
-                .unwrap_or(&self.export),
-            _ => &self.export,
-        }
+            .and_then(|fh| self.exports.of_handle(fh))
+            .unwrap_or(first)
     }
 }
 
@@ -303,7 +294,7 @@ impl Program for Nfs3Server {
         if version != NFS3_VERSION || procedure != proc3::WRITE {
             return None;
         }
-        args::locate_write_data(args_head, self.export.config().nfs.max_write as usize)
+        args::locate_write_data(args_head, self.exports[0].config().nfs.max_write as usize)
     }
 
     fn is_data_call(&self, version: u32, procedure: u32, _args_head: &[u8]) -> bool {
@@ -337,7 +328,7 @@ impl Program for Nfs3Server {
             }
             _ => None,
         })();
-        count.map_or(0, |c| c.min(self.export.config().nfs.max_read))
+        count.map_or(0, |c| c.min(self.exports[0].config().nfs.max_read))
     }
 
     fn call(&self, ctx: &CallContext, args: &[u8], out: &mut ReplyBody) -> Result<(), AcceptError> {

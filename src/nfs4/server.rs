@@ -16,7 +16,7 @@ use super::state::State;
 use super::view::ExportView;
 use crate::catalog::{fnv1a, Catalog};
 use crate::config::Config;
-use crate::export::Export;
+use crate::export::{Export, Exports};
 use crate::rpc::{AcceptError, CallContext, Program, ReplyBody};
 use crate::storage::FilePool;
 
@@ -27,6 +27,8 @@ pub struct Nfs4Server {
     /// Present when the exports are listed under a pseudo-root rather than
     /// one export being `/`.
     pseudo: Option<PseudoRoot>,
+    /// The exports the views are of, in the same order.
+    exports: Exports,
     pub(crate) state: Arc<Mutex<State>>,
     /// Duplicate request cache: replies of COMPOUNDs with non-idempotent
     /// ops, so a retransmission after a reconnect gets the original answer
@@ -57,13 +59,12 @@ fn boot_instance() -> u32 {
 impl Nfs4Server {
     /// One export.
     pub fn new(export: Arc<Export>) -> Nfs4Server {
-        Nfs4Server::serving(vec![export])
+        Nfs4Server::serving(Exports::new(vec![export]))
     }
 
     /// Every export of the server (at least one): one at `/`, or several
     /// under a pseudo-root (see [`crate::config::ExportTables`]).
-    pub fn serving(exports: Vec<Arc<Export>>) -> Nfs4Server {
-        assert!(!exports.is_empty(), "an NFSv4 server needs an export");
+    pub fn serving(exports: Exports) -> Nfs4Server {
         let first = exports[0].clone();
         let config = first.config();
         let catalog = first.catalog();
@@ -93,7 +94,7 @@ impl Nfs4Server {
             .with_earlier_boots(earlier_boots);
         let state = Arc::new(Mutex::new(state));
         let reply_cache_entries = config.nfs.reply_cache_entries.max(1);
-        let pseudo_root = exports.len() > 1 || config.export.path != "/";
+        let pseudo_root = exports.has_pseudo_root();
         let views: Vec<Arc<ExportView>> = exports
             .iter()
             .enumerate()
@@ -111,6 +112,7 @@ impl Nfs4Server {
             state,
             views,
             pseudo,
+            exports,
         }
     }
 
@@ -121,8 +123,8 @@ impl Nfs4Server {
     }
 
     /// Every export, in the tuning file's order.
-    pub fn exports(&self) -> Vec<Arc<Export>> {
-        self.views.iter().map(|v| v.export().clone()).collect()
+    pub fn exports(&self) -> &Exports {
+        &self.exports
     }
 
     pub(crate) fn primary(&self) -> &ExportView {
@@ -131,10 +133,7 @@ impl Nfs4Server {
 
     /// The export whose id a handle carries.
     pub(crate) fn view_with_id(&self, export_id: u32) -> Option<&ExportView> {
-        self.views
-            .iter()
-            .map(|v| &**v)
-            .find(|v| v.export_id() == export_id)
+        self.exports.index_of_id(export_id).map(|i| &*self.views[i])
     }
 
     pub(crate) fn view(&self, index: usize) -> Option<&ExportView> {

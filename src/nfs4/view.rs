@@ -67,10 +67,6 @@ impl ExportView {
         &self.export
     }
 
-    pub(crate) fn export_id(&self) -> u32 {
-        self.export.config().export.export_id
-    }
-
     pub(crate) fn config(&self) -> &Config {
         self.export.config()
     }
