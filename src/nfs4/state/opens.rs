@@ -185,12 +185,7 @@ impl State {
         let Some(o) = self.opens.get(&stateid.other) else {
             return Err(self.stale_or_expired(&stateid.other));
         };
-        if stateid.seqid < o.seqid && stateid.seqid != 0 {
-            return Err(Status::OldStateId);
-        }
-        if stateid.seqid > o.seqid {
-            return Err(Status::BadStateId);
-        }
+        current_generation(stateid, o.seqid)?;
         Ok(o)
     }
 
@@ -198,12 +193,7 @@ impl State {
         let Some(l) = self.locks.get(&stateid.other) else {
             return Err(self.stale_or_expired(&stateid.other));
         };
-        if stateid.seqid < l.seqid && stateid.seqid != 0 {
-            return Err(Status::OldStateId);
-        }
-        if stateid.seqid > l.seqid {
-            return Err(Status::BadStateId);
-        }
+        current_generation(stateid, l.seqid)?;
         Ok(l)
     }
 
@@ -415,4 +405,16 @@ impl State {
     pub fn file_of(&self, stateid: &StateId) -> Option<u64> {
         self.opens.get(&stateid.other).map(|o| o.fileid)
     }
+}
+
+/// A stateid's seqid against its state's: an older one is OLD_STATEID, a
+/// newer one BAD_STATEID; seqid 0 counts as the current one.
+fn current_generation(stateid: &StateId, current: u32) -> Result<(), Status> {
+    if stateid.seqid < current && stateid.seqid != 0 {
+        return Err(Status::OldStateId);
+    }
+    if stateid.seqid > current {
+        return Err(Status::BadStateId);
+    }
+    Ok(())
 }
