@@ -7,7 +7,8 @@
 #   perf/aja.sh --frame-bytes 8388608 --target 600
 #
 # Any `markbase-nfs aja` option may be given; defaults below are used for
-# those that are not. CSV and SVG of frame times go to perf/results/.
+# those that are not. The CSV of frame times and their
+# graph (SVG and PNG) go to perf/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p perf/results

@@ -94,6 +94,7 @@ enum Command {
         dir: Option<PathBuf>,
         #[arg(long, default_value = "aja-frames.csv")]
         csv: PathBuf,
+        /// The frame-time graph (SVG; a PNG of it is written beside it).
         #[arg(long, default_value = "aja-frames.svg")]
         svg: PathBuf,
         /// WRITE/READ size of the built-in client.
@@ -371,9 +372,10 @@ fn run_aja(
     let report = result?;
     print!("{}", aja::summary(&report, opts.target_mbps));
     println!(
-        "frame times: {} and {}",
+        "frame times: {}; their graph: {} and {}",
         opts.csv.display(),
-        opts.svg.display()
+        opts.svg.display(),
+        opts.svg.with_extension("png").display()
     );
     if let Some(t) = opts.target_mbps {
         let (w, r) = (report.write.mbps(), report.read.mbps());

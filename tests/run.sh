@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=(qemu-system-x86 linux-image-amd64 busybox-static kmod cpio gcc libc6-dev python3 passt
-      libnfs-utils coreutils findutils)
+      libnfs-utils coreutils findutils fonts-dejavu-core)
 missing=()
 for p in "${need[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,7 +2,7 @@
 //! written frame by frame, sequentially, then read back; every frame's time
 //! goes into an hdrhistogram, and the run reports sustained MB/s, p50/p99/max
 //! frame times and frames over budget at common frame rates and at the
-//! 600 MB/s target, plus a CSV of frame times and an SVG plot of them.
+//! 600 MB/s target, plus a CSV of frame times and their graph (`graph`).
 //!
 //! Two ways to reach the storage: the project's own NFSv4 client over
 //! loopback (by default against a server it starts on a temporary catalog),
@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
+
+mod graph;
 
 use crate::tools::client::{pipelined_reads, Create, Nfs4Client, OpenFile, WriteStream};
 use crate::tools::stalls::{self, MachineStalls, Stall, StallWitness};
@@ -548,7 +550,11 @@ pub fn run(opts: &AjaOptions) -> anyhow::Result<AjaReport> {
         file_sync_writes: file_syncs.load(Ordering::Relaxed),
     };
     write_csv(&report, &opts.csv)?;
-    write_svg(&report, &opts.svg)?;
+    // The figures are in the summary and the CSV: a graph that cannot be
+    // drawn (no font on this machine) does not fail the run.
+    if let Err(e) = graph::write(&report, opts.target_mbps, &opts.svg) {
+        tracing::warn!(error = %format!("{e:#}"), "aja: no graph drawn");
+    }
     Ok(report)
 }
 
@@ -665,79 +671,6 @@ fn write_csv(r: &AjaReport, path: &Path) -> anyhow::Result<()> {
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
-/// An AJA-like graph: frame time per frame for writes and reads, with the
-/// 600 MB/s budget and the 24 fps line.
-fn write_svg(r: &AjaReport, path: &Path) -> anyhow::Result<()> {
-    let (w, h, pad) = (1000.0, 400.0, 50.0);
-    let budget = budget_at_mbps(r.frame_bytes, 600.0).as_secs_f64() * 1e3;
-    let p99 = r.write.percentile_ms(0.99).max(r.read.percentile_ms(0.99));
-    let top = (p99 * 1.5).max(budget * 2.0).max(1.0);
-    let n = r.write.times_us.len().max(1) as f64;
-    let x = |i: usize| pad + (i as f64) / n * (w - 2.0 * pad);
-    let y = |ms: f64| h - pad - (ms.min(top) / top) * (h - 2.0 * pad);
-    let line = |times: &[u64]| -> String {
-        let step = (times.len() / 2000).max(1);
-        times
-            .iter()
-            .enumerate()
-            .step_by(step)
-            .map(|(i, t)| format!("{:.1},{:.1}", x(i), y(*t as f64 / 1000.0)))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let mut s = format!(
-        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
-    );
-    let _ = writeln!(
-        s,
-        "<text x='{pad}' y='20'>Frame time (ms), {} bytes/frame — write {:.0} MB/s, read {:.0} MB/s</text>",
-        r.frame_bytes,
-        r.write.mbps(),
-        r.read.mbps()
-    );
-    let _ = writeln!(
-        s,
-        "<line x1='{pad}' y1='{b:.1}' x2='{x2}' y2='{b:.1}' stroke='red' stroke-dasharray='4'/><text x='{x2}' y='{b:.1}' fill='red' text-anchor='end'>600 MB/s budget {budget:.2} ms</text>",
-        b = y(budget),
-        x2 = w - pad
-    );
-    let fps24 = 1000.0 / 24.0;
-    if fps24 < top {
-        let _ = writeln!(
-            s,
-            "<line x1='{pad}' y1='{b:.1}' x2='{x2}' y2='{b:.1}' stroke='gray' stroke-dasharray='2'/><text x='{x2}' y='{b:.1}' fill='gray' text-anchor='end'>24 fps</text>",
-            b = y(fps24),
-            x2 = w - pad
-        );
-    }
-    let _ = writeln!(
-        s,
-        "<polyline fill='none' stroke='#1f77b4' points='{}'/>",
-        line(&r.write.times_us)
-    );
-    let _ = writeln!(
-        s,
-        "<polyline fill='none' stroke='#2ca02c' points='{}'/>",
-        line(&r.read.times_us)
-    );
-    let _ = writeln!(
-        s,
-        "<text x='{pad}' y='{}' fill='#1f77b4'>write</text><text x='{}' y='{}' fill='#2ca02c'>read</text>",
-        h - 15.0,
-        pad + 60.0,
-        h - 15.0
-    );
-    let _ = writeln!(
-        s,
-        "<line x1='{pad}' y1='{}' x2='{pad}' y2='{pad}' stroke='black'/><text x='5' y='{}'>{top:.1} ms</text><text x='5' y='{}'>0</text>",
-        h - pad,
-        pad + 4.0,
-        h - pad
-    );
-    s.push_str("</svg>\n");
-    std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
-}
-
 /// Parses sizes like "16GiB", "5890000", "1.5G", "64M".
 pub fn parse_size(s: &str) -> anyhow::Result<u64> {
     let t = s.trim();
@@ -775,7 +708,7 @@ mod tests {
     }
 
     #[test]
-    fn a_small_run_against_a_local_folder_writes_csv_and_svg() {
+    fn a_small_run_against_a_local_folder_writes_csv_and_graphs() {
         let dir = tempfile::tempdir().unwrap();
         let opts = AjaOptions {
             frame_bytes: 100_000,
@@ -801,9 +734,11 @@ mod tests {
         assert_eq!(r.write.times_us.len(), 20);
         let csv = std::fs::read_to_string(&opts.csv).unwrap();
         assert_eq!(csv.lines().count(), 21);
+        // The graph (its content is checked in `graph`'s own tests).
         assert!(std::fs::read_to_string(&opts.svg)
             .unwrap()
             .contains("<polyline"));
+        assert!(opts.svg.with_extension("png").exists());
         let text = summary(&r, Some(600.0));
         assert!(text.contains("frames over budget"), "{text}");
         assert!(text.contains("a volume the OS mounted"), "{text}");
