@@ -2,7 +2,7 @@
 # A/B of server tunings with aja, alternating, each run between two probes
 # of the disk (2 GiB `dd oflag=direct`): this machine's disk moves more
 # between runs than most changes do, so each run's write rate is also
-# given against the mean of its probes (see perf/README.md, item 22).
+# given against the mean of its probes (see perf/README.md, finding 24).
 #
 #   perf/ab.sh ROUNDS FILE_SIZE CONFIG...
 #   perf/ab.sh 4 8GiB q0.toml q32.toml     # each CONFIG is a tuning.toml for the server aja starts
