@@ -41,15 +41,19 @@ S=2147483648
 for w in $WHO; do "$NB" write "${URL[$w]}" $S 1048576 16 > /dev/null; done
 sync
 for i in $(seq 1 "$rounds"); do
+  # The order turns by one each round, so no contender always goes first
+  # (just after the sync) or last.
+  all=($WHO); k=$(( (i - 1) % ${#all[@]} ))
+  order="${all[*]:k} ${all[*]:0:k}"
   # Every contender writes, then every contender reads: a read never follows
   # the same contender's write straight away, while the disk still absorbs it.
-  for w in $WHO; do
+  for w in $order; do
     o=$("$NB" overwrite "${URL[$w]}" $S 1048576 16 2>&1)
     echo "$o" | grep -oE 'io: [0-9.]+ s [0-9.]+ MB/s' | awk '{print $(NF-1)}' >> "$T/$w.w"
     echo "$o" | grep -oE 'COMMIT\+CLOSE: [0-9.]+ s [0-9.]+ MB/s' | awk '{print $(NF-1)}' >> "$T/$w.c"
   done
   sync
-  for w in $WHO; do
+  for w in $order; do
     [ "$COLD" = 1 ] && { sync; echo 3 > /proc/sys/vm/drop_caches; }
     "$NB" read "${URL[$w]}" 0 1048576 16 2>&1 | grep -oE 'io: [0-9.]+ s [0-9.]+ MB/s' | awk '{print $(NF-1)}' >> "$T/$w.r"
     echo "round $i $w: write $(tail -1 "$T/$w.w") MB/s, +COMMIT $(tail -1 "$T/$w.c"), read $(tail -1 "$T/$w.r")"
