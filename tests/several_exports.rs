@@ -328,21 +328,13 @@ fn mount_and_nfsv3_serve_each_export_at_its_path() {
         .unwrap();
     c.close(&f).unwrap();
     let mut rpc = RpcClient::connect(srv.addr).unwrap();
-    let mut lookup3 = |dir: &[u8], name: &str| -> u32 {
-        let (st, body) = rpc
-            .call(
-                NFS3_PROGRAM,
-                NFS3_VERSION,
-                proc3::LOOKUP,
-                &dirop_args(dir, name),
-            )
-            .unwrap();
-        assert_eq!(st, ReplyStatus::Success);
-        Decoder::new(&body).u32().unwrap()
-    };
-    assert_eq!(lookup3(&projects, "grade.drp"), 0);
+    assert_eq!(lookup_status(&mut rpc, &projects, "grade.drp"), 0);
     let w = c.lookup("warren/Projects").unwrap();
-    assert_eq!(lookup3(&w, "grade.drp"), 2, "NFS3ERR_NOENT in warren");
+    assert_eq!(
+        lookup_status(&mut rpc, &w, "grade.drp"),
+        2,
+        "NFS3ERR_NOENT in warren"
+    );
 
     // "..", listed in a folder at the top of an export, is the export's
     // root, with the file id its GETATTR shows.
@@ -383,6 +375,16 @@ fn mount_and_nfsv3_serve_each_export_at_its_path() {
     }
     assert_eq!(dotdot, Some(root_fileid));
 
+    // RENAME from one export into the other is NFS3ERR_XDEV (RFC 1813
+    // §3.3.14), as over NFSv4, and the file stays where it was.
+    let mut rename = dirop_args(&projects, "grade.drp");
+    rename.extend(dirop_args(&w, "grade.drp"));
+    let (_, body) = rpc
+        .call(NFS3_PROGRAM, NFS3_VERSION, proc3::RENAME, &rename)
+        .unwrap();
+    assert_eq!(Decoder::new(&body).u32().unwrap(), 18, "NFS3ERR_XDEV");
+    assert_eq!(lookup_status(&mut rpc, &projects, "grade.drp"), 0);
+
     // EXPORT lists both (`showmount -e`).
     let (_, body) = rpc.call(MOUNT_PROGRAM, MOUNT_V3, 5, &[]).unwrap();
     let mut d = Decoder::new(&body);
@@ -394,4 +396,18 @@ fn mount_and_nfsv3_serve_each_export_at_its_path() {
         }
     }
     assert_eq!(paths, ["/warren", "/accusys"]);
+}
+
+/// The status of an NFSv3 LOOKUP of `name` in `dir`.
+fn lookup_status(rpc: &mut RpcClient, dir: &[u8], name: &str) -> u32 {
+    let (st, body) = rpc
+        .call(
+            NFS3_PROGRAM,
+            NFS3_VERSION,
+            proc3::LOOKUP,
+            &dirop_args(dir, name),
+        )
+        .unwrap();
+    assert_eq!(st, ReplyStatus::Success);
+    Decoder::new(&body).u32().unwrap()
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::catalog::{fnv1a, CatalogError, Node};
 use crate::export::permission::{self, Denied};
-use crate::export::{handle::NFS3_FHSIZE, Export, Exports, HandleError, NodeError};
+use crate::export::{handle, handle::NFS3_FHSIZE, Export, Exports, HandleError, NodeError};
 use crate::metrics::ops::OpLatency;
 use crate::rpc::{AcceptError, BulkArgument, CallContext, Credentials, Program, ReplyBody};
 use crate::xdr::Decoder;
@@ -92,6 +92,8 @@ pub enum Nfs3Status {
     Io = 5,
     Acces = 13,
     Exist = 17,
+    /// RENAME between two exports.
+    XDev = 18,
     NotDir = 20,
     IsDir = 21,
     Inval = 22,
@@ -163,6 +165,19 @@ pub struct Call<'a> {
 
 impl Call<'_> {
     /// The node a handle names.
+    /// NFS3ERR_XDEV when `fh` is a handle of another export (a call is run
+    /// by the export its first handle names); else the node, as [`node`].
+    ///
+    /// [`node`]: Call::node
+    pub fn node_here(&self, fh: &[u8]) -> Nfs3Result<Arc<Node>> {
+        match handle::owner_of(fh) {
+            Ok(handle::Owner::Export(id)) if id != self.export.config().export.export_id => {
+                Err(Nfs3Status::XDev)
+            }
+            _ => self.node(fh),
+        }
+    }
+
     pub fn node(&self, fh: &[u8]) -> Nfs3Result<Arc<Node>> {
         self.export.node_of_handle(fh).map_err(|e| match e {
             NodeError::Handle(HandleError::BadHandle) => Nfs3Status::BadHandle,

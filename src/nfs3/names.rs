@@ -282,7 +282,7 @@ pub fn remove(call: &Call<'_>, a: &DirOpArgs<'_>, folder_wanted: bool) -> WccAns
 
 pub fn rename(call: &Call<'_>, a: &RenameArgs<'_>) -> RenameAnswer {
     let from = call.node(a.from.dir);
-    let to = call.node(a.to.dir);
+    let to = call.node_here(a.to.dir);
     let wcc = |n: &Nfs3Result<Arc<Node>>| n.as_ref().map(Wcc::before).unwrap_or_default();
     let (from_wcc, to_wcc) = (wcc(&from), wcc(&to));
     let result = (|| {
