@@ -28,28 +28,7 @@ fn sigterm_answers_every_call_already_read_then_exits() {
 #[test]
 fn sigterm_flushes_every_export() {
     let tmp = tempfile::tempdir().unwrap();
-    let users = tmp.path().join("users");
-    for user in ["accusys", "warren"] {
-        markbase_nfs::catalog::create_demo(
-            &users.join(format!("{user}.sqlite")),
-            &users.join(format!("{user}.storage")),
-        )
-        .unwrap();
-    }
-    let port = free_port_below_ephemeral().to_string();
-    let users = users.display().to_string();
-    let args = [
-        "serve",
-        "--address",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--users",
-        &users,
-        "--grace-time",
-        "4",
-    ];
-    let mut server = Server::spawn(tmp.path(), args.iter().map(|a| a.to_string()).collect());
+    let mut server = serve_users(tmp.path(), &["accusys", "warren"], &["--grace-time", "4"]);
     // UNSTABLE: answered once queued for the disk, written at the stop.
     writes_read_before_a_sigterm_are_answered_and_kept(&mut server, "warren/Projects", UNSTABLE4);
 }

@@ -174,14 +174,6 @@ fn idle_connections_cannot_hold_the_endpoint() {
 #[test]
 fn each_export_has_its_own_series() {
     let tmp = tempfile::tempdir().unwrap();
-    let users = tmp.path().join("users");
-    for user in ["warren", "accusys"] {
-        markbase_nfs::catalog::create_demo(
-            &users.join(format!("{user}.sqlite")),
-            &users.join(format!("{user}.storage")),
-        )
-        .unwrap();
-    }
     let metrics_port = free_port_below_ephemeral();
     let config = tmp.path().join("tuning.toml");
     std::fs::write(
@@ -189,18 +181,8 @@ fn each_export_has_its_own_series() {
         format!("[metrics]\naddress = \"127.0.0.1:{metrics_port}\"\n"),
     )
     .unwrap();
-    let args = [
-        "serve".to_string(),
-        "--address".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        free_port_below_ephemeral().to_string(),
-        "--config".into(),
-        config.display().to_string(),
-        "--users".into(),
-        users.display().to_string(),
-    ];
-    let server = Server::spawn(tmp.path(), args.to_vec());
+    let config = config.display().to_string();
+    let server = serve_users(tmp.path(), &["warren", "accusys"], &["--config", &config]);
     let addr = format!("127.0.0.1:{}", server.port()).parse().unwrap();
     let mut c = Nfs4Client::connect(addr, "per-export").unwrap();
     let root = c.lookup("accusys").unwrap();

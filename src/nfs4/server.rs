@@ -56,6 +56,44 @@ fn boot_instance() -> u32 {
     (t.as_secs() as u32) ^ (t.subsec_nanos() << 8) ^ std::process::id()
 }
 
+/// The clients the previous run recorded, which may reclaim in the grace
+/// period. The first export's catalog keeps them, but the exports may have
+/// changed since (a user added under `serve --users` whose name sorts
+/// first): records found in another export's catalog are read too and
+/// moved to the first, so none is lost and none lingers.
+fn recorded_clients(exports: &Exports) -> HashSet<Vec<u8>> {
+    let first = exports[0].catalog();
+    let mut all = HashSet::new();
+    for (i, export) in exports.iter().enumerate() {
+        let ids = match export.catalog().nfs_clients() {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(export = %export.path(), error = %e, "cannot read the NFS client list: its clients cannot reclaim");
+                continue;
+            }
+        };
+        if i > 0 && !ids.is_empty() {
+            // Kept by the first export (committed) before this one forgets
+            // them: a crash in between leaves them in both, read as one.
+            let kept: Vec<Vec<u8>> = ids
+                .iter()
+                .filter(|id| match first.record_nfs_client(id).wait() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(export = %export.path(), error = %e, "cannot move an NFS client record to the first export; it stays");
+                        false
+                    }
+                })
+                .cloned()
+                .collect();
+            tracing::info!(export = %export.path(), clients = kept.len(), "NFS client records moved to the first export");
+            export.catalog().forget_nfs_clients(kept);
+        }
+        all.extend(ids);
+    }
+    all
+}
+
 impl Nfs4Server {
     /// One export.
     pub fn new(export: Arc<Export>) -> Nfs4Server {
@@ -67,16 +105,9 @@ impl Nfs4Server {
     pub fn serving(exports: Exports) -> Nfs4Server {
         let first = exports[0].clone();
         let config = first.config();
-        let catalog = first.catalog();
         let lease = Duration::from_secs(config.nfs.lease_time as u64);
         let boot = boot_instance();
-        let reclaimable: HashSet<Vec<u8>> = catalog
-            .nfs_clients()
-            .map(|v| v.into_iter().collect())
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot read the NFS client list: no reclaim");
-                HashSet::new()
-            });
+        let reclaimable = recorded_clients(&exports);
         if !reclaimable.is_empty() {
             tracing::info!(
                 clients = reclaimable.len(),
@@ -85,10 +116,18 @@ impl Nfs4Server {
             );
         }
         let grace = Duration::from_secs(config.nfs.grace_time as u64);
-        let earlier_boots = catalog.record_boot(boot).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot record the boot instance: earlier runs' stateids will read as BAD, not STALE");
-            HashSet::new()
-        });
+        // Every export keeps the boot instances, so a stateid of an earlier
+        // run reads as STALE (the client recovers) whichever export is
+        // first in the next run, not as BAD (an I/O error).
+        let mut earlier_boots = HashSet::new();
+        for export in exports.iter() {
+            match export.catalog().record_boot(boot) {
+                Ok(boots) => earlier_boots.extend(boots),
+                Err(e) => {
+                    tracing::error!(export = %export.path(), error = %e, "cannot record the boot instance: earlier runs' stateids may read as BAD, not STALE")
+                }
+            }
+        }
         let state = State::new(boot, lease, grace, reclaimable, Instant::now())
             .with_courtesy(Duration::from_secs(config.nfs.courtesy_time))
             .with_earlier_boots(earlier_boots);

@@ -666,3 +666,33 @@ pub fn dirop_args(dir: &[u8], name: &str) -> Vec<u8> {
     e.string(name);
     e.buf
 }
+
+/// Makes a demo catalog for `user` in `users` (`<user>.sqlite` and its
+/// `<user>.storage`), as `serve --users` finds them.
+pub fn demo_user(users: &Path, user: &str) {
+    markbase_nfs::catalog::create_demo(
+        &users.join(format!("{user}.sqlite")),
+        &users.join(format!("{user}.storage")),
+    )
+    .unwrap();
+}
+
+/// A server process in `dir` serving a demo catalog per name in `users`
+/// (in `dir/users`) with `serve --users`, and `extra` arguments.
+pub fn serve_users(dir: &Path, users: &[&str], extra: &[&str]) -> Server {
+    let folder = dir.join("users");
+    for user in users {
+        demo_user(&folder, user);
+    }
+    let mut args = vec![
+        "serve".to_string(),
+        "--address".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        free_port_below_ephemeral().to_string(),
+        "--users".into(),
+        folder.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    Server::spawn(dir, args)
+}
