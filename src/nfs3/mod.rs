@@ -164,7 +164,6 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// The node a handle names.
     /// NFS3ERR_XDEV when `fh` is a handle of another export (a call is run
     /// by the export its first handle names); else the node, as [`node`].
     ///
@@ -178,6 +177,7 @@ impl Call<'_> {
         }
     }
 
+    /// The node a handle names.
     pub fn node(&self, fh: &[u8]) -> Nfs3Result<Arc<Node>> {
         self.export.node_of_handle(fh).map_err(|e| match e {
             NodeError::Handle(HandleError::BadHandle) => Nfs3Status::BadHandle,
