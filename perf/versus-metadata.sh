@@ -56,7 +56,10 @@ parallel() {
   awk -v n=$(( (files / PAR) * PAR )) -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f\n", n / (b - a) }'
 }
 for i in $(seq 1 "$rounds"); do
-  for w in $WHO; do
+  # The order turns by one each round: none always runs first, on the
+  # freshest disk, or last.
+  all=($WHO); k=$(( (i - 1) % ${#all[@]} ))
+  for w in ${all[*]:k} ${all[*]:0:k}; do
     u="${URL[$w]}/meta$i?version=4"
     for op in mkfiles stat rmfiles; do
       "$NB" $op "$u" "$files" 2>&1 | grep -oE '[0-9]+ ops/s' | awk '{print $1}' >> "$T/$w.$op"
