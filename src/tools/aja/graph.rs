@@ -300,11 +300,9 @@ mod tests {
 
     #[test]
     fn the_graph_has_axes_legend_budget_lines_and_stall_marks_in_svg_and_png() {
-        if font().is_err() {
-            // tests/run.sh installs fonts-dejavu-core; a bare machine may lack
-            // it, and then the message says what to install.
-            panic!("{:#}", font().unwrap_err());
-        }
+        // tests/run.sh installs fonts-dejavu-core; on a machine without a
+        // font the message says what to install.
+        font().unwrap_or_else(|e| panic!("{e:#}"));
         let dir = tempfile::tempdir().unwrap();
         let svg_path = dir.path().join("frames.svg");
         let r = report();
