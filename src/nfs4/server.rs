@@ -75,19 +75,17 @@ fn recorded_clients(exports: &Exports) -> HashSet<Vec<u8>> {
         if i > 0 && !ids.is_empty() {
             // Kept by the first export (committed) before this one forgets
             // them: a crash in between leaves them in both, read as one.
-            let kept: Vec<Vec<u8>> = ids
-                .iter()
-                .filter(|id| match first.record_nfs_client(id).wait() {
-                    Ok(()) => true,
+            let mut moved = Vec::new();
+            for id in &ids {
+                match first.record_nfs_client(id).wait() {
+                    Ok(()) => moved.push(id.clone()),
                     Err(e) => {
-                        tracing::error!(export = %export.path(), error = %e, "cannot move an NFS client record to the first export; it stays");
-                        false
+                        tracing::error!(export = %export.path(), error = %e, "cannot move an NFS client record to the first export; it stays")
                     }
-                })
-                .cloned()
-                .collect();
-            tracing::info!(export = %export.path(), clients = kept.len(), "NFS client records moved to the first export");
-            export.catalog().forget_nfs_clients(kept);
+                }
+            }
+            tracing::info!(export = %export.path(), clients = moved.len(), "NFS client records moved to the first export");
+            export.catalog().forget_nfs_clients(moved);
         }
         all.extend(ids);
     }
