@@ -281,17 +281,22 @@ impl Catalog {
 
     /// Applies an attribute change (SETATTR) and queues it for group commit.
     pub fn set_attrs(&self, node: &Arc<Node>, f: impl FnOnce(&mut NodeMeta)) -> Pending {
-        node.update(|m| {
-            let (size, modified) = (m.size, m.modified_ns);
+        let changed = node.update_if(|m| {
+            let before = SetAttrs::of(m);
             f(m);
-            if m.size != size {
+            let after = SetAttrs::of(m);
+            if after.size != before.size {
                 m.unsaved |= Columns::SIZE;
             }
-            if m.modified_ns != modified {
+            if after.modified_ns != before.modified_ns {
                 m.unsaved |= Columns::UPDATED;
             }
+            after != before
         });
-        if node.id.is_root() {
+        // Setting what is already there (libnfs sets a new file's mode
+        // again after creating it with that mode) changes nothing, so
+        // there is nothing to make durable: no journal record, no flush.
+        if !changed || node.id.is_root() {
             return Pending(writer::Commit::done());
         }
         self.pins.pin_node(node);
@@ -332,6 +337,34 @@ impl Catalog {
         if node.queue_for_writer() {
             self.pins.pin_node(node);
             self.writer.dirty(node.clone());
+        }
+    }
+}
+
+/// The attributes SETATTR can change, to tell whether it changed any.
+#[derive(PartialEq)]
+struct SetAttrs {
+    size: u64,
+    modified_ns: i64,
+    accessed_ns: i64,
+    mode: Option<u32>,
+    owner: Option<String>,
+    owner_group: Option<String>,
+    created_ns: Option<i64>,
+    hidden: bool,
+}
+
+impl SetAttrs {
+    fn of(m: &NodeMeta) -> SetAttrs {
+        SetAttrs {
+            size: m.size,
+            modified_ns: m.modified_ns,
+            accessed_ns: m.accessed_ns,
+            mode: m.mode,
+            owner: m.owner.clone(),
+            owner_group: m.owner_group.clone(),
+            created_ns: m.created_ns,
+            hidden: m.hidden,
         }
     }
 }

@@ -509,6 +509,18 @@ impl Node {
         r
     }
 
+    /// As [`Node::update`], but the change attribute and version move only
+    /// when `f` says it changed the node.
+    pub fn update_if(&self, f: impl FnOnce(&mut NodeMeta) -> bool) -> bool {
+        let mut m = self.meta.write();
+        let changed = f(&mut m);
+        if changed {
+            m.change = (m.change + 1).max(now_ns().max(0) as u64);
+            self.version.fetch_add(1, Ordering::Release);
+        }
+        changed
+    }
+
     /// Raises the change attribute to at least `floor` (a node being
     /// loaded: not a change of the node, so its version stays).
     pub fn raise_change(&self, floor: u64) {

@@ -587,6 +587,38 @@ fn a_namespace_change_is_answered_after_one_journal_record_and_reaches_sqlite() 
     assert!(stats.durable_commits.load(Ordering::Relaxed) >= 1);
 }
 
+#[test]
+fn a_setattr_of_what_is_already_set_writes_no_journal_record() {
+    // `cp -p` over an existing copy sets mode and times again, as do
+    // clients that re-apply a folder's attributes: unchanged, they are
+    // not a change to make durable.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.sqlite");
+    let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
+    let (node, _, pending) = cat.create(&NodeId::Root, folder(&cat, "Grades")).unwrap();
+    pending.wait().unwrap();
+    let stats = cat.writer_stats();
+    let records = || stats.journal_records.load(Ordering::Relaxed);
+    cat.set_attrs(&node, |m| m.mode = Some(0o750))
+        .wait()
+        .unwrap();
+    assert_eq!(records(), 2, "a new mode is journaled");
+    let (change, modified) = (node.change(), node.meta().modified_ns);
+    cat.set_attrs(&node, |m| {
+        m.mode = Some(0o750);
+        m.modified_ns = modified;
+    })
+    .wait()
+    .unwrap();
+    assert_eq!(records(), 2, "the same mode and time again is no change");
+    assert_eq!(node.change(), change, "nor a new change attribute");
+    cat.set_attrs(&node, |m| m.modified_ns = modified + 1)
+        .wait()
+        .unwrap();
+    assert_eq!(records(), 3, "a new time is journaled");
+    assert!(node.change() > change);
+}
+
 fn folder(cat: &Catalog, name: &str) -> NewNode {
     NewNode {
         id: cat.allocate_id(),
