@@ -129,12 +129,8 @@ impl Catalog {
         let _ns = self.ns_lock.lock();
         let parent = self.node(dir)?;
         let listing = self.listing_locked(dir)?;
-        let id = listing
-            .read()
-            .get(name)
-            .map(|e| e.id.clone())
-            .ok_or_else(|| CatalogError::NotFound(dir.clone()))?;
-        let node = self.node(&id)?;
+        let node = self.named(dir, &listing, name)?;
+        let id = node.id.clone();
         if node.kind == NodeKind::Folder && !self.listing_locked(&id)?.read().is_empty() {
             return Err(CatalogError::NotEmpty(id));
         }
@@ -147,6 +143,16 @@ impl Catalog {
         changes.extend(dir_change);
         let pending = Pending(self.writer.submit(changes, vec![dir.clone()]));
         Ok((node, cinfo, pending))
+    }
+
+    /// The node `listing` (the folder `dir`'s) shows as `name`.
+    fn named(&self, dir: &NodeId, listing: &SharedListing, name: &str) -> CatalogResult<Arc<Node>> {
+        let id = listing
+            .read()
+            .get(name)
+            .map(|e| e.id.clone())
+            .ok_or_else(|| CatalogError::NotFound(dir.clone()))?;
+        self.node(&id)
     }
 
     /// Drops a removed node from memory; its handle becomes stale, except
@@ -175,12 +181,8 @@ impl Catalog {
         let dst_parent = self.node(to_dir)?;
         let src_listing = self.listing_locked(from_dir)?;
         let dst_listing = self.listing_locked(to_dir)?;
-        let id = src_listing
-            .read()
-            .get(old)
-            .map(|e| e.id.clone())
-            .ok_or_else(|| CatalogError::NotFound(from_dir.clone()))?;
-        let node = self.node(&id)?;
+        let node = self.named(from_dir, &src_listing, old)?;
+        let id = node.id.clone();
         let (mut target_id, target_name) = dst_listing
             .read()
             .get(new)
