@@ -21,9 +21,15 @@ pub(crate) struct Compound<'a> {
     pub current: Option<Arc<Node>>,
     /// The current filehandle is the pseudo-root (`current` is then None).
     pub at_pseudo_root: bool,
-    pub saved: Option<Arc<Node>>,
-    pub saved_srv: &'a ExportView,
-    pub saved_at_pseudo_root: bool,
+    pub saved: Saved<'a>,
+}
+
+/// The saved filehandle (SAVEFH), with the export it is in.
+#[derive(Clone)]
+pub(crate) enum Saved<'a> {
+    None,
+    PseudoRoot,
+    Node(&'a ExportView, Arc<Node>),
 }
 
 impl<'a> Compound<'a> {
@@ -40,10 +46,23 @@ impl<'a> Compound<'a> {
         self.at_pseudo_root = true;
     }
 
-    /// Whether the saved and current filehandles are in one export (RENAME
-    /// and LINK cannot cross exports: XDEV).
-    pub fn same_export(&self) -> bool {
-        std::ptr::eq(self.srv, self.saved_srv) && !self.at_pseudo_root && !self.saved_at_pseudo_root
+    /// Whether a saved filehandle is in another file system than the
+    /// current one: another export, or one of them the pseudo-root (RENAME
+    /// and LINK cannot cross: XDEV).
+    pub fn crosses_exports(&self) -> bool {
+        match &self.saved {
+            Saved::None => false,
+            Saved::PseudoRoot => true,
+            Saved::Node(view, _) => !std::ptr::eq(self.srv, *view) || self.at_pseudo_root,
+        }
+    }
+
+    /// The saved filehandle's node, or NOFILEHANDLE.
+    pub fn saved_node(&self) -> OpResult<Arc<Node>> {
+        match &self.saved {
+            Saved::Node(_, node) => Ok(node.clone()),
+            _ => Err(Status::NoFileHandle),
+        }
     }
 
     /// The current filehandle's node, or NOFILEHANDLE.
@@ -113,9 +132,7 @@ pub(crate) fn run(
         ctx,
         current: None,
         at_pseudo_root: false,
-        saved: None,
-        saved_srv: first,
-        saved_at_pseudo_root: false,
+        saved: Saved::None,
     };
     let mut results = 0u32;
     let mut status = Status::Ok;

@@ -3,7 +3,7 @@
 use super::component;
 use crate::catalog::NodeKind;
 use crate::export::handle;
-use crate::nfs4::compound::Compound;
+use crate::nfs4::compound::{Compound, Saved};
 use crate::nfs4::consts::{OpResult, Status, NFS4_FHSIZE};
 use crate::nfs4::permission;
 use crate::nfs4::view::{catalog_status, handle_status};
@@ -58,22 +58,19 @@ pub(crate) fn getfh(c: &mut Compound<'_>, out: &mut ReplyBody) -> OpResult {
 
 pub(crate) fn savefh(c: &mut Compound<'_>) -> OpResult {
     c.saved = if c.at_pseudo_root {
-        None
+        Saved::PseudoRoot
     } else {
-        Some(c.current()?)
+        Saved::Node(c.srv, c.current()?)
     };
-    c.saved_srv = c.srv;
-    c.saved_at_pseudo_root = c.at_pseudo_root;
     Ok(())
 }
 
 pub(crate) fn restorefh(c: &mut Compound<'_>) -> OpResult {
-    if c.saved_at_pseudo_root {
-        c.enter_pseudo_root();
-        return Ok(());
+    match c.saved.clone() {
+        Saved::None => return Err(Status::RestoreFh),
+        Saved::PseudoRoot => c.enter_pseudo_root(),
+        Saved::Node(view, node) => c.enter(view, node),
     }
-    let saved = c.saved.clone().ok_or(Status::RestoreFh)?;
-    c.enter(c.saved_srv, saved);
     Ok(())
 }
 

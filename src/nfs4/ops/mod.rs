@@ -57,11 +57,7 @@ pub(crate) fn dispatch(
     match opnum {
         // The saved and current filehandles in two exports (or one in the
         // pseudo-root): two file systems.
-        op::RENAME | op::LINK
-            if (c.saved.is_some() || c.saved_at_pseudo_root) && !c.same_export() =>
-        {
-            Err(Status::XDev)
-        }
+        op::RENAME | op::LINK if c.crosses_exports() => Err(Status::XDev),
         op::WRITE | op::CREATE | op::REMOVE | op::RENAME | op::LINK | op::SETATTR
             if c.srv.export().read_only() =>
         {

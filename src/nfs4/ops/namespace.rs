@@ -132,7 +132,7 @@ pub(crate) fn rename(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
     let old = component(d)?;
     let new = component(d)?;
     let target_dir = current_dir(c)?;
-    let source_dir = c.saved.clone().ok_or(Status::NoFileHandle)?;
+    let source_dir = c.saved_node()?;
     if source_dir.kind != NodeKind::Folder {
         return Err(Status::NotDir);
     }
@@ -164,7 +164,7 @@ pub(crate) fn rename(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
 pub(crate) fn link(c: &mut Compound<'_>, d: &mut Decoder<'_>) -> OpResult {
     component(d)?;
     current_dir(c)?;
-    c.saved.clone().ok_or(Status::NoFileHandle)?;
+    c.saved_node()?;
     // One name per node (maxlink 1): "too many links" reaches macOS as
     // EMLINK, where NOTSUPP would reach it as EIO (kext/nfs_subs.c:
     // nfs_maperr) and Linux as EOPNOTSUPP.
