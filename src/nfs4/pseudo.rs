@@ -18,10 +18,10 @@ use super::attrs::{self, advertised, Bitmap, Viewer};
 use super::compound::Compound;
 use super::consts::{
     attr, op, OpResult, Status, ACCESS4_DELETE, ACCESS4_EXTEND, ACCESS4_LOOKUP, ACCESS4_MODIFY,
-    ACCESS4_READ, AUTH_NONE, AUTH_SYS, NF4DIR,
+    ACCESS4_READ, NF4DIR,
 };
 use super::ops::component;
-use super::ops::directory::{put_listing, READDIR_FIXED};
+use super::ops::directory::{put_flavors, put_listing, READDIR_FIXED};
 use super::view::ExportView;
 use crate::catalog::fnv1a;
 use crate::export::handle;
@@ -265,9 +265,6 @@ fn secinfo(
     }
     c.current = None;
     c.at_pseudo_root = false;
-    let e = out.enc();
-    e.u32(2);
-    e.u32(AUTH_SYS);
-    e.u32(AUTH_NONE);
+    put_flavors(out);
     Ok(())
 }

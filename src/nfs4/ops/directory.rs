@@ -124,9 +124,15 @@ pub(crate) fn secinfo(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
         .map_err(|e| catalog_status(&e))?
         .ok_or(Status::NoEnt)?;
     c.current = None;
+    put_flavors(out);
+    Ok(())
+}
+
+/// SECINFO's answer for every name this server serves: AUTH_SYS, then
+/// AUTH_NONE.
+pub(crate) fn put_flavors(out: &mut ReplyBody) {
     let e = out.enc();
     e.u32(2);
     e.u32(AUTH_SYS);
     e.u32(AUTH_NONE);
-    Ok(())
 }
