@@ -354,7 +354,9 @@ impl State {
         Ok(())
     }
 
-    /// [`State::check_io`] for a WRITE, on no particular connection.
+    /// [`State::check_io`] for a WRITE, on no particular connection (the
+    /// state tests' shorthand).
+    #[cfg(test)]
     pub fn check_write(
         &mut self,
         stateid: &StateId,
@@ -364,7 +366,9 @@ impl State {
         self.check_io(stateid, fileid, OPEN4_SHARE_ACCESS_WRITE, None, now)
     }
 
-    /// [`State::check_io`] for a READ, on no particular connection.
+    /// [`State::check_io`] for a READ, on no particular connection (the
+    /// state tests' shorthand).
+    #[cfg(test)]
     pub fn check_read(
         &mut self,
         stateid: &StateId,
