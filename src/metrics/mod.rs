@@ -35,6 +35,19 @@ use ops::OpFigures;
 /// Labels of one series.
 type Labels<'a> = [(&'a str, &'a str)];
 
+/// `value` of each export, beside that export's labels.
+fn per_export<'l, T>(
+    exports: &[std::sync::Arc<Export>],
+    labels: &'l [[(&'l str, &'l str); 1]],
+    value: impl Fn(&Export) -> T,
+) -> Vec<(&'l Labels<'l>, T)> {
+    exports
+        .iter()
+        .zip(labels)
+        .map(|(e, l)| (&l[..], value(e)))
+        .collect()
+}
+
 /// Reads the server's figures at each scrape.
 pub struct ServerFigures {
     nfs4: Arc<Nfs4Server>,
@@ -166,20 +179,7 @@ impl Collector for ServerFigures {
         let exports = self.nfs4.exports();
         let labels: Vec<[(&str, &str); 1]> =
             exports.iter().map(|e| [("export", e.path())]).collect();
-        let each = |value: &dyn Fn(&Export) -> u64| -> Vec<(&Labels<'_>, u64)> {
-            exports
-                .iter()
-                .zip(&labels)
-                .map(|(e, l)| (&l[..], value(e)))
-                .collect()
-        };
-        let each_gauge = |value: &dyn Fn(&Export) -> usize| -> Vec<(&Labels<'_>, i64)> {
-            exports
-                .iter()
-                .zip(&labels)
-                .map(|(e, l)| (&l[..], value(e) as i64))
-                .collect()
-        };
+        let each = |value: &dyn Fn(&Export) -> u64| per_export(exports, &labels, value);
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         counter(
             &mut enc,
@@ -209,13 +209,13 @@ impl Collector for ServerFigures {
             &mut enc,
             "direct_write_queue",
             "WRITE payloads answered and queued for the disk with O_DIRECT",
-            &each_gauge(&|e| e.files().direct_queued()),
+            &per_export(exports, &labels, |e| e.files().direct_queued() as i64),
         )?;
         gauge(
             &mut enc,
             "write_behind_queue",
             "Write-behind windows queued for the disk",
-            &each_gauge(&|e| e.files().write_behind_queued()),
+            &per_export(exports, &labels, |e| e.files().write_behind_queued() as i64),
         )?;
         counter(
             &mut enc,
