@@ -10,7 +10,6 @@
 //! MNT from a machine not in the export's `clients` answers MNT3ERR_ACCES.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -61,10 +60,6 @@ pub struct MountServer {
 }
 
 impl MountServer {
-    pub fn new(export: Arc<Export>) -> MountServer {
-        MountServer::serving(Exports::new(vec![export]))
-    }
-
     pub fn serving(exports: Exports) -> MountServer {
         MountServer {
             exports,
@@ -84,13 +79,7 @@ impl MountServer {
         Self::mount_in(export, rest)
     }
 
-    /// The root handle of the folder at `path` ("/" = the first export's
-    /// root; `/name/…` in the export at `/name`).
-    pub fn mount(&self, path: &str) -> Result<Vec<u8>, MountStat> {
-        let (export, rest) = self.exports.at_path(path).ok_or(MountStat::NoEnt)?;
-        Self::mount_in(export, rest)
-    }
-
+    /// The root handle of the folder at `path` in `export`.
     fn mount_in(export: &Export, path: &str) -> Result<Vec<u8>, MountStat> {
         let catalog = export.catalog();
         let mut node = catalog.root();

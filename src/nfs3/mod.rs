@@ -244,10 +244,6 @@ pub struct Nfs3Server {
 }
 
 impl Nfs3Server {
-    pub fn new(export: Arc<Export>) -> Nfs3Server {
-        Nfs3Server::serving(Exports::new(vec![export]))
-    }
-
     pub fn serving(exports: Exports) -> Nfs3Server {
         let entries = exports[0].config().nfs.reply_cache_entries.max(1);
         Nfs3Server {

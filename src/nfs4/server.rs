@@ -93,11 +93,6 @@ fn recorded_clients(exports: &Exports) -> HashSet<Vec<u8>> {
 }
 
 impl Nfs4Server {
-    /// One export.
-    pub fn new(export: Arc<Export>) -> Nfs4Server {
-        Nfs4Server::serving(Exports::new(vec![export]))
-    }
-
     /// Every export of the server (at least one): one at `/`, or several
     /// under a pseudo-root (see [`crate::config::ExportTables`]).
     pub fn serving(exports: Exports) -> Nfs4Server {
