@@ -5,6 +5,7 @@ use super::consts::{attr, Status, NF4BLK, NF4CHR, NF4DIR, NF4FIFO, NF4LNK, NF4RE
 use super::idmap::{self, IdKind};
 use super::view::ExportView;
 use crate::catalog::{Node, NodeKind};
+use crate::config::Config;
 use crate::xdr::{Decoder, Encoder, XdrResult};
 
 /// Attribute numbers go up to 55, so three words are plenty; longer request
@@ -180,6 +181,33 @@ pub(crate) fn mode_of(srv: &ExportView, node: &Node, meta: &crate::catalog::Node
 
 /// Encodes the values (not the bitmap) of `attrs` for `node`. Attributes not
 /// in [`supported`] must have been filtered out by the caller.
+/// Encodes attribute `a` if its value is the same for every file system
+/// this server shows (each export and the pseudo-root); false otherwise.
+pub(crate) fn encode_fixed(a: u32, cfg: &Config, e: &mut Encoder) -> bool {
+    match a {
+        attr::SUPPORTED_ATTRS => advertised().encode(e),
+        attr::FH_EXPIRE_TYPE => e.u32(0), // FH4_PERSISTENT
+        attr::LINK_SUPPORT | attr::NAMED_ATTR => e.bool(false),
+        attr::SYMLINK_SUPPORT
+        | attr::UNIQUE_HANDLES
+        | attr::CANSETTIME
+        | attr::CASE_PRESERVING
+        | attr::CHOWN_RESTRICTED
+        | attr::HOMOGENEOUS
+        | attr::NO_TRUNC => e.bool(true),
+        attr::LEASE_TIME => e.u32(cfg.nfs.lease_time),
+        attr::ACLSUPPORT => e.u32(0),
+        attr::MAXFILESIZE => e.u64(i64::MAX as u64),
+        attr::MAXLINK => e.u32(1),
+        attr::MAXNAME => e.u32(super::consts::MAX_NAME as u32),
+        attr::MAXREAD => e.u64(cfg.nfs.max_read as u64),
+        attr::MAXWRITE => e.u64(cfg.nfs.max_write as u64),
+        attr::TIME_DELTA => time(e, 1),
+        _ => return false,
+    }
+    true
+}
+
 pub(crate) fn encode_values(
     srv: &ExportView,
     node: &Node,
@@ -206,41 +234,26 @@ pub(crate) fn encode_values(
         Default::default()
     };
     for a in attrs.iter() {
+        if encode_fixed(a, cfg, e) {
+            continue;
+        }
         match a {
-            attr::SUPPORTED_ATTRS => advertised().encode(e),
             attr::TYPE => e.u32(type_of(node.kind)),
-            attr::FH_EXPIRE_TYPE => e.u32(0), // FH4_PERSISTENT
             attr::CHANGE => e.u64(meta.change),
             attr::SIZE => e.u64(meta.size),
-            attr::LINK_SUPPORT => e.bool(false),
-            attr::SYMLINK_SUPPORT => e.bool(true),
-            attr::NAMED_ATTR => e.bool(false),
             attr::FSID => {
                 e.u64(cfg.export.export_id as u64);
                 e.u64(0);
             }
-            attr::UNIQUE_HANDLES => e.bool(true),
-            attr::LEASE_TIME => e.u32(cfg.nfs.lease_time),
             attr::RDATTR_ERROR => e.u32(Status::Ok.code()),
-            attr::ACLSUPPORT => e.u32(0),
-            attr::CANSETTIME => e.bool(true),
             attr::CASE_INSENSITIVE => e.bool(cfg.export.case_insensitive),
-            attr::CASE_PRESERVING => e.bool(true),
-            attr::CHOWN_RESTRICTED => e.bool(true),
             attr::FILEHANDLE => e.opaque(&srv.handle_of(node)?),
             attr::FILEID => e.u64(node.fileid),
             attr::FILES_AVAIL => e.u64(vol.files_avail),
             attr::FILES_FREE => e.u64(vol.files_free),
             attr::FILES_TOTAL => e.u64(vol.files_total),
             attr::HIDDEN => e.bool(meta.hidden),
-            attr::HOMOGENEOUS => e.bool(true),
-            attr::MAXFILESIZE => e.u64(i64::MAX as u64),
-            attr::MAXLINK => e.u32(1),
-            attr::MAXNAME => e.u32(super::consts::MAX_NAME as u32),
-            attr::MAXREAD => e.u64(cfg.nfs.max_read as u64),
-            attr::MAXWRITE => e.u64(cfg.nfs.max_write as u64),
             attr::MODE => e.u32(mode_of(srv, node, &meta)),
-            attr::NO_TRUNC => e.bool(true),
             attr::NUMLINKS => e.u32(if is_dir {
                 2 + srv.subfolder_count(node)
             } else {
@@ -260,7 +273,6 @@ pub(crate) fn encode_values(
             attr::TIME_ACCESS => time(e, meta.accessed_ns),
             attr::TIME_METADATA | attr::TIME_MODIFY => time(e, meta.modified_ns),
             attr::TIME_CREATE => time(e, meta.created_ns.unwrap_or(node.created_ns)),
-            attr::TIME_DELTA => time(e, 1),
             // An export's root under a pseudo-root is mounted on its entry
             // there, whose file id it shows too (`export::root_fileid`).
             attr::MOUNTED_ON_FILEID => e.u64(node.fileid),

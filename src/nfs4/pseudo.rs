@@ -14,7 +14,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::attrs::{self, advertised, Bitmap, Viewer};
+use super::attrs::{self, Bitmap, Viewer};
 use super::compound::Compound;
 use super::consts::{
     attr, op, OpResult, Status, ACCESS4_DELETE, ACCESS4_EXTEND, ACCESS4_LOOKUP, ACCESS4_MODIFY,
@@ -82,34 +82,21 @@ impl PseudoRoot {
         let viewer = Viewer::of(&c.ctx.credentials);
         let entries = self.visible(c).count() as u32;
         for a in attrs.iter() {
+            if attrs::encode_fixed(a, cfg, e) {
+                continue;
+            }
             match a {
-                attr::SUPPORTED_ATTRS => advertised().encode(e),
                 attr::TYPE => e.u32(NF4DIR),
-                attr::FH_EXPIRE_TYPE => e.u32(0), // FH4_PERSISTENT
                 attr::CHANGE => e.u64(self.change),
                 attr::SIZE => e.u64(4096),
-                attr::LINK_SUPPORT | attr::NAMED_ATTR | attr::HIDDEN => e.bool(false),
-                attr::SYMLINK_SUPPORT
-                | attr::UNIQUE_HANDLES
-                | attr::CANSETTIME
-                | attr::CASE_PRESERVING
-                | attr::CHOWN_RESTRICTED
-                | attr::HOMOGENEOUS
-                | attr::NO_TRUNC => e.bool(true),
-                attr::CASE_INSENSITIVE => e.bool(false),
+                attr::HIDDEN | attr::CASE_INSENSITIVE => e.bool(false),
                 attr::FSID => {
                     e.u64(FSID.0);
                     e.u64(FSID.1);
                 }
-                attr::LEASE_TIME => e.u32(cfg.nfs.lease_time),
-                attr::RDATTR_ERROR | attr::ACLSUPPORT => e.u32(0),
+                attr::RDATTR_ERROR => e.u32(0),
                 attr::FILEHANDLE => e.opaque(&handle::pseudo_root()),
                 attr::FILEID | attr::MOUNTED_ON_FILEID => e.u64(ROOT_FILEID),
-                attr::MAXFILESIZE => e.u64(i64::MAX as u64),
-                attr::MAXLINK => e.u32(1),
-                attr::MAXNAME => e.u32(super::consts::MAX_NAME as u32),
-                attr::MAXREAD => e.u64(cfg.nfs.max_read as u64),
-                attr::MAXWRITE => e.u64(cfg.nfs.max_write as u64),
                 attr::MODE => e.u32(0o555),
                 attr::NUMLINKS => e.u32(2 + entries),
                 // The caller's own, as an export's nodes are by default.
@@ -129,7 +116,6 @@ impl PseudoRoot {
                 attr::TIME_ACCESS | attr::TIME_CREATE | attr::TIME_METADATA | attr::TIME_MODIFY => {
                     attrs::time(e, self.created_ns)
                 }
-                attr::TIME_DELTA => attrs::time(e, 1),
                 _ => {}
             }
         }
