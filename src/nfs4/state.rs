@@ -112,6 +112,9 @@ struct Owner {
     last_seqid: u32,
     confirmed: bool,
     last_reply: Option<LastReply>,
+    /// The open stateid this owner closed last (in `retired_stateids`):
+    /// only its last request can be replayed, so one is kept per owner.
+    last_closed: Option<[u8; 12]>,
 }
 
 #[derive(Debug, Clone)]
@@ -236,9 +239,10 @@ pub struct State {
     owners: HashMap<OwnerKey, Owner>,
     opens: HashMap<[u8; 12], OpenState>,
     locks: HashMap<[u8; 12], LockState>,
-    /// Owners with no state left, oldest first, kept for replay.
-    retired: VecDeque<OwnerKey>,
-    /// Stateids of closed opens → their owner, for a replayed CLOSE.
+    /// Owners with no state left, kept for replay.
+    retired: Retired,
+    /// The last closed open stateid of each owner → the owner, for a
+    /// replayed CLOSE (see `Owner::last_closed`).
     retired_stateids: HashMap<[u8; 12], OwnerKey>,
     expired: VecDeque<u64>,
     /// Client ids released because their client rebooted (bounded).
@@ -320,7 +324,7 @@ impl State {
             owners: HashMap::new(),
             opens: HashMap::new(),
             locks: HashMap::new(),
-            retired: VecDeque::new(),
+            retired: Retired::default(),
             retired_stateids: HashMap::new(),
             expired: VecDeque::new(),
             rebooted: VecDeque::new(),
@@ -400,11 +404,10 @@ impl State {
     }
 
     pub fn counts(&self) -> StateCounts {
-        let retired: HashSet<&OwnerKey> = self.retired.iter().collect();
         let live = |kind: OwnerKind| {
             self.owners
                 .keys()
-                .filter(|k| k.kind == kind && !retired.contains(k))
+                .filter(|k| k.kind == kind && !self.retired.contains(k))
                 .count()
         };
         StateCounts {
@@ -596,7 +599,7 @@ impl State {
         self.owners.retain(|k, _| k.clientid != clientid);
         self.opens.retain(|_, o| o.owner.clientid != clientid);
         self.locks.retain(|_, l| l.owner.clientid != clientid);
-        self.retired.retain(|k| k.clientid != clientid);
+        self.retired.release_client(clientid);
         self.retired_stateids.retain(|_, k| k.clientid != clientid);
         self.speakers.retain(|_, ids| {
             ids.retain(|c| *c != clientid);
@@ -714,8 +717,32 @@ impl State {
         }
         o.last_seqid = seqid;
         o.last_reply = None;
-        self.retired.retain(|k| k != key);
+        self.retired.take_back(key);
         Ok(())
+    }
+
+    /// Records an owner's latest seqid (a new owner, or one starting over),
+    /// keeping what it closed last.
+    fn set_owner(&mut self, key: &OwnerKey, last_seqid: u32, confirmed: bool) {
+        let last_closed = self.owners.get(key).and_then(|o| o.last_closed);
+        self.owners.insert(
+            key.clone(),
+            Owner {
+                last_seqid,
+                confirmed,
+                last_reply: None,
+                last_closed,
+            },
+        );
+        self.retired.take_back(key);
+    }
+
+    /// Forgets an owner, with the stateid it closed last.
+    fn forget_owner(&mut self, key: &OwnerKey) {
+        if let Some(closed) = self.owners.remove(key).and_then(|o| o.last_closed) {
+            self.retired_stateids.remove(&closed);
+        }
+        self.retired.take_back(key);
     }
 }
 
@@ -729,6 +756,9 @@ fn push_bounded(ids: &mut VecDeque<u64>, clientid: u64) {
 
 mod locks;
 mod opens;
+mod retired;
+
+use retired::Retired;
 
 #[cfg(test)]
 mod tests;

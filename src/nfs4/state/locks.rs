@@ -67,15 +67,7 @@ impl State {
                 // The seqid is consumed by every error from here on.
                 self.step(&open.owner, *open_seqid)?;
                 let key = OwnerKey::lock(*clientid, owner);
-                self.owners.insert(
-                    key.clone(),
-                    Owner {
-                        last_seqid: *lock_seqid,
-                        confirmed: true,
-                        last_reply: None,
-                    },
-                );
-                self.retired.retain(|k| *k != key);
+                self.set_owner(&key, *lock_seqid, true);
                 let existing = self
                     .locks
                     .iter()
@@ -235,9 +227,7 @@ impl State {
             return Err(Status::LocksHeld);
         }
         self.locks.retain(|_, l| l.owner != key);
-        self.owners.remove(&key);
-        self.retired.retain(|k| *k != key);
-        self.retired_stateids.retain(|_, k| *k != key);
+        self.forget_owner(&key);
         Ok(())
     }
 }

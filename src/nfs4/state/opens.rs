@@ -32,15 +32,7 @@ impl State {
             // New or unconfirmed owner: the client starts over with this seqid.
             _ => true,
         };
-        self.owners.insert(
-            key.clone(),
-            Owner {
-                last_seqid: seqid,
-                confirmed: !confirm_needed,
-                last_reply: None,
-            },
-        );
-        self.retired.retain(|k| *k != key);
+        self.set_owner(&key, seqid, !confirm_needed);
         Ok(Begin::Proceed { confirm_needed })
     }
 
@@ -277,7 +269,12 @@ impl State {
             .map(|l| l.owner.clone())
             .collect();
         self.locks.retain(|_, l| l.open != *other);
-        self.retired_stateids.insert(*other, o.owner.clone());
+        if let Some(owner) = self.owners.get_mut(&o.owner) {
+            if let Some(before) = owner.last_closed.replace(*other) {
+                self.retired_stateids.remove(&before);
+            }
+            self.retired_stateids.insert(*other, o.owner.clone());
+        }
         self.retire_if_idle(o.owner);
         for k in dropped {
             self.retire_if_idle(k);
@@ -289,15 +286,11 @@ impl State {
     pub(super) fn retire_if_idle(&mut self, key: OwnerKey) {
         let busy = self.opens.values().any(|x| x.owner == key)
             || self.locks.values().any(|l| l.owner == key);
-        if busy || self.retired.contains(&key) {
+        if busy {
             return;
         }
-        self.retired.push_back(key);
-        while self.retired.len() > RETIRED_LIMIT {
-            if let Some(old) = self.retired.pop_front() {
-                self.owners.remove(&old);
-                self.retired_stateids.retain(|_, k| *k != old);
-            }
+        for old in self.retired.retire(key, RETIRED_LIMIT) {
+            self.forget_owner(&old);
         }
     }
 

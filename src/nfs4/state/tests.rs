@@ -666,3 +666,52 @@ fn open_downgrade_goes_back_only_to_what_was_opened() {
     // Never more than is held now.
     assert_eq!(st.open_downgrade(&down, seq, 2, 0), Err(Status::Inval));
 }
+
+#[test]
+fn an_owner_that_never_goes_idle_keeps_one_closed_stateid_not_all() {
+    // A Linux client's open-owner (one per user) keeps a file open for
+    // hours while a render opens and closes thousands of others: what it
+    // closed must not pile up.
+    let now = Instant::now();
+    let mut st = fresh(now);
+    let cid = confirmed(&mut st, b"c", now);
+    let mut seq = 1;
+    open(&mut st, cid, b"user", &mut seq, 1, 1, 0, now).unwrap();
+    let mut last = None;
+    for fileid in 2..5_000 {
+        let s = open(&mut st, cid, b"user", &mut seq, fileid, 1, 0, now).unwrap();
+        st.close(&s, seq).unwrap();
+        last = Some((s, seq));
+        seq += 1;
+    }
+    assert_eq!(st.retired_stateids.len(), 1, "closed stateids kept");
+    // The last CLOSE still finds its owner for a retransmission.
+    let (s, closed_at) = last.unwrap();
+    let key = st
+        .owner_of(&s)
+        .expect("the last closed stateid maps to its owner");
+    st.remember(&key, closed_at, 9, Status::Ok, vec![7]);
+    assert_eq!(
+        st.replay(&key, closed_at, Some(9)),
+        Some(Ok((Status::Ok, vec![7])))
+    );
+}
+
+#[test]
+fn owners_used_once_each_stay_within_the_retired_limit() {
+    // libnfs opens each file under a new open-owner.
+    let now = Instant::now();
+    let mut st = fresh(now);
+    let cid = confirmed(&mut st, b"c", now);
+    for n in 0..3 * RETIRED_LIMIT as u32 {
+        let owner = n.to_be_bytes();
+        let mut seq = 1;
+        let s = open(&mut st, cid, &owner, &mut seq, 7, 1, 0, now).unwrap();
+        st.close(&s, seq).unwrap();
+    }
+    let c = st.counts();
+    assert_eq!((c.opens, c.open_owners), (0, 0), "{c:?}");
+    assert_eq!(c.retired_owners, RETIRED_LIMIT);
+    assert_eq!(st.owners.len(), RETIRED_LIMIT);
+    assert_eq!(st.retired_stateids.len(), RETIRED_LIMIT);
+}
