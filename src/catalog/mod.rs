@@ -16,6 +16,7 @@ mod feed;
 mod gen;
 mod import;
 mod journal;
+pub mod memory_only;
 mod names;
 mod node;
 mod pins;
@@ -27,6 +28,7 @@ mod writer;
 pub use feed::{FeedChange, FeedMode, FeedStats};
 pub use gen::{generate, GenOptions, GenSummary};
 pub use import::{import_tree, ImportSummary};
+pub use memory_only::MemoryOnly;
 pub use names::{NameRules, MAX_NAME};
 pub use node::{
     fnv1a, Columns, Listing, ListingEntry, Node, NodeId, NodeKind, NodeMeta, Special,
@@ -80,6 +82,9 @@ pub enum CatalogError {
     },
     #[error("catalog commit failed: {0}")]
     Commit(String),
+    /// Under [`MemoryOnly`]: `{0}` would have to be read from SQLite.
+    #[error("node {0} is not in memory")]
+    NotInMemory(NodeId),
 }
 
 pub type CatalogResult<T> = Result<T, CatalogError>;
@@ -460,13 +465,19 @@ impl Catalog {
         }
         let node = match self.pins.node(id) {
             Some(n) => n,
-            None => self
-                .nodes
-                .try_get_with(id.clone(), || self.load_node(id))
-                .map_err(|e| match &*e {
-                    CatalogError::NotFound(id) => CatalogError::NotFound(id.clone()),
-                    other => CatalogError::Commit(other.to_string()),
-                })?,
+            None => match self.nodes.get(id) {
+                Some(n) => n,
+                None if memory_only::refused() => {
+                    return Err(CatalogError::NotInMemory(id.clone()))
+                }
+                None => self
+                    .nodes
+                    .try_get_with(id.clone(), || self.load_node(id))
+                    .map_err(|e| match &*e {
+                        CatalogError::NotFound(id) => CatalogError::NotFound(id.clone()),
+                        other => CatalogError::Commit(other.to_string()),
+                    })?,
+            },
         };
         if node.meta().deleted {
             return Err(CatalogError::NotFound(id.clone()));
@@ -510,6 +521,9 @@ impl Catalog {
         if let Some(id) = self.long_ids.get(&hash) {
             return Ok(Some(id));
         }
+        if memory_only::refused() {
+            return Err(CatalogError::NotInMemory(NodeId::text(prefix)));
+        }
         let conn = self.conn.lock();
         self.statements.fetch_add(1, Ordering::Relaxed);
         // Every id with this prefix sorts in [prefix, prefix + U+10FFFF):
@@ -546,6 +560,9 @@ impl Catalog {
         }
         if let Some(l) = self.listings.get(dir) {
             return Ok(l);
+        }
+        if memory_only::refused() {
+            return Err(CatalogError::NotInMemory(dir.clone()));
         }
         let _ns = self.ns_lock.lock();
         self.listing_locked(dir)

@@ -163,6 +163,18 @@ pub async fn handle_connection(
             _slot: slot,
             _reply_bytes: reply_bytes,
         };
+        if lane.is_none() && !is_data {
+            // A call answered from memory is answered here, on the thread
+            // that read it (see `Dispatcher::try_in_place`).
+            if let Some(outcome) = dispatcher.try_in_place(&record, Some(peer)) {
+                if !answer(&tx, outcome, held, peer) {
+                    break;
+                }
+                record.clear();
+                buffers.lock().push(record);
+                continue;
+            }
+        }
         let dispatcher = dispatcher.clone();
         let tx = tx.clone();
         let buffers = buffers.clone();
@@ -176,17 +188,7 @@ pub async fn handle_connection(
             }
             drop(pool);
             pipes.give_back(bulk);
-            match outcome {
-                Outcome::Reply(reply) => {
-                    let _ = tx.send((reply, held));
-                }
-                Outcome::Ignore => {}
-                Outcome::Close(why) => {
-                    Complaints::global().warn(Some(peer.ip()), "unanswerable record", &why);
-                    // An empty reply tells the writer to close.
-                    let _ = tx.send((Reply::default(), held));
-                }
-            }
+            answer(&tx, outcome, held, peer);
         };
         match lane {
             Some(lane) => lane.run(Box::new(call)),
@@ -200,6 +202,29 @@ pub async fn handle_connection(
     // The writer drains what is still in flight, then closes.
     let _ = writer.await;
     tracing::debug!(%peer, "connection closed");
+}
+
+/// Hands a call's outcome to the reply writer; false once the connection
+/// is to close.
+fn answer(
+    tx: &mpsc::UnboundedSender<(Reply, Held)>,
+    outcome: Outcome,
+    held: Held,
+    peer: SocketAddr,
+) -> bool {
+    match outcome {
+        Outcome::Reply(reply) => {
+            let _ = tx.send((reply, held));
+            true
+        }
+        Outcome::Ignore => true,
+        Outcome::Close(why) => {
+            Complaints::global().warn(Some(peer.ip()), "unanswerable record", &why);
+            // An empty reply tells the writer to close.
+            let _ = tx.send((Reply::default(), held));
+            false
+        }
+    }
 }
 
 type Call = Box<dyn FnOnce() + Send>;

@@ -114,6 +114,8 @@ pub enum Nfs3Status {
     TooSmall = 10005,
     ServerFault = 10006,
     BadType = 10007,
+    /// Try again later (RFC 1813's NFS3ERR_JUKEBOX).
+    Jukebox = 10008,
 }
 
 impl Nfs3Status {
@@ -133,6 +135,8 @@ pub(crate) fn catalog_status(e: &CatalogError) -> Nfs3Status {
         CatalogError::NotEmpty(_) => Nfs3Status::NotEmpty,
         CatalogError::IntoItself(_) => Nfs3Status::Inval,
         CatalogError::TypeMismatch(_) => Nfs3Status::Exist,
+        // Never sent: the call is run again where it may load.
+        CatalogError::NotInMemory(_) => Nfs3Status::Jukebox,
         CatalogError::Sql { .. } | CatalogError::Commit(_) => {
             tracing::error!(error = %e, "catalog error (NFSv3)");
             Nfs3Status::ServerFault

@@ -136,6 +136,12 @@ pub(crate) fn run(
     };
     let mut results = 0u32;
     let mut status = Status::Ok;
+    // In place, the catalog answers from memory only until an operation
+    // has changed state (from then on the COMPOUND is answered here, and
+    // a rare load of what it just used is read here too); latencies wait
+    // until the COMPOUND is known to be answered here.
+    let mut memory_only = ctx.in_place.then(crate::catalog::MemoryOnly::enter);
+    let mut timed = Vec::new();
     // One COMPOUND's reply carries at most about one READ's worth: the
     // transport budgets replies by their first READ (see
     // `Program::reply_data_hint`), so a COMPOUND of many READs is refused
@@ -160,6 +166,9 @@ pub(crate) fn run(
                 break;
             }
         };
+        if ctx.in_place && !ops::runs_in_place(opnum) {
+            return Err(AcceptError::NeedsThread);
+        }
         cacheable |= matches!(opnum, op::CREATE | op::REMOVE | op::RENAME | op::LINK);
         out.enc().u32(opnum);
         let op_status_at = out.placeholder();
@@ -167,9 +176,21 @@ pub(crate) fn run(
         results += 1;
         let started = std::time::Instant::now();
         let result = ops::dispatch(&mut c, opnum, &mut d, out);
-        prog.latency.record(opnum, started.elapsed());
+        if memory_only.as_ref().is_some_and(|m| m.missed()) {
+            return Err(AcceptError::NeedsThread);
+        }
+        if ops::changes_state_only(opnum) {
+            memory_only = None;
+        }
+        if ctx.in_place {
+            timed.push((opnum, started.elapsed(), result.is_err()));
+        } else {
+            prog.latency.record(opnum, started.elapsed());
+        }
         if let Err(s) = result {
-            prog.latency.record_error(opnum);
+            if !ctx.in_place {
+                prog.latency.record_error(opnum);
+            }
             // LOCK and LOCKT answer DENIED with the conflicting lock.
             let keep_body = s == Status::Denied && matches!(opnum, op::LOCK | op::LOCKT);
             if !keep_body && !out.truncate(body_at) {
@@ -192,6 +213,12 @@ pub(crate) fn run(
             }
             status = s;
             break;
+        }
+    }
+    for (opnum, took, failed) in timed {
+        prog.latency.record(opnum, took);
+        if failed {
+            prog.latency.record_error(opnum);
         }
     }
     out.patch_u32(status_at, status.code());

@@ -283,6 +283,11 @@ impl Program for Nfs4Server {
         compound::locate_write_data(args_head, self.config().nfs.max_write as usize)
     }
 
+    fn may_run_in_place(&self, version: u32, procedure: u32) -> bool {
+        // Each operation is judged as the COMPOUND runs (`ops::runs_in_place`).
+        version == NFS4_VERSION && matches!(procedure, PROC_NULL | PROC_COMPOUND)
+    }
+
     fn is_data_call(&self, version: u32, procedure: u32, args_head: &[u8]) -> bool {
         version == NFS4_VERSION && procedure == PROC_COMPOUND && compound::moves_data(args_head)
     }
@@ -298,7 +303,10 @@ impl Program for Nfs4Server {
         match ctx.procedure {
             PROC_NULL => Ok(()),
             PROC_COMPOUND => {
-                self.sweep();
+                if !ctx.in_place {
+                    // Expiring leases may write the catalog.
+                    self.sweep();
+                }
                 // The key hashes only the head of the arguments: cached
                 // COMPOUNDs (CREATE, REMOVE, RENAME, LINK) are small, and
                 // hashing a 1 MiB WRITE on every call would cost more than

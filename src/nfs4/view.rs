@@ -93,6 +93,11 @@ impl ExportView {
 
     /// Called after a CLOSE of the file keyed `key`: removes content whose
     /// node is gone.
+    pub(crate) fn content_goes_with_last_close(&self, key: u64) -> bool {
+        self.export
+            .content_goes_with_last_close(self.fileid_of_key(key))
+    }
+
     pub(crate) fn closed(&self, key: u64) {
         self.export.closed(self.fileid_of_key(key))
     }
@@ -142,6 +147,8 @@ pub(crate) fn catalog_status(e: &CatalogError) -> Status {
         CatalogError::NotEmpty(_) => Status::NotEmpty,
         CatalogError::IntoItself(_) => Status::Inval,
         CatalogError::TypeMismatch(_) => Status::Exist,
+        // Never sent: the call is run again where it may load.
+        CatalogError::NotInMemory(_) => Status::Delay,
         CatalogError::Sql { .. } | CatalogError::Commit(_) => {
             tracing::error!(error = %e, "catalog error");
             Status::ServerFault

@@ -83,6 +83,10 @@ pub struct CallContext {
     /// The call's bulk argument when the transport kept it out of the
     /// record (see [`BulkData`]).
     pub bulk: Option<Arc<BulkData>>,
+    /// Tried in place on the network thread that read it (see
+    /// [`Dispatcher::try_in_place`]): the program must not block, and
+    /// answers [`AcceptError::NeedsThread`] before it would.
+    pub in_place: bool,
 }
 
 /// Where a call's bulk argument (a WRITE payload) lies in its record, as
@@ -136,6 +140,9 @@ pub enum AcceptError {
     ProcUnavail,
     GarbageArgs,
     SystemErr,
+    /// A call tried in place would block (or change state before it
+    /// could find out): it is run again on a thread that may wait.
+    NeedsThread,
 }
 
 /// One piece of a reply as it goes on the wire.
@@ -323,6 +330,12 @@ pub trait Program: Send + Sync {
     ) -> Option<BulkArgument> {
         None
     }
+    /// Whether a call may be tried in place, on the network thread that
+    /// read it, with `CallContext::in_place` set (see
+    /// [`Dispatcher::try_in_place`]).
+    fn may_run_in_place(&self, _version: u32, _procedure: u32) -> bool {
+        false
+    }
     /// Whether a call moves file data (READ, WRITE, COMMIT): such calls
     /// wait on the disk and run apart from the rest, so metadata calls do
     /// not queue behind them. Judged from the head of the arguments.
@@ -501,14 +514,41 @@ impl Dispatcher {
         bulk: Option<Arc<BulkData>>,
         peer: Option<SocketAddr>,
     ) -> Outcome {
+        self.dispatch_as(record, bulk, peer, false)
+            .unwrap_or(Outcome::Close(
+                "a call not tried in place asked for a thread",
+            ))
+    }
+
+    /// Runs a call on the calling thread if its program answers it from
+    /// memory, without blocking: a hand-off to a metadata thread and back
+    /// costs two thread wake-ups, more than a GETATTR or LOOKUP itself.
+    /// None when the call must go to a thread that may wait (it has had no
+    /// effect yet).
+    pub fn try_in_place(&self, record: &[u8], peer: Option<SocketAddr>) -> Option<Outcome> {
+        let (program, vers, procedure, _) = self.call_head(record)?;
+        if !program.may_run_in_place(vers, procedure) {
+            return None;
+        }
+        self.dispatch_as(record, None, peer, true)
+    }
+
+    /// Dispatch; None only in place, for a call that needs a thread.
+    fn dispatch_as(
+        &self,
+        record: &[u8],
+        bulk: Option<Arc<BulkData>>,
+        peer: Option<SocketAddr>,
+        in_place: bool,
+    ) -> Option<Outcome> {
         let mut d = Decoder::new(record);
         let Ok(xid) = d.u32() else {
-            return Outcome::Close("record too short for an RPC header");
+            return Some(Outcome::Close("record too short for an RPC header"));
         };
         match d.u32() {
             Ok(MSG_CALL) => {}
-            Ok(MSG_REPLY) => return Outcome::Ignore,
-            _ => return Outcome::Close("record is neither an RPC call nor a reply"),
+            Ok(MSG_REPLY) => return Some(Outcome::Ignore),
+            _ => return Some(Outcome::Close("record is neither an RPC call nor a reply")),
         }
         let header = (|| -> XdrResult<CallHeader> {
             Ok(CallHeader {
@@ -520,7 +560,7 @@ impl Dispatcher {
             })
         })();
         let Ok(h) = header else {
-            return reply_of(accepted(xid, ACCEPT_GARBAGE_ARGS));
+            return Some(reply_of(accepted(xid, ACCEPT_GARBAGE_ARGS)));
         };
         if h.rpcvers != RPC_VERSION {
             let mut e = reply_head(h.xid);
@@ -528,7 +568,7 @@ impl Dispatcher {
             e.u32(REJECT_RPC_MISMATCH);
             e.u32(RPC_VERSION);
             e.u32(RPC_VERSION);
-            return reply_of(e);
+            return Some(reply_of(e));
         }
         let auth_error = |stat: u32| {
             let mut e = reply_head(h.xid);
@@ -538,18 +578,18 @@ impl Dispatcher {
             reply_of(e)
         };
         let (Ok((flavor, body)), Ok(_verifier)) = (decode_auth(&mut d), decode_auth(&mut d)) else {
-            return auth_error(AUTH_BADCRED);
+            return Some(auth_error(AUTH_BADCRED));
         };
         let credentials = match flavor {
             AUTH_NONE => Credentials::None,
             AUTH_SYS => match decode_auth_sys(&body) {
                 Ok(s) => Credentials::Sys(s),
-                Err(_) => return auth_error(AUTH_BADCRED),
+                Err(_) => return Some(auth_error(AUTH_BADCRED)),
             },
-            _ => return auth_error(AUTH_TOOWEAK),
+            _ => return Some(auth_error(AUTH_TOOWEAK)),
         };
         let Some(served) = self.programs.get(&h.prog) else {
-            return reply_of(accepted(h.xid, ACCEPT_PROG_UNAVAIL));
+            return Some(reply_of(accepted(h.xid, ACCEPT_PROG_UNAVAIL)));
         };
         let Some(program) = self.program(h.prog, h.vers) else {
             // The lowest and highest versions served (RFC 5531 §9).
@@ -558,7 +598,7 @@ impl Dispatcher {
             let mut e = accepted(h.xid, ACCEPT_PROG_MISMATCH);
             e.u32(low);
             e.u32(high);
-            return reply_of(e);
+            return Some(reply_of(e));
         };
         let ctx = CallContext {
             xid: h.xid,
@@ -567,19 +607,17 @@ impl Dispatcher {
             credentials,
             peer,
             bulk,
+            in_place,
         };
         let mut body = ReplyBody::new(accepted(h.xid, ACCEPT_SUCCESS).buf);
-        match program.call(&ctx, d.rest(), &mut body) {
-            Ok(()) => Outcome::Reply(body.finish()),
-            Err(err) => {
-                let stat = match err {
-                    AcceptError::ProcUnavail => ACCEPT_PROC_UNAVAIL,
-                    AcceptError::GarbageArgs => ACCEPT_GARBAGE_ARGS,
-                    AcceptError::SystemErr => ACCEPT_SYSTEM_ERR,
-                };
-                reply_of(accepted(h.xid, stat))
-            }
-        }
+        let stat = match program.call(&ctx, d.rest(), &mut body) {
+            Ok(()) => return Some(Outcome::Reply(body.finish())),
+            Err(AcceptError::NeedsThread) if in_place => return None,
+            Err(AcceptError::ProcUnavail) => ACCEPT_PROC_UNAVAIL,
+            Err(AcceptError::GarbageArgs) => ACCEPT_GARBAGE_ARGS,
+            Err(AcceptError::SystemErr | AcceptError::NeedsThread) => ACCEPT_SYSTEM_ERR,
+        };
+        Some(reply_of(accepted(h.xid, stat)))
     }
 }
 

@@ -39,6 +39,39 @@ pub(crate) fn openable(node: &Node) -> OpResult {
     }
 }
 
+/// Whether an operation may run in place on a network thread (see
+/// `Dispatcher::try_in_place`): it reads the catalog's memory and changes
+/// nothing, or it changes the open state only ([`changes_state_only`]).
+pub(crate) fn runs_in_place(opnum: u32) -> bool {
+    matches!(
+        opnum,
+        op::PUTFH
+            | op::PUTROOTFH
+            | op::PUTPUBFH
+            | op::GETFH
+            | op::SAVEFH
+            | op::RESTOREFH
+            | op::LOOKUP
+            | op::LOOKUPP
+            | op::GETATTR
+            | op::ACCESS
+            | op::VERIFY
+            | op::NVERIFY
+            | op::SECINFO
+    ) || changes_state_only(opnum)
+}
+
+/// Operations that change the open state in memory and nothing else
+/// (CLOSE asks for a thread first if the file's content is to go with
+/// it). Once one has run in place, the COMPOUND cannot be sent to a
+/// thread any more.
+pub(crate) fn changes_state_only(opnum: u32) -> bool {
+    matches!(
+        opnum,
+        op::OPEN_CONFIRM | op::OPEN_DOWNGRADE | op::CLOSE | op::RENEW
+    )
+}
+
 pub(crate) fn is_known(opnum: u32) -> bool {
     (op::ACCESS..=op::RELEASE_LOCKOWNER).contains(&opnum)
 }

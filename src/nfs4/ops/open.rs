@@ -377,6 +377,13 @@ pub(crate) fn close(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
     let fileid = c.current()?.fileid;
     let request = request_print(op::CLOSE, fileid, args, d);
     let key = c.srv.state.lock().owner_of(&sid);
+    // Removing the content file is I/O: not on a network thread.
+    let file = c.srv.state.lock().file_of(&sid);
+    if file.is_some_and(|f| c.srv.content_goes_with_last_close(f))
+        && crate::catalog::memory_only::refused()
+    {
+        return Err(Status::Delay);
+    }
     sequenced(c, out, key, seqid, request, |c, out| {
         let (next, fileid) = {
             let mut st = c.srv.state.lock();
