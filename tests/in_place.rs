@@ -203,3 +203,44 @@ fn a_close_that_takes_the_content_with_it_goes_to_a_thread() {
     assert_eq!(on_thread(&d, 3, &args), Status::Ok.code());
     assert_eq!(srv.nfs.state_counts().opens, 0);
 }
+
+#[test]
+fn nfsv3_reads_of_memory_are_answered_in_place_and_changes_are_not() {
+    use markbase_nfs::nfs3::{proc3, NFS3_PROGRAM};
+    let srv = InProcess::start_generated(|_| {});
+    let d = markbase_nfs::serve::dispatcher_for(srv.nfs.clone());
+    let db = srv.dir.path().join("users/demo.sqlite");
+    let id = some_file_id(&db);
+    let fh = markbase_nfs::export::handle::encode_within(1, &NodeId::text(&id), 64).unwrap();
+    let v3 = |xid: u32, procedure: u32, args: &dyn Fn(&mut Encoder)| {
+        let mut e = Encoder::new();
+        encode_call(&mut e, xid, NFS3_PROGRAM, 3, procedure, &Credentials::None);
+        args(&mut e);
+        e.buf
+    };
+    // nfsstat3 is the first word of every NFSv3 result.
+    let nfs3_status = |reply: &[u8]| {
+        let (_, _, at) = decode_reply(reply).unwrap();
+        u32::from_be_bytes(reply[at..at + 4].try_into().unwrap())
+    };
+    let getattr = v3(1, proc3::GETATTR, &|e| e.opaque(&fh));
+    assert!(
+        d.try_in_place(&getattr, None).is_none(),
+        "node {id} has to be read from SQLite"
+    );
+    assert_eq!(nfs3_status(&bytes(d.dispatch(&getattr, None))), 0);
+    let here = d.try_in_place(&getattr, None).expect("in memory now");
+    assert_eq!(bytes(here), bytes(d.dispatch(&getattr, None)));
+    // SETATTR (mode 0600, no guard) changes the node: never in place.
+    let setattr = v3(2, proc3::SETATTR, &|e| {
+        e.opaque(&fh);
+        e.u32(1);
+        e.u32(0o600);
+        for _ in 0..5 {
+            e.u32(0);
+        }
+        e.u32(0);
+    });
+    assert!(d.try_in_place(&setattr, None).is_none());
+    assert_eq!(nfs3_status(&bytes(d.dispatch(&setattr, None))), 0);
+}

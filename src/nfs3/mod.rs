@@ -312,6 +312,17 @@ impl Program for Nfs3Server {
         args::locate_write_data(args_head, self.exports[0].config().nfs.max_write as usize)
     }
 
+    fn may_run_in_place(&self, version: u32, procedure: u32) -> bool {
+        // Procedures that change nothing and read the catalog's memory
+        // (the call goes to a thread if what it needs is not there).
+        use proc3::*;
+        version == NFS3_VERSION
+            && matches!(
+                procedure,
+                NULL | GETATTR | LOOKUP | ACCESS | FSSTAT | FSINFO | PATHCONF
+            )
+    }
+
     fn is_data_call(&self, version: u32, procedure: u32, _args_head: &[u8]) -> bool {
         version == NFS3_VERSION && matches!(procedure, proc3::READ | proc3::WRITE | proc3::COMMIT)
     }
@@ -386,8 +397,12 @@ impl Program for Nfs3Server {
             cred: &ctx.credentials,
         };
         let mut d = Decoder::new(args);
+        let memory_only = ctx.in_place.then(crate::catalog::MemoryOnly::enter);
         let started = std::time::Instant::now();
         dispatch(&call, ctx, &mut d, out)?;
+        if memory_only.is_some_and(|m| m.missed()) {
+            return Err(AcceptError::NeedsThread);
+        }
         self.latency.record(ctx.procedure, started.elapsed());
         if out.u32_at(start).is_some_and(|status| status != 0) {
             self.latency.record_error(ctx.procedure);
