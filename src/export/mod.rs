@@ -210,13 +210,13 @@ impl Export {
         }
     }
 
-    /// Called after a CLOSE: removes content whose node is gone.
     /// Whether closing `fileid`'s last open would remove its content
     /// (it was removed while open).
     pub fn content_goes_with_last_close(&self, fileid: u64) -> bool {
         self.unlink_on_close.lock().contains_key(&fileid)
     }
 
+    /// Called after a CLOSE: removes content whose node is gone.
     pub fn closed(&self, fileid: u64) {
         if self.is_open(fileid) {
             return;

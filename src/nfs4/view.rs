@@ -91,13 +91,14 @@ impl ExportView {
         self.export.discard_content(node)
     }
 
-    /// Called after a CLOSE of the file keyed `key`: removes content whose
-    /// node is gone.
+    /// Whether closing the file keyed `key` would remove its content.
     pub(crate) fn content_goes_with_last_close(&self, key: u64) -> bool {
         self.export
             .content_goes_with_last_close(self.fileid_of_key(key))
     }
 
+    /// Called after a CLOSE of the file keyed `key`: removes content whose
+    /// node is gone.
     pub(crate) fn closed(&self, key: u64) {
         self.export.closed(self.fileid_of_key(key))
     }
