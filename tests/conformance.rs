@@ -9,6 +9,7 @@ use common::*;
 use markbase_nfs::catalog::NodeId;
 use markbase_nfs::nfs4::consts::{attr, op, Status};
 use markbase_nfs::tools::client::{CompoundArgs, Create, Nfs4Client, OpenFile};
+use std::time::Duration;
 
 const BOTH: u32 = 3;
 
@@ -169,7 +170,7 @@ fn files_renamed_over_or_removed_stay_usable_through_their_opens() {
     assert!(original_content.exists(), "another open still uses it");
     other.close(&viewing).unwrap();
     assert!(
-        !original_content.exists(),
+        wait_until(Duration::from_secs(5), || !original_content.exists()),
         "the replaced file's content goes with its last open"
     );
     // Now the handle is stale: no open holds the file any more.
@@ -186,7 +187,7 @@ fn files_renamed_over_or_removed_stay_usable_through_their_opens() {
     c.write(&doomed, 8, b"frame 2\n", 2).unwrap();
     assert_eq!(c.read(&doomed, 0, 100).unwrap().0, b"frame 1\nframe 2\n");
     c.close(&doomed).unwrap();
-    assert!(!doomed_content.exists());
+    assert!(wait_until(Duration::from_secs(5), || !doomed_content.exists()));
 }
 
 /// RFC 7530 §9.1.4.3: the all-ones stateid writes (WRITE, SETATTR of the

@@ -200,14 +200,10 @@ impl Export {
         self.remove_content_file(node.fileid, &path);
     }
 
-    /// Unlinks a removed node's content file; its blocks are freed in the
-    /// background (see [`crate::storage::FilePool::remove_content`]).
+    /// Removes a removed node's content file once the caller has answered
+    /// (see [`crate::storage::FilePool::remove_content_later`]).
     fn remove_content_file(&self, fileid: u64, path: &Path) {
-        if let Err(e) = self.files.remove_content(fileid, path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), fileid, error = %e, "could not remove content file");
-            }
-        }
+        self.files.remove_content_later(fileid, path);
     }
 
     /// Whether closing `fileid`'s last open would remove its content

@@ -10,6 +10,7 @@
 //! - `closer`: disk threads and the closer of removed files;
 //! - `sync`: FILE_SYNC writes as `storage.file_sync` asks;
 //! - `entries`: spare files and new files' folder entries;
+//! - `removal`: removed nodes' content files, after the reply;
 //! - `volume`: statvfs figures and the storage folder.
 //!
 //! Only this file's `FilePool` and the re-exported settings and figures are
@@ -32,6 +33,7 @@ mod closer;
 mod direct;
 mod entries;
 mod read_ahead;
+mod removal;
 mod sync;
 mod volume;
 mod write_behind;
@@ -41,7 +43,7 @@ use aligned::{
     DIRECT_ALIGN, DIRECT_IN_FLIGHT, DIRECT_MIN,
 };
 use buffers::{BufferPool, READ_BUFFERS_KEPT};
-use closer::{close_in_background, release, spawn_disk_thread, Closing, CLOSER_QUEUE};
+use closer::{release, spawn_disk_thread, Closing, CLOSER_QUEUE};
 use direct::DirectJob;
 use read_ahead::{prefetch, PrefetchJob, PREFETCH_QUEUE};
 use write_behind::{FlushJob, Pacer, WriteBehindWorker};
@@ -160,6 +162,9 @@ pub struct FilePool {
     file_sync: FileSync,
     /// Folders of content files created and not yet synced.
     entries: Arc<NewEntries>,
+    /// The remover thread's queue, started on first use (after the spare
+    /// files are set up: it recycles into them).
+    remover: std::sync::OnceLock<Option<crossbeam_channel::Sender<removal::Removal>>>,
 }
 
 impl FilePool {
@@ -224,6 +229,7 @@ impl FilePool {
             aligned: Default::default(),
             file_sync: FileSync::default(),
             entries: Default::default(),
+            remover: Default::default(),
         }
     }
 
@@ -707,36 +713,30 @@ impl FilePool {
         pooled
     }
 
-    /// Removes the content file at `path` (node `fileid`): its name at
-    /// once, its blocks in the background. Freeing a big file's blocks is
-    /// slow — on this disk, mounted with `discard`, unlinking a 4 GiB file
-    /// took 4.2 s, all of it TRIM — and a client waits for its REMOVE
-    /// (Finder deleting a 16 GiB render would hang for ~17 s). So the file
-    /// is held open across the unlink, which then only drops the name, and
-    /// the closer thread's close frees the blocks.
+    /// Removes the content file at `path` (node `fileid`) now (see
+    /// [`removal`]).
     pub fn remove_content(&self, fileid: u64, path: &Path) -> io::Result<()> {
-        let pooled = self.take_removed(fileid);
-        // Recycled as a spare when nothing holds it (an RPC's write landing
-        // after it was emptied would show in another file) and it is small.
-        let unheld = pooled.as_ref().is_none_or(|f| Arc::strong_count(f) == 1);
-        if unheld
-            && std::fs::symlink_metadata(path)
-                .is_ok_and(|m| m.is_file() && m.len() <= entries::RECYCLE_MAX_BYTES)
-            && self.entries.recycle(path)
-        {
-            return Ok(());
-        }
-        let held = match pooled {
-            Some(f) => Some(Closing::Pooled(f)),
-            // Not pooled: a descriptor of our own (none if it cannot be
-            // opened; the unlink then frees the blocks itself).
-            None => File::open(path).ok().map(Closing::Unlinked),
+        let r = removal::Removal::of(path, self.take_removed(fileid));
+        removal::remove_now(&self.entries, self.closer.as_ref(), r)
+    }
+
+    /// [`FilePool::remove_content`] on the remover thread, once the caller
+    /// has answered (failures are logged there).
+    pub fn remove_content_later(&self, fileid: u64, path: &Path) {
+        let r = removal::Removal::of(path, self.take_removed(fileid));
+        let remover = self
+            .remover
+            .get_or_init(|| removal::spawn_remover(self.entries.clone(), self.closer.clone()));
+        let left = match remover {
+            Some(tx) => tx.try_send(r).err().map(|e| e.into_inner()),
+            None => Some(r),
         };
-        let unlinked = std::fs::remove_file(path);
-        if let Some(held) = held {
-            close_in_background(self.closer.as_ref(), held);
+        if let Some(r) = left {
+            removal::report(
+                path,
+                removal::remove_now(&self.entries, self.closer.as_ref(), r),
+            );
         }
-        unlinked
     }
 
     /// Write-behind windows dropped because their file was removed (for

@@ -501,3 +501,30 @@ fn read_ahead_stays_ahead_and_restarts_after_a_seek() {
     assert_eq!(ra.plan(1008, 3), Some(3));
     assert_eq!(ReadAhead::OFF.plan(0, 10), None);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_removal_after_the_reply_recycles_a_small_file_and_unlinks_a_held_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = FilePool::new(4, WriteBehind::OFF, ReadAhead::OFF).with_spare_files(dir.path(), 2);
+    let small = dir.path().join("small");
+    std::fs::write(&small, b"frame").unwrap();
+    pool.remove_content_later(1, &small);
+    // Held by an RPC: unlinked, never recycled (a write landing after it
+    // was emptied would show in another file).
+    let held = dir.path().join("held");
+    std::fs::write(&held, b"frames").unwrap();
+    let f = pool.get(2, &held).unwrap();
+    pool.remove_content_later(2, &held);
+    let t = Instant::now();
+    while small.exists() || held.exists() {
+        assert!(t.elapsed() < Duration::from_secs(5), "names never removed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        pool.new_entries().recycled(),
+        1,
+        "only the small, unheld file"
+    );
+    drop(f);
+}
