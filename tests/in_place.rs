@@ -11,6 +11,7 @@ use markbase_nfs::rpc::message::{decode_reply, encode_call};
 use markbase_nfs::rpc::{AuthSys, Credentials, Dispatcher, Outcome};
 use markbase_nfs::tools::client::{CompoundArgs, CompoundReply, Create, Nfs4Client};
 use markbase_nfs::xdr::Encoder;
+use std::sync::Arc;
 
 const TYPE: u32 = 1;
 const FILEID: u32 = 20;
@@ -49,17 +50,22 @@ fn on_thread(d: &Dispatcher, xid: u32, args: &CompoundArgs) -> u32 {
     status(&bytes(d.dispatch(&record(xid, args), None)))
 }
 
-/// A file node of the generated catalog, straight from SQLite (so nothing
-/// has loaded it into the server's memory).
-fn some_file_id(db: &std::path::Path) -> String {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row(
-        "SELECT node_id FROM file_nodes WHERE node_type = 'file' AND parent_id IS NOT NULL
-          ORDER BY node_id DESC LIMIT 1",
-        [],
-        |r| r.get(0),
-    )
-    .unwrap()
+/// The generated catalog served, its dispatcher, and one of its file
+/// nodes read straight from SQLite (so nothing has loaded it into the
+/// server's memory).
+fn served_with_an_unloaded_file() -> (InProcess, Arc<Dispatcher>, NodeId) {
+    let srv = InProcess::start_generated(|_| {});
+    let d = markbase_nfs::serve::dispatcher_for(srv.nfs.clone());
+    let conn = rusqlite::Connection::open(srv.dir.path().join("users/demo.sqlite")).unwrap();
+    let id: String = conn
+        .query_row(
+            "SELECT node_id FROM file_nodes WHERE node_type = 'file' AND parent_id IS NOT NULL
+              ORDER BY node_id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    (srv, d, NodeId::text(&id))
 }
 
 #[test]
@@ -79,11 +85,8 @@ fn a_call_answered_from_memory_is_answered_in_place_as_a_thread_would() {
 
 #[test]
 fn a_node_not_in_memory_goes_to_a_thread_once_then_is_answered_in_place() {
-    let srv = InProcess::start_generated(|_| {});
-    let d = markbase_nfs::serve::dispatcher_for(srv.nfs.clone());
-    let db = srv.dir.path().join("users/demo.sqlite");
-    let id = some_file_id(&db);
-    let fh = markbase_nfs::export::handle::encode(1, &NodeId::text(&id)).unwrap();
+    let (_srv, d, id) = served_with_an_unloaded_file();
+    let fh = markbase_nfs::export::handle::encode(1, &id).unwrap();
     let args = CompoundArgs::new().putfh(&fh).getattr(&[TYPE, FILEID]);
     assert!(
         d.try_in_place(&record(1, &args), None).is_none(),
@@ -207,11 +210,8 @@ fn a_close_that_takes_the_content_with_it_goes_to_a_thread() {
 #[test]
 fn nfsv3_reads_of_memory_are_answered_in_place_and_changes_are_not() {
     use markbase_nfs::nfs3::{proc3, NFS3_PROGRAM};
-    let srv = InProcess::start_generated(|_| {});
-    let d = markbase_nfs::serve::dispatcher_for(srv.nfs.clone());
-    let db = srv.dir.path().join("users/demo.sqlite");
-    let id = some_file_id(&db);
-    let fh = markbase_nfs::export::handle::encode_within(1, &NodeId::text(&id), 64).unwrap();
+    let (_srv, d, id) = served_with_an_unloaded_file();
+    let fh = markbase_nfs::export::handle::encode_within(1, &id, 64).unwrap();
     let v3 = |xid: u32, procedure: u32, args: &dyn Fn(&mut Encoder)| {
         let mut e = Encoder::new();
         encode_call(&mut e, xid, NFS3_PROGRAM, 3, procedure, &Credentials::None);
