@@ -164,7 +164,7 @@ pub struct FilePool {
     entries: Arc<NewEntries>,
     /// The remover thread's queue, started on first use (after the spare
     /// files are set up: it recycles into them).
-    remover: std::sync::OnceLock<Option<crossbeam_channel::Sender<removal::Removal>>>,
+    remover: std::sync::OnceLock<Option<crossbeam_channel::Sender<removal::Job>>>,
 }
 
 impl FilePool {
@@ -311,9 +311,13 @@ impl FilePool {
     }
 
     /// Waits until every direct payload answered so far is on disk
-    /// (shutdown: the queue is the last of the server's unwritten data).
+    /// (shutdown: the queue is the last of the server's unwritten data),
+    /// and removed nodes' content files are gone.
     pub fn drain(&self) {
         self.pending.drain();
+        if let Some(Some(remover)) = self.remover.get() {
+            removal::drain(remover, Duration::from_secs(30));
+        }
     }
 
     /// Puts everything written to `file` on stable storage (COMMIT, and
@@ -727,15 +731,9 @@ impl FilePool {
         let remover = self
             .remover
             .get_or_init(|| removal::spawn_remover(self.entries.clone(), self.closer.clone()));
-        let left = match remover {
-            Some(tx) => tx.try_send(r).err().map(|e| e.into_inner()),
-            None => Some(r),
-        };
-        if let Some(r) = left {
-            removal::report(
-                path,
-                removal::remove_now(&self.entries, self.closer.as_ref(), r),
-            );
+        if let Some(r) = removal::queue(remover.as_ref(), r) {
+            let done = removal::remove_now(&self.entries, self.closer.as_ref(), r);
+            removal::report(path, done);
         }
     }
 

@@ -83,17 +83,60 @@ pub(super) fn report(path: &Path, result: io::Result<()>) {
     }
 }
 
+/// What the remover thread is given.
+pub(super) enum Job {
+    Remove(Removal),
+    /// Answered once every removal queued before it is done.
+    Drained(crossbeam_channel::Sender<()>),
+}
+
 /// Starts the remover thread.
 pub(super) fn spawn_remover(
     entries: Arc<NewEntries>,
     closer: Option<crossbeam_channel::Sender<Closing>>,
-) -> Option<crossbeam_channel::Sender<Removal>> {
-    spawn_disk_thread("content-remover", REMOVER_QUEUE, move |r: Removal| {
-        let path = r.path.clone();
-        report(&path, remove_now(&entries, closer.as_ref(), r));
-    })
+) -> Option<crossbeam_channel::Sender<Job>> {
+    spawn_disk_thread(
+        "content-remover",
+        REMOVER_QUEUE,
+        move |job: Job| match job {
+            Job::Remove(r) => {
+                let path = r.path.clone();
+                report(&path, remove_now(&entries, closer.as_ref(), r));
+            }
+            Job::Drained(done) => {
+                let _ = done.send(());
+            }
+        },
+    )
     .map_err(
         |e| tracing::error!(error = %e, "remover thread did not start: removes do it themselves"),
     )
     .ok()
+}
+
+/// Queues `r` for the remover thread; gives it back when there is no
+/// thread or no room (the caller removes it itself).
+pub(super) fn queue(
+    remover: Option<&crossbeam_channel::Sender<Job>>,
+    r: Removal,
+) -> Option<Removal> {
+    let Some(tx) = remover else { return Some(r) };
+    match tx.try_send(Job::Remove(r)).map_err(|e| e.into_inner()) {
+        Ok(()) => None,
+        Err(Job::Remove(r)) => Some(r),
+        Err(Job::Drained(_)) => None,
+    }
+}
+
+/// Waits (up to `limit`) until the removals queued so far are done: a
+/// server that stops leaves no orphan content file behind.
+pub(super) fn drain(remover: &crossbeam_channel::Sender<Job>, limit: std::time::Duration) {
+    let (done, drained) = crossbeam_channel::bounded(1);
+    if remover.send_timeout(Job::Drained(done), limit).is_err()
+        || drained.recv_timeout(limit).is_err()
+    {
+        tracing::warn!(
+            "content files of removed nodes still queued at stop: start-up will report them"
+        );
+    }
 }

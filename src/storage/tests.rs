@@ -528,3 +528,23 @@ fn a_removal_after_the_reply_recycles_a_small_file_and_unlinks_a_held_one() {
     );
     drop(f);
 }
+
+#[test]
+fn drain_waits_for_the_removals_queued_before_it() {
+    // A server that stops leaves no orphan content file behind.
+    let dir = tempfile::tempdir().unwrap();
+    let pool = FilePool::new(4, WriteBehind::OFF, ReadAhead::OFF);
+    let paths: Vec<_> = (0..300u64)
+        .map(|n| {
+            let p = dir.path().join(format!("frame-{n}"));
+            std::fs::write(&p, b"frame").unwrap();
+            p
+        })
+        .collect();
+    for (n, p) in paths.iter().enumerate() {
+        pool.remove_content_later(n as u64, p);
+    }
+    pool.drain();
+    let left = paths.iter().filter(|p| p.exists()).count();
+    assert_eq!(left, 0, "content files still there after the drain");
+}
