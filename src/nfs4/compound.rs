@@ -138,8 +138,9 @@ pub(crate) fn run(
     let mut status = Status::Ok;
     // In place, the catalog answers from memory only until an operation
     // has changed state (from then on the COMPOUND is answered here, and
-    // a rare load of what it just used is read here too); latencies wait
-    // until the COMPOUND is known to be answered here.
+    // a rare load of what it just used is read here too). Latencies are
+    // recorded once the COMPOUND is answered, so one sent on to a thread
+    // is not counted twice.
     let mut memory_only = ctx.in_place.then(crate::catalog::MemoryOnly::enter);
     let mut timed = Vec::new();
     // One COMPOUND's reply carries at most about one READ's worth: the
@@ -182,15 +183,8 @@ pub(crate) fn run(
         if ops::changes_state_only(opnum) {
             memory_only = None;
         }
-        if ctx.in_place {
-            timed.push((opnum, started.elapsed(), result.is_err()));
-        } else {
-            prog.latency.record(opnum, started.elapsed());
-        }
+        timed.push((opnum, started.elapsed(), result.is_err()));
         if let Err(s) = result {
-            if !ctx.in_place {
-                prog.latency.record_error(opnum);
-            }
             // LOCK and LOCKT answer DENIED with the conflicting lock.
             let keep_body = s == Status::Denied && matches!(opnum, op::LOCK | op::LOCKT);
             if !keep_body && !out.truncate(body_at) {

@@ -376,9 +376,11 @@ pub(crate) fn close(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBo
     let sid = stateid(d)?;
     let fileid = c.current()?.fileid;
     let request = request_print(op::CLOSE, fileid, args, d);
-    let key = c.srv.state.lock().owner_of(&sid);
+    let (key, file) = {
+        let st = c.srv.state.lock();
+        (st.owner_of(&sid), st.file_of(&sid))
+    };
     // Removing the content file is I/O: not on a network thread.
-    let file = c.srv.state.lock().file_of(&sid);
     if file.is_some_and(|f| c.srv.content_goes_with_last_close(f))
         && crate::catalog::memory_only::refused()
     {
