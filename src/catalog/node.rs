@@ -504,8 +504,7 @@ impl Node {
     pub fn update<R>(&self, f: impl FnOnce(&mut NodeMeta) -> R) -> R {
         let mut m = self.meta.write();
         let r = f(&mut m);
-        m.change = (m.change + 1).max(now_ns().max(0) as u64);
-        self.version.fetch_add(1, Ordering::Release);
+        self.bump(&mut m);
         r
     }
 
@@ -515,10 +514,17 @@ impl Node {
         let mut m = self.meta.write();
         let changed = f(&mut m);
         if changed {
-            m.change = (m.change + 1).max(now_ns().max(0) as u64);
-            self.version.fetch_add(1, Ordering::Release);
+            self.bump(&mut m);
         }
         changed
+    }
+
+    /// Moves the change attribute (past the clock, never backwards) and the
+    /// version of a node whose metadata `m` (held under its write lock)
+    /// just changed.
+    fn bump(&self, m: &mut NodeMeta) {
+        m.change = (m.change + 1).max(now_ns().max(0) as u64);
+        self.version.fetch_add(1, Ordering::Release);
     }
 
     /// Raises the change attribute to at least `floor` (a node being
