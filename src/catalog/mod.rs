@@ -11,6 +11,7 @@
 //! applied in memory in `external.rs`.
 
 mod changes;
+mod cursor;
 mod external;
 mod feed;
 mod gen;
@@ -23,8 +24,11 @@ mod pins;
 mod reconcile;
 mod rescan;
 mod schema;
+#[cfg(test)]
+pub(crate) mod test_support;
 mod writer;
 
+pub use cursor::ListingCursor;
 pub use feed::{FeedChange, FeedMode, FeedStats};
 pub use gen::{generate, GenOptions, GenSummary};
 pub use import::{import_tree, ImportSummary};
@@ -201,7 +205,11 @@ pub struct Catalog {
     pins: Arc<Pins>,
     writer: Writer,
     /// Serialises namespace changes and listing loads, so a listing read
-    /// from SQLite never misses a change applied in memory.
+    /// from SQLite never misses a change applied in memory. Lock order:
+    /// this lock, then a folder's listing, then a node's metadata. So no
+    /// one holding a listing's or a node's lock may call what can load a
+    /// listing ([`Catalog::listing`]): a create in that folder holds this
+    /// lock and waits for both (see `cursor.rs` for READDIR's walk).
     ns_lock: Mutex<()>,
     root: Arc<Node>,
     shape: CatalogShape,

@@ -152,14 +152,18 @@ fn time(e: &mut Encoder, t: Time3) {
 
 /// fattr3 of `node`, as `call`'s caller sees it.
 pub fn fattr3(call: &Call<'_>, e: &mut Encoder, node: &Node) {
-    let m = node.meta();
     let export = call.export;
-    e.u32(type3(node.kind));
-    e.u32(export.mode_of(node, &m));
-    e.u32(match node.kind {
+    // Before the metadata is locked: a folder's link count may load its
+    // listing under the namespace lock, which a create in the folder holds
+    // while it takes the folder's metadata.
+    let numlinks = match node.kind {
         NodeKind::Folder => 2 + export.subfolder_count(node),
         _ => 1,
-    });
+    };
+    let m = node.meta();
+    e.u32(type3(node.kind));
+    e.u32(export.mode_of(node, &m));
+    e.u32(numlinks);
     e.u32(export.owner_uid(&m, call.cred.uid()).unwrap_or(NOBODY));
     e.u32(export.group_gid(&m, call.cred.gid()).unwrap_or(NOBODY));
     e.u64(m.size);

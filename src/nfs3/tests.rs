@@ -5,26 +5,25 @@ use std::sync::Arc;
 use super::args::*;
 use super::reply::DirPage;
 use super::*;
-use crate::catalog::{create_demo, Catalog};
-use crate::config::{CacheConfig, Config};
+use crate::catalog::test_support::{finishes_beside_a_namespace_change, open_demo};
+use crate::catalog::{Catalog, NodeId};
+use crate::config::Config;
 use crate::export::handle::NFS3_FHSIZE;
 use crate::rpc::AuthSys;
+use crate::xdr::Encoder;
 
 struct Fixture {
     _dir: tempfile::TempDir,
     export: Export,
+    catalog: Arc<Catalog>,
     cred: Credentials,
 }
 
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("u.sqlite");
-        let storage = dir.path().join("storage");
-        create_demo(&db, &storage).unwrap();
-        let storage = storage.canonicalize().unwrap();
-        let catalog = Arc::new(Catalog::open(&db, &CacheConfig::default()).unwrap());
-        let export = Export::new(Config::default(), catalog, storage);
+        let (catalog, storage) = open_demo(dir.path());
+        let export = Export::new(Config::default(), catalog.clone(), storage);
         let cred = Credentials::Sys(AuthSys {
             stamp: 0,
             machine: String::new(),
@@ -35,6 +34,7 @@ impl Fixture {
         Fixture {
             _dir: dir,
             export,
+            catalog,
             cred,
         }
     }
@@ -281,4 +281,28 @@ fn setattr_guard_and_write_lengths_are_checked() {
         },
     );
     assert_eq!(l.result.unwrap_err(), Nfs3Status::MLink);
+}
+
+#[test]
+fn a_folders_attributes_do_not_wait_for_a_create_in_it_while_holding_it() {
+    let f = Fixture::new();
+    let catalog = f.catalog.clone();
+    // "Demo Film", whose listing nothing has loaded: its link count loads
+    // it, under the namespace lock.
+    let film = catalog.node(&NodeId::text("demo-film")).unwrap();
+    let touched = film.clone();
+    let finished = finishes_beside_a_namespace_change(
+        &catalog,
+        move || {
+            let mut e = Encoder::new();
+            reply::fattr3(&f.call(), &mut e, &film);
+            assert_eq!(e.buf.len(), 84, "a whole fattr3");
+        },
+        // What a create in the folder does under the namespace lock.
+        move || touched.update(|m| m.modified_ns += 1),
+    );
+    assert!(
+        finished,
+        "GETATTR of a folder and a create in it wait for each other"
+    );
 }

@@ -217,6 +217,14 @@ pub(crate) fn encode_values(
 ) -> Result<(), Status> {
     let cfg = srv.config();
     let is_dir = node.kind == NodeKind::Folder;
+    // A folder's link count may load its listing, under the namespace
+    // lock: counted before the node's metadata is locked, which a create
+    // in the folder takes under that lock.
+    let numlinks = match (attrs.contains(attr::NUMLINKS), is_dir) {
+        (false, _) => 0,
+        (true, true) => 2 + srv.subfolder_count(node),
+        (true, false) => 1,
+    };
     let meta = node.meta();
     let needs_volume = [
         attr::FILES_AVAIL,
@@ -254,11 +262,7 @@ pub(crate) fn encode_values(
             attr::FILES_TOTAL => e.u64(vol.files_total),
             attr::HIDDEN => e.bool(meta.hidden),
             attr::MODE => e.u32(mode_of(srv, node, &meta)),
-            attr::NUMLINKS => e.u32(if is_dir {
-                2 + srv.subfolder_count(node)
-            } else {
-                1
-            }),
+            attr::NUMLINKS => e.u32(numlinks),
             attr::OWNER => e.string(&owner_of(srv, &meta, viewer)),
             attr::OWNER_GROUP => e.string(&group_of(srv, &meta, viewer)),
             attr::RAWDEV => {

@@ -11,6 +11,8 @@ mod permission;
 mod pseudo;
 mod server;
 pub mod state;
+#[cfg(test)]
+mod tests;
 mod view;
 
 pub use server::Nfs4Server;

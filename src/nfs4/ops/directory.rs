@@ -1,7 +1,7 @@
 //! READDIR, SECINFO and READLINK.
 
 use super::component;
-use crate::catalog::NodeKind;
+use crate::catalog::{ListingCursor, NodeKind};
 use crate::nfs4::attrs::{self, Bitmap};
 use crate::nfs4::compound::Compound;
 use crate::nfs4::consts::{OpResult, Status, AUTH_NONE, AUTH_SYS};
@@ -42,12 +42,13 @@ pub(crate) fn readdir(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut Reply
         .listing(&dir.id)
         .map_err(|e| catalog_status(&e))?;
     let viewer = c.viewer();
-    let listing = listing.read();
     let srv = c.srv;
     put_listing(
         out,
         maxcount,
-        listing.after(cookie),
+        // Not under the listing's lock: an entry's attributes may load a
+        // child folder's listing (see `ListingCursor`).
+        ListingCursor::new(listing, cookie),
         |(entry_cookie, entry), e| {
             // An entry removed since the listing was read is skipped.
             let Ok(node) = srv.node(&entry.id) else {
