@@ -40,9 +40,11 @@ use super::journal::{self, Entry, IdImage, Journal, NodeImage};
 use super::node::{Columns, Node, NodeId, NodeKind, TimeUnit};
 use super::pins::Pins;
 use super::schema::CatalogShape;
+use answer::{answer, Answer, Answerer};
 pub(crate) use sql::replay_journal;
 use sql::{applied_seq, apply_entry, set_applied};
 
+mod answer;
 mod sql;
 
 /// One change to persist.
@@ -61,7 +63,7 @@ pub(crate) struct Job {
     pub changes: Vec<Change>,
     /// Folder listings pinned in memory until this job is in SQLite.
     pub listings: Vec<NodeId>,
-    pub done: Sender<Result<(), String>>,
+    pub done: Answerer,
 }
 
 enum Msg {
@@ -69,7 +71,7 @@ enum Msg {
     Job(Job),
     /// Jobs are queued in the group and nobody waits to lead them.
     Lead,
-    Flush(Sender<Result<(), String>>),
+    Flush(Answerer),
     Stop,
 }
 
@@ -107,17 +109,15 @@ pub type DurableHook = Box<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 /// A submitted job's answer to come. Waiting on it leads the group commit
 /// if nobody else is writing the journal.
 pub(crate) struct Commit {
-    answer: Receiver<Result<(), String>>,
+    answer: Answer,
     group: Option<Arc<Group>>,
 }
 
 impl Commit {
     /// A change that needed no commit.
     pub fn done() -> Commit {
-        let (tx, answer) = crossbeam_channel::bounded(1);
-        let _ = tx.send(Ok(()));
         Commit {
-            answer,
+            answer: Answer::ready(Ok(())),
             group: None,
         }
     }
@@ -127,9 +127,7 @@ impl Commit {
         if let Some(g) = self.group.take() {
             g.lead(false);
         }
-        self.answer
-            .recv()
-            .map_err(|_| "catalog writer has stopped".to_string())?
+        self.answer.wait()
     }
 }
 
@@ -298,7 +296,7 @@ impl Writer {
     /// Queues a namespace change; callers submit in the order of their
     /// in-memory changes, and the journal keeps that order.
     pub fn submit(&self, changes: Vec<Change>, listings: Vec<NodeId>) -> Commit {
-        let (done, answer) = crossbeam_channel::bounded(1);
+        let (done, answer) = answer();
         let job = Job {
             changes,
             listings,
@@ -313,7 +311,7 @@ impl Writer {
         }
         if let Err(e) = self.tx.send(Msg::Job(job)) {
             let Msg::Job(job) = e.0 else { unreachable!() };
-            let _ = job.done.send(Err("catalog writer has stopped".into()));
+            job.done.tell(Err("catalog writer has stopped".into()));
         }
         Commit {
             answer,
@@ -323,12 +321,11 @@ impl Writer {
 
     /// Persists everything queued so far into SQLite.
     pub fn flush(&self) -> Result<(), String> {
-        let (done, rx) = crossbeam_channel::bounded(1);
+        let (done, flushed) = answer();
         self.tx
             .send(Msg::Flush(done))
             .map_err(|_| "catalog writer has stopped".to_string())?;
-        rx.recv()
-            .map_err(|_| "catalog writer has stopped".to_string())?
+        flushed.wait()
     }
 
     /// Flushes, makes SQLite durable and stops the threads.
@@ -346,7 +343,7 @@ struct Queue {
     dirty: HashMap<NodeId, Arc<Node>>,
     dirty_since: Option<Instant>,
     jobs: Vec<Job>,
-    flushes: Vec<Sender<Result<(), String>>>,
+    flushes: Vec<Answerer>,
     /// Jobs wait in the group for a leader.
     lead: bool,
     stop: bool,
@@ -384,7 +381,7 @@ struct Batch {
     deleted: Vec<NodeId>,
     listings: Vec<NodeId>,
     /// Answered once the batch is in SQLite (flushes; jobs without a journal).
-    waiters: Vec<Sender<Result<(), String>>>,
+    waiters: Vec<Answerer>,
     /// Make SQLite durable after applying (the journal wants to start over).
     durable: bool,
 }
@@ -412,15 +409,15 @@ impl Sink {
         &mut self,
         jobs: Vec<Job>,
         dirty: Vec<Arc<Node>>,
-        mut waiters: Vec<Sender<Result<(), String>>>,
+        mut waiters: Vec<Answerer>,
         durable: bool,
     ) {
         if self.stopped {
             for job in jobs {
-                let _ = job.done.send(Err("catalog writer has stopped".into()));
+                job.done.tell(Err("catalog writer has stopped".into()));
             }
             for w in waiters {
-                let _ = w.send(Err("catalog writer has stopped".into()));
+                w.tell(Err("catalog writer has stopped".into()));
             }
             return;
         }
@@ -465,9 +462,7 @@ impl Sink {
             b.listings.extend(job.listings);
             match (&result, self.journal.is_some()) {
                 (Ok(()), false) => b.waiters.push(job.done),
-                (r, _) => {
-                    let _ = job.done.send(r.clone());
-                }
+                (r, _) => job.done.tell(r.clone()),
             }
         }
         b.waiters.append(&mut waiters);
@@ -477,7 +472,7 @@ impl Sink {
                 unreachable!()
             };
             for w in b.waiters {
-                let _ = w.send(Err("catalog writer has stopped".into()));
+                w.tell(Err("catalog writer has stopped".into()));
             }
         }
     }
@@ -674,7 +669,7 @@ impl BackLoop {
                         let msg = format!("catalog commit failed: {e}");
                         for b in &mut pending {
                             for w in b.waiters.drain(..) {
-                                let _ = w.send(Err(msg.clone()));
+                                w.tell(Err(msg.clone()));
                             }
                         }
                     }
@@ -701,7 +696,7 @@ impl BackLoop {
         }
         self.pins.release_listings(&b.listings);
         for w in b.waiters {
-            let _ = w.send(result.clone());
+            w.tell(result.clone());
         }
     }
 
