@@ -40,7 +40,7 @@ use super::journal::{self, Entry, IdImage, Journal, NodeImage};
 use super::node::{Columns, Node, NodeId, NodeKind, TimeUnit};
 use super::pins::Pins;
 use super::schema::CatalogShape;
-use answer::{answer, Answer, Answerer};
+use answer::{answer, Answer, Answerer, STOPPED};
 pub(crate) use sql::replay_journal;
 use sql::{applied_seq, apply_entry, set_applied};
 
@@ -311,7 +311,7 @@ impl Writer {
         }
         if let Err(e) = self.tx.send(Msg::Job(job)) {
             let Msg::Job(job) = e.0 else { unreachable!() };
-            job.done.tell(Err("catalog writer has stopped".into()));
+            job.done.tell(Err(STOPPED.into()));
         }
         Commit {
             answer,
@@ -324,7 +324,7 @@ impl Writer {
         let (done, flushed) = answer();
         self.tx
             .send(Msg::Flush(done))
-            .map_err(|_| "catalog writer has stopped".to_string())?;
+            .map_err(|_| STOPPED.to_string())?;
         flushed.wait()
     }
 
@@ -414,10 +414,10 @@ impl Sink {
     ) {
         if self.stopped {
             for job in jobs {
-                job.done.tell(Err("catalog writer has stopped".into()));
+                job.done.tell(Err(STOPPED.into()));
             }
             for w in waiters {
-                w.tell(Err("catalog writer has stopped".into()));
+                w.tell(Err(STOPPED.into()));
             }
             return;
         }
@@ -472,7 +472,7 @@ impl Sink {
                 unreachable!()
             };
             for w in b.waiters {
-                w.tell(Err("catalog writer has stopped".into()));
+                w.tell(Err(STOPPED.into()));
             }
         }
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 pub(crate) type Outcome = Result<(), String>;
 
 /// Told when the writer goes before it answers.
-const STOPPED: &str = "catalog writer has stopped";
+pub(crate) const STOPPED: &str = "catalog writer has stopped";
 
 struct Slot {
     outcome: Mutex<Option<Outcome>>,
