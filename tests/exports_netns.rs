@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 
 use common::*;
 use markbase_nfs::nfs4::consts::{attr, op};
-use markbase_nfs::rpc::{AuthSys, Credentials};
+use markbase_nfs::rpc::Credentials;
 use markbase_nfs::tools::client::{CompoundArgs, Nfs4Client};
 
 /// A network namespace with one veth pair to the host: host side
@@ -240,13 +240,7 @@ fn clients_on_other_addresses_get_what_their_export_allows() {
     );
     assert!(text(&cp).contains("NFS3ERR_ACCES"), "{}", text(&cp));
     let mut editor = Nfs4Client::connect(sq.addr, "editor").unwrap();
-    editor.rpc.credentials = Credentials::Sys(AuthSys {
-        stamp: 0,
-        machine: "host".into(),
-        uid: 501,
-        gid: 20,
-        gids: vec![],
-    });
+    editor.rpc.credentials = Credentials::sys("host", 501, 20, &[]);
     let projects = editor.lookup("Projects").unwrap();
     let chmod = CompoundArgs::new().putfh(&projects).op(op::SETATTR, |e| {
         e.u32(0);

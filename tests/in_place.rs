@@ -8,7 +8,7 @@ use common::*;
 use markbase_nfs::catalog::NodeId;
 use markbase_nfs::nfs4::consts::{op, Status, NFS4_PROGRAM};
 use markbase_nfs::rpc::message::{decode_reply, encode_call};
-use markbase_nfs::rpc::{AuthSys, Credentials, Dispatcher, Outcome};
+use markbase_nfs::rpc::{Credentials, Dispatcher, Outcome};
 use markbase_nfs::tools::client::{CompoundArgs, CompoundReply, Create, Nfs4Client};
 use markbase_nfs::xdr::Encoder;
 use std::sync::Arc;
@@ -18,13 +18,7 @@ const FILEID: u32 = 20;
 
 fn record(xid: u32, args: &CompoundArgs) -> Vec<u8> {
     let mut e = Encoder::new();
-    let cred = Credentials::Sys(AuthSys {
-        stamp: 0,
-        machine: "edit-bay".into(),
-        uid: 501,
-        gid: 20,
-        gids: vec![],
-    });
+    let cred = Credentials::sys("edit-bay", 501, 20, &[]);
     encode_call(&mut e, xid, NFS4_PROGRAM, 4, 1, &cred);
     e.buf.extend_from_slice(&args.encode("in-place", 0));
     e.buf

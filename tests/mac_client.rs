@@ -11,7 +11,7 @@ use common::*;
 use markbase_nfs::nfs4::attrs::Bitmap;
 use markbase_nfs::nfs4::consts::{attr, op, Status, NFS4_PROGRAM};
 use markbase_nfs::rpc::message::{decode_reply, ReplyStatus};
-use markbase_nfs::rpc::{AuthSys, Credentials};
+use markbase_nfs::rpc::Credentials;
 use markbase_nfs::tools::client::{CompoundArgs, Nfs4Client, RpcClient};
 use markbase_nfs::xdr::{Decoder, Encoder};
 
@@ -175,22 +175,15 @@ impl Mac {
         let mut rpc = RpcClient::connect(addr).unwrap();
         // AUTH_SYS with a zero-length machine name (kext/nfs_subs.c:
         // nfsm_rpchead2). NULL ping with the kernel's credential (uid 0).
-        rpc.credentials = Credentials::Sys(AuthSys {
-            stamp: 0,
-            machine: String::new(),
-            uid: 0,
-            gid: 0,
-            gids: vec![],
-        });
+        rpc.credentials = Credentials::sys("", 0, 0, &[]);
         let (st, _) = rpc.call(NFS4_PROGRAM, 4, 0, &[]).unwrap();
         assert_eq!(st, ReplyStatus::Success);
-        rpc.credentials = Credentials::Sys(AuthSys {
-            stamp: 0,
-            machine: String::new(),
-            uid: MAC_UID,
-            gid: MAC_GID,
-            gids: vec![MAC_GID, 12, 61, 79, 80, 81, 98, 701],
-        });
+        rpc.credentials = Credentials::sys(
+            "",
+            MAC_UID,
+            MAC_GID,
+            &[MAC_GID, 12, 61, 79, 80, 81, 98, 701],
+        );
         // The id: a 4-byte counter (little-endian on the Mac), the en0 MAC,
         // the server's raw sockaddr_in, then mntfrom and mnton, NUL-ended.
         let mut id = 0u32.to_le_bytes().to_vec();

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 use common::*;
 use markbase_nfs::rpc::message::ReplyStatus;
-use markbase_nfs::rpc::{AuthSys, Credentials};
+use markbase_nfs::rpc::Credentials;
 use markbase_nfs::tools::client::RpcClient;
 use markbase_nfs::xdr::{Decoder, Encoder};
 
@@ -258,13 +258,7 @@ struct MacV3 {
 
 fn mac_credentials() -> Credentials {
     // nfsm_rpchead2 (kext/nfs_subs.c): stamp 0 and an empty machine name.
-    Credentials::Sys(AuthSys {
-        stamp: 0,
-        machine: String::new(),
-        uid: MAC_UID,
-        gid: MAC_GID,
-        gids: MAC_GROUPS.to_vec(),
-    })
+    Credentials::sys("", MAC_UID, MAC_GID, &MAC_GROUPS)
 }
 
 fn connect(addr: SocketAddr) -> RpcClient {

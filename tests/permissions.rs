@@ -8,20 +8,14 @@ mod common;
 use common::*;
 use markbase_nfs::nfs4::attrs::Bitmap;
 use markbase_nfs::nfs4::consts::{attr, op, Status};
-use markbase_nfs::rpc::{AuthSys, Credentials};
+use markbase_nfs::rpc::Credentials;
 use markbase_nfs::tools::client::{CompoundArgs, Create, Nfs4Client, OpenFile};
 
 const READ: u32 = 1;
 const WRITE: u32 = 2;
 
 fn as_user(c: &mut Nfs4Client, uid: u32, gid: u32, gids: &[u32]) {
-    c.rpc.credentials = Credentials::Sys(AuthSys {
-        stamp: 0,
-        machine: String::new(),
-        uid,
-        gid,
-        gids: gids.to_vec(),
-    });
+    c.rpc.credentials = Credentials::sys("", uid, gid, gids);
 }
 
 /// The rights ACCESS grants on `fh` (asked: all six).

@@ -9,7 +9,6 @@ use crate::catalog::test_support::{finishes_beside_a_namespace_change, open_demo
 use crate::catalog::{Catalog, NodeId};
 use crate::config::Config;
 use crate::export::handle::NFS3_FHSIZE;
-use crate::rpc::AuthSys;
 use crate::xdr::Encoder;
 
 struct Fixture {
@@ -24,13 +23,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let (catalog, storage) = open_demo(dir.path());
         let export = Export::new(Config::default(), catalog.clone(), storage);
-        let cred = Credentials::Sys(AuthSys {
-            stamp: 0,
-            machine: String::new(),
-            uid: 501,
-            gid: 20,
-            gids: vec![],
-        });
+        let cred = Credentials::sys("", 501, 20, &[]);
         Fixture {
             _dir: dir,
             export,

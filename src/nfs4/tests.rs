@@ -11,7 +11,7 @@ use crate::nfs4::attrs::Bitmap;
 use crate::nfs4::consts::{attr, op, Status, NFS4_PROGRAM};
 use crate::nfs4::server::Nfs4Server;
 use crate::rpc::message::{decode_reply, encode_call};
-use crate::rpc::{AuthSys, Credentials, Dispatcher, Outcome};
+use crate::rpc::{Credentials, Dispatcher, Outcome};
 use crate::tools::client::{CompoundArgs, CompoundReply};
 use crate::xdr::Encoder;
 
@@ -38,13 +38,7 @@ impl Served {
     /// The COMPOUND status `args` gets.
     fn status_of(dispatcher: &Dispatcher, args: &CompoundArgs) -> u32 {
         let mut e = Encoder::new();
-        let cred = Credentials::Sys(AuthSys {
-            stamp: 0,
-            machine: "edit-bay".into(),
-            uid: 501,
-            gid: 20,
-            gids: vec![],
-        });
+        let cred = Credentials::sys("edit-bay", 501, 20, &[]);
         encode_call(&mut e, 1, NFS4_PROGRAM, 4, 1, &cred);
         e.buf.extend_from_slice(&args.encode("lock-order", 0));
         let Outcome::Reply(reply) = dispatcher.dispatch(&e.buf, None) else {

@@ -48,6 +48,18 @@ pub enum Credentials {
 }
 
 impl Credentials {
+    /// AUTH_SYS credentials (stamp 0) of `uid` and `gid` on `machine`, with
+    /// the supplementary groups `gids`: what a client sends.
+    pub fn sys(machine: &str, uid: u32, gid: u32, gids: &[u32]) -> Credentials {
+        Credentials::Sys(AuthSys {
+            stamp: 0,
+            machine: machine.to_string(),
+            uid,
+            gid,
+            gids: gids.to_vec(),
+        })
+    }
+
     /// The caller's uid, `nobody` (65534) for AUTH_NONE.
     pub fn uid(&self) -> u32 {
         match self {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::nfs4::consts::{op, NFS4_PROGRAM, NFS4_VERSION, PROC_COMPOUND};
 use crate::rpc::message::{decode_reply, encode_call, ReplyStatus};
 use crate::rpc::record::LAST_FRAGMENT;
-use crate::rpc::{AuthSys, Credentials};
+use crate::rpc::Credentials;
 use crate::xdr::{Decoder, Encoder};
 
 mod stream;
@@ -35,13 +35,7 @@ impl RpcClient {
         Ok(RpcClient {
             stream,
             next_xid: 1,
-            credentials: Credentials::Sys(AuthSys {
-                stamp: 0,
-                machine: "markbase-client".into(),
-                uid: 0,
-                gid: 0,
-                gids: vec![],
-            }),
+            credentials: Credentials::sys("markbase-client", 0, 0, &[]),
         })
     }
 
