@@ -254,9 +254,17 @@ impl Export {
         }
     }
 
-    pub fn subfolder_count(&self, dir: &Node) -> u32 {
-        self.catalog
-            .listing(&dir.id)
+    /// The link count shown for `node`: 2 plus its subfolders for a
+    /// folder, 1 for anything else. A folder's may load its listing under
+    /// the catalog's namespace lock, so callers count it before they lock
+    /// the node's metadata (the catalog's lock order, `Catalog::ns_lock`).
+    pub fn link_count(&self, node: &Node) -> u32 {
+        if node.kind != NodeKind::Folder {
+            return 1;
+        }
+        2 + self
+            .catalog
+            .listing(&node.id)
             .map(|l| l.read().subfolders())
             .unwrap_or(0)
     }

@@ -153,13 +153,8 @@ fn time(e: &mut Encoder, t: Time3) {
 /// fattr3 of `node`, as `call`'s caller sees it.
 pub fn fattr3(call: &Call<'_>, e: &mut Encoder, node: &Node) {
     let export = call.export;
-    // Before the metadata is locked: a folder's link count may load its
-    // listing under the namespace lock, which a create in the folder holds
-    // while it takes the folder's metadata.
-    let numlinks = match node.kind {
-        NodeKind::Folder => 2 + export.subfolder_count(node),
-        _ => 1,
-    };
+    // Before the metadata is locked (see `Export::link_count`).
+    let numlinks = export.link_count(node);
     let m = node.meta();
     e.u32(type3(node.kind));
     e.u32(export.mode_of(node, &m));

@@ -216,14 +216,11 @@ pub(crate) fn encode_values(
     e: &mut Encoder,
 ) -> Result<(), Status> {
     let cfg = srv.config();
-    let is_dir = node.kind == NodeKind::Folder;
-    // A folder's link count may load its listing, under the namespace
-    // lock: counted before the node's metadata is locked, which a create
-    // in the folder takes under that lock.
-    let numlinks = match (attrs.contains(attr::NUMLINKS), is_dir) {
-        (false, _) => 0,
-        (true, true) => 2 + srv.subfolder_count(node),
-        (true, false) => 1,
+    // Before the metadata is locked (see `Export::link_count`).
+    let numlinks = if attrs.contains(attr::NUMLINKS) {
+        srv.link_count(node)
+    } else {
+        0
     };
     let meta = node.meta();
     let needs_volume = [

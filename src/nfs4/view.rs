@@ -119,8 +119,8 @@ impl ExportView {
         self.catalog().node(id).map_err(|e| catalog_status(&e))
     }
 
-    pub(crate) fn subfolder_count(&self, dir: &Node) -> u32 {
-        self.export.subfolder_count(dir)
+    pub(crate) fn link_count(&self, node: &Node) -> u32 {
+        self.export.link_count(node)
     }
 
     pub(crate) fn volume_stats(&self) -> VolumeStats {
