@@ -24,7 +24,6 @@ pub struct ListingCursor {
     /// The cookie of the last entry copied.
     after: u64,
     copied: VecDeque<(u64, ListingEntry)>,
-    at_end: bool,
 }
 
 impl ListingCursor {
@@ -34,7 +33,6 @@ impl ListingCursor {
             listing,
             after: cookie,
             copied: VecDeque::new(),
-            at_end: false,
         }
     }
 }
@@ -43,7 +41,8 @@ impl Iterator for ListingCursor {
     type Item = (u64, ListingEntry);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.copied.is_empty() && !self.at_end {
+        // An empty turn is the end.
+        if self.copied.is_empty() {
             let listing = self.listing.read();
             self.copied.extend(
                 listing
@@ -51,7 +50,6 @@ impl Iterator for ListingCursor {
                     .take(TURN)
                     .map(|(cookie, entry)| (cookie, entry.clone())),
             );
-            self.at_end = self.copied.len() < TURN;
             if let Some((last, _)) = self.copied.back() {
                 self.after = *last;
             }
