@@ -17,11 +17,7 @@ const TYPE: u32 = 1;
 const FILEID: u32 = 20;
 
 fn record(xid: u32, args: &CompoundArgs) -> Vec<u8> {
-    let mut e = Encoder::new();
-    let cred = Credentials::sys("edit-bay", 501, 20, &[]);
-    encode_call(&mut e, xid, NFS4_PROGRAM, 4, 1, &cred);
-    e.buf.extend_from_slice(&args.encode("in-place", 0));
-    e.buf
+    args.call_record(xid, &Credentials::sys("edit-bay", 501, 20, &[]), "in-place")
 }
 
 fn bytes(o: Outcome) -> Vec<u8> {
@@ -33,8 +29,7 @@ fn bytes(o: Outcome) -> Vec<u8> {
 
 /// The COMPOUND status of a reply record.
 fn status(reply: &[u8]) -> u32 {
-    let (_, _, at) = decode_reply(reply).expect("a reply header");
-    CompoundReply::decode(&reply[at..])
+    CompoundReply::of_reply_record(reply)
         .expect("a COMPOUND reply")
         .status
 }

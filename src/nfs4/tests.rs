@@ -8,12 +8,10 @@ use crate::catalog::{Catalog, NodeId};
 use crate::config::Config;
 use crate::export::{handle, Export, Exports};
 use crate::nfs4::attrs::Bitmap;
-use crate::nfs4::consts::{attr, op, Status, NFS4_PROGRAM};
+use crate::nfs4::consts::{attr, op, Status};
 use crate::nfs4::server::Nfs4Server;
-use crate::rpc::message::{decode_reply, encode_call};
 use crate::rpc::{Credentials, Dispatcher, Outcome};
 use crate::tools::client::{CompoundArgs, CompoundReply};
-use crate::xdr::Encoder;
 
 /// The demo catalog served by a dispatcher, nothing loaded but the root.
 struct Served {
@@ -37,16 +35,13 @@ impl Served {
 
     /// The COMPOUND status `args` gets.
     fn status_of(dispatcher: &Dispatcher, args: &CompoundArgs) -> u32 {
-        let mut e = Encoder::new();
         let cred = Credentials::sys("edit-bay", 501, 20, &[]);
-        encode_call(&mut e, 1, NFS4_PROGRAM, 4, 1, &cred);
-        e.buf.extend_from_slice(&args.encode("lock-order", 0));
-        let Outcome::Reply(reply) = dispatcher.dispatch(&e.buf, None) else {
+        let Outcome::Reply(reply) =
+            dispatcher.dispatch(&args.call_record(1, &cred, "lock-order"), None)
+        else {
             panic!("a COMPOUND gets a reply");
         };
-        let reply = reply.to_vec();
-        let (_, _, at) = decode_reply(&reply).expect("a reply header");
-        CompoundReply::decode(&reply[at..])
+        CompoundReply::of_reply_record(&reply.to_vec())
             .expect("a COMPOUND reply")
             .status
     }

@@ -169,6 +169,15 @@ impl CompoundArgs {
         e.buf.extend_from_slice(&self.ops.buf);
         e.buf
     }
+
+    /// The whole RPC call (without its record mark) of this COMPOUND from
+    /// `cred`, as a server's dispatcher takes it.
+    pub fn call_record(&self, xid: u32, cred: &Credentials, tag: &str) -> Vec<u8> {
+        let mut e = Encoder::new();
+        encode_call(&mut e, xid, NFS4_PROGRAM, NFS4_VERSION, PROC_COMPOUND, cred);
+        e.buf.extend_from_slice(&self.encode(tag, 0));
+        e.buf
+    }
 }
 
 /// A decoded COMPOUND4res: overall status and the raw result array.
@@ -182,6 +191,12 @@ pub struct CompoundReply {
 }
 
 impl CompoundReply {
+    /// The COMPOUND in a whole RPC reply (without its record mark).
+    pub fn of_reply_record(record: &[u8]) -> Option<CompoundReply> {
+        let (_, _, at) = decode_reply(record).ok()?;
+        CompoundReply::decode(&record[at..])
+    }
+
     pub fn decode(bytes: &[u8]) -> Option<CompoundReply> {
         let mut d = Decoder::new(bytes);
         let status = d.u32().ok()?;
