@@ -637,18 +637,20 @@ impl BackLoop {
                 }
             }
             // Gather while nobody waits: one transaction for many batches.
-            let until = Instant::now() + self.gather;
+            // The thread sleeps through the gathering rather than wait on
+            // the channel, which would wake it for every batch sent (one
+            // context switch per group commit, on two busy cores). What
+            // arrives meanwhile waits at most `gather`: a flush (start-up
+            // and tests) or the journal asking to start over.
+            let urgent = pending.iter().any(|b| !b.waiters.is_empty() || b.durable);
+            if self.journaled && !urgent && !stop && !self.gather.is_zero() {
+                std::thread::sleep(self.gather);
+            }
             while !stop {
-                let urgent = pending.iter().any(|b| !b.waiters.is_empty() || b.durable);
-                let msg = if urgent || !self.journaled {
-                    rx.try_recv().ok()
-                } else {
-                    rx.recv_deadline(until).ok()
-                };
-                match msg {
-                    Some(BackMsg::Batch(b)) => pending.push(b),
-                    Some(BackMsg::Stop) => stop = true,
-                    None => break,
+                match rx.try_recv() {
+                    Ok(BackMsg::Batch(b)) => pending.push(b),
+                    Ok(BackMsg::Stop) => stop = true,
+                    Err(_) => break,
                 }
             }
             match self.apply(&pending) {
