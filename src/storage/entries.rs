@@ -437,6 +437,18 @@ mod tests {
         count()
     }
 
+    /// The spares ready (emptied, for recycled ones) once there are `n`
+    /// (or after 10 s).
+    #[cfg(target_os = "linux")]
+    fn spares_ready(entries: &NewEntries, n: usize) -> usize {
+        let ready = || entries.spares.as_ref().unwrap().ready.lock().len();
+        let t = std::time::Instant::now();
+        while ready() < n && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ready()
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn creates_take_spare_files_and_never_replace_a_file() {
@@ -478,13 +490,8 @@ mod tests {
         spares_waiting(dir.path(), 4);
         assert!(entries.recycle(&old), "taken for recycling");
         assert!(!old.exists(), "its name is gone at once");
-        let t = std::time::Instant::now();
         // Emptied and waiting beside the four new spares.
-        while entries.spares.as_ref().unwrap().ready.lock().len() < 5
-            && t.elapsed() < Duration::from_secs(10)
-        {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        assert_eq!(spares_ready(&entries, 5), 5);
         let new = dir.path().join("cd").join("new");
         entries.create_content(&new).unwrap();
         let m = std::fs::metadata(&new).unwrap();
@@ -521,13 +528,7 @@ mod tests {
         let entries = NewEntries::with_spares(dir.path(), 4);
         spares_waiting(dir.path(), 4);
         let spares = entries.spares.as_ref().unwrap();
-        let ready_reaches = |n: usize| {
-            let t = std::time::Instant::now();
-            while spares.ready.lock().len() < n && t.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            spares.ready.lock().len()
-        };
+        let ready_reaches = |n: usize| spares_ready(&entries, n);
         let files: Vec<PathBuf> = (0..20)
             .map(|i| {
                 let p = dir.path().join("ab").join(format!("frame{i}"));
