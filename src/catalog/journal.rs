@@ -15,6 +15,13 @@
 //! once. When SQLite has made everything up to the newest record durable,
 //! the next record goes to the start of the file again.
 //!
+//! The file is two regions. When the one being written is full, the
+//! writer asks SQLite to make its records durable (a synced commit, and
+//! the new content files' folders synced: ~40 ms) and goes on in the other
+//! region, whose records SQLite was asked for when it filled. With one
+//! region, every namespace change waited for that synced commit each time
+//! the journal filled (every few thousand creates).
+//!
 //! At start-up, before anything reads the catalog, the records after the
 //! applied number are read (the sequence must run on by one, and each
 //! record's checksum must hold: a torn last record was never answered) and
@@ -28,10 +35,14 @@ use serde::{Deserialize, Serialize};
 
 use super::node::{fnv1a, Columns, Node, NodeId, NodeKind, NodeMeta, Special};
 
-/// The journal's size on disk (written with zeros when created). A batch
-/// that does not fit waits for SQLite to make the journal's records
-/// durable, then starts again at offset 0.
-pub(crate) const JOURNAL_BYTES: u64 = 4 << 20;
+/// One region of the journal. A record that does not fit after the tail
+/// goes to the start of the other region, once SQLite holds that region's
+/// records durably.
+pub(crate) const REGION_BYTES: u64 = 4 << 20;
+
+/// The journal's size on disk (written with zeros when created): two
+/// regions.
+pub(crate) const JOURNAL_BYTES: u64 = 2 * REGION_BYTES;
 
 const MAGIC: u32 = 0x4d42_4a31; // "MBJ1"
 const HEADER: usize = 4 + 4 + 8 + 8;
@@ -173,10 +184,16 @@ pub(crate) struct Record {
 pub(crate) struct Journal {
     file: File,
     path: PathBuf,
-    /// Where the next record goes.
+    /// The region being written (0 or 1).
+    region: usize,
+    /// Where the next record goes, from the region's start.
     tail: u64,
     /// The newest record's sequence number (or the applied one at open).
     pub last_seq: u64,
+    /// The newest record in each region since the file was last all
+    /// durable (0: none). A region may be written over once SQLite holds
+    /// its newest record durably.
+    newest_in: [u64; 2],
 }
 
 impl Journal {
@@ -200,8 +217,10 @@ impl Journal {
         Ok(Journal {
             file,
             path: path.to_path_buf(),
+            region: 0,
             tail: 0,
             last_seq: applied_seq,
+            newest_in: [0; 2],
         })
     }
 
@@ -211,22 +230,43 @@ impl Journal {
 
     /// Whether a record of `len` payload bytes fits after the tail.
     pub fn fits(&self, len: usize) -> bool {
-        self.tail + (HEADER + len) as u64 <= JOURNAL_BYTES
+        self.tail + (HEADER + len) as u64 <= REGION_BYTES
+    }
+
+    /// Whether a record of `len` payload bytes fits in an empty region.
+    pub fn fits_a_region(len: usize) -> bool {
+        (HEADER + len) as u64 <= REGION_BYTES
     }
 
     /// Bytes used since the last rewind.
     pub fn used(&self) -> u64 {
-        self.tail
+        self.region as u64 * REGION_BYTES + self.tail
+    }
+
+    /// The newest record in the region not being written: SQLite must hold
+    /// it durably before [`Journal::switch_region`].
+    pub fn other_region_newest(&self) -> u64 {
+        self.newest_in[1 - self.region]
+    }
+
+    /// Goes on at the start of the other region.
+    pub fn switch_region(&mut self) {
+        self.region = 1 - self.region;
+        self.tail = 0;
     }
 
     /// Starts writing at offset 0 again: only once every record written
     /// so far is durable in SQLite.
     pub fn rewind(&mut self) {
+        self.region = 0;
         self.tail = 0;
+        self.newest_in = [0; 2];
     }
 
     /// Appends one record (its payload from [`encode`]) and makes it
-    /// durable. Returns its number.
+    /// durable. Returns its number. A record larger than a region is
+    /// written only after a rewind, and reaches into region 1 (or, from
+    /// region 1, past the file's end).
     pub fn append(&mut self, payload: &[u8]) -> io::Result<u64> {
         let seq = self.last_seq + 1;
         let mut rec = Vec::with_capacity(HEADER + payload.len());
@@ -235,12 +275,17 @@ impl Journal {
         rec.extend_from_slice(&seq.to_le_bytes());
         rec.extend_from_slice(&checksum(seq, payload).to_le_bytes());
         rec.extend_from_slice(payload);
-        write_all_at(&self.file, &rec, self.tail)?;
+        let at = self.region as u64 * REGION_BYTES + self.tail;
+        write_all_at(&self.file, &rec, at)?;
         // fdatasync (F_FULLFSYNC on macOS): the blocks were written at
         // creation, so only data goes to the disk.
         self.file.sync_data()?;
         self.tail += rec.len() as u64;
         self.last_seq = seq;
+        self.newest_in[self.region] = seq;
+        if self.region == 0 && self.tail > REGION_BYTES {
+            self.newest_in[1] = seq;
+        }
         Ok(seq)
     }
 }
@@ -258,10 +303,33 @@ pub(crate) fn read_after(path: &Path, applied_seq: u64) -> io::Result<Vec<Record
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    // Each region holds one run of records from its start (what follows a
+    // run is older, or torn); together, ordered by number, they run on from
+    // the applied one. A journal of one region (written before there were
+    // two) is read as region 0.
+    let region = REGION_BYTES as usize;
+    let mut found = read_run(&data, 0, region, applied_seq);
+    if data.len() > region {
+        found.extend(read_run(&data, region, usize::MAX, applied_seq));
+    }
+    found.sort_by_key(|r| r.seq);
+    let mut out: Vec<Record> = Vec::with_capacity(found.len());
+    for r in found {
+        if r.seq != applied_seq + 1 + out.len() as u64 {
+            break;
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// The records numbered after `applied_seq` in the run starting at
+/// `start`, each starting before `starts_before`.
+fn read_run(data: &[u8], start: usize, starts_before: usize, applied_seq: u64) -> Vec<Record> {
     let mut out = Vec::new();
-    let mut at = 0usize;
+    let mut at = start;
     let mut prev: Option<u64> = None;
-    while at + HEADER <= data.len() {
+    while at + HEADER <= data.len() && at < starts_before {
         let h = &data[at..at + HEADER];
         let magic = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default());
         let len = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default());
@@ -287,7 +355,7 @@ pub(crate) fn read_after(path: &Path, applied_seq: u64) -> io::Result<Vec<Record
         prev = Some(seq);
         at += HEADER + len as usize;
     }
-    Ok(out)
+    out
 }
 
 fn checksum(seq: u64, payload: &[u8]) -> u64 {
@@ -309,4 +377,88 @@ fn zero_fill(file: &File, len: u64) -> io::Result<()> {
 fn write_all_at(file: &File, buf: &[u8], at: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.write_all_at(buf, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A payload of about `bytes` bytes, told apart by `tag`.
+    fn payload(tag: u8, bytes: usize) -> Vec<u8> {
+        // JSON writes each byte of 100..=199 as four characters ("123,").
+        encode(&[Entry::ClientUp(vec![100 + tag; bytes / 4])]).unwrap()
+    }
+
+    fn tags(records: &[Record]) -> Vec<(u64, u8)> {
+        records
+            .iter()
+            .map(|r| match &r.entries[..] {
+                [Entry::ClientUp(id)] => (r.seq, id[0] - 100),
+                other => panic!("unexpected entries {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_in_both_regions_are_read_in_order_and_older_ones_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite.markbase-nfs.journal");
+        let mut j = Journal::open(&path, 0).unwrap();
+        let big = (REGION_BYTES / 4) as usize;
+        // Region 0 takes three records of a quarter region; a fourth does
+        // not fit after their headers and goes to region 1.
+        for tag in 1..=3 {
+            assert!(j.fits(payload(tag, big).len()));
+            j.append(&payload(tag, big)).unwrap();
+        }
+        assert!(!j.fits(payload(4, big).len()));
+        assert_eq!(j.other_region_newest(), 0, "region 1 holds nothing yet");
+        j.switch_region();
+        j.append(&payload(4, big)).unwrap();
+        j.append(&payload(5, 1000)).unwrap();
+        assert_eq!(j.other_region_newest(), 3, "region 0 holds up to 3");
+        let all = read_after(&path, 0).unwrap();
+        assert_eq!(tags(&all), [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]);
+
+        // SQLite holds 1–3 durably: region 0 is written over from its start.
+        assert!(!j.fits(big * 3));
+        j.switch_region();
+        j.append(&payload(6, big)).unwrap();
+        // Region 0 now reads 6, then the older 2 and 3 (never read again).
+        assert_eq!(
+            tags(&read_after(&path, 3).unwrap()),
+            [(4, 4), (5, 5), (6, 6)]
+        );
+        assert_eq!(tags(&read_after(&path, 5).unwrap()), [(6, 6)]);
+        assert!(read_after(&path, 6).unwrap().is_empty());
+
+        // A torn newest record ends the run; what came before it stays.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER + 10] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(tags(&read_after(&path, 3).unwrap()), [(4, 4), (5, 5)]);
+    }
+
+    #[test]
+    fn a_journal_of_one_region_is_still_read() {
+        // Journals written before there were two regions are 4 MiB, one
+        // run from the start.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.journal");
+        let mut data = Vec::new();
+        for seq in 1..=2u64 {
+            let p = payload(seq as u8, 100);
+            data.extend_from_slice(&MAGIC.to_le_bytes());
+            data.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            data.extend_from_slice(&seq.to_le_bytes());
+            data.extend_from_slice(&checksum(seq, &p).to_le_bytes());
+            data.extend_from_slice(&p);
+        }
+        data.resize(REGION_BYTES as usize, 0);
+        std::fs::write(&path, &data).unwrap();
+        assert_eq!(tags(&read_after(&path, 1).unwrap()), [(2, 2)]);
+        // Opened, it grows to two regions.
+        drop(Journal::open(&path, 2).unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), JOURNAL_BYTES);
+    }
 }

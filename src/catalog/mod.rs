@@ -741,13 +741,13 @@ impl Catalog {
         self.writer.flush().map_err(CatalogError::Commit)
     }
 
-    /// Flushes and stops the background writer.
     /// Sets what must be on disk before the catalog's journal forgets
     /// records (see `writer::DurableHook`).
     pub fn before_durable(&self, hook: DurableHook) {
         self.writer.before_durable(hook);
     }
 
+    /// Flushes and stops the background writer.
     pub fn shutdown(&self) {
         self.writer.stop();
     }

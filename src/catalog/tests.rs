@@ -684,3 +684,61 @@ fn a_change_nobody_waits_for_is_journaled_all_the_same() {
     cat.flush().unwrap();
     assert_eq!(labels_in_sqlite(&db), vec!["Dailies".to_string()]);
 }
+
+#[test]
+fn a_full_journal_region_does_not_wait_for_sqlites_synced_commit() {
+    // The synced commit that lets a region be written over (and the
+    // content folders' syncs before it) takes tens of milliseconds; with
+    // one region every namespace change waited for it each time the
+    // journal filled. Here it is held until the changes are answered.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.sqlite");
+    let cat = Arc::new(Catalog::open(&db, &CacheConfig::default()).unwrap());
+    let held = Arc::new((parking_lot::Mutex::new(true), parking_lot::Condvar::new()));
+    let hook_held = held.clone();
+    cat.before_durable(Box::new(move || {
+        let (lock, cv) = &*hook_held;
+        let mut h = lock.lock();
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while *h && !cv.wait_until(&mut h, until).timed_out() {}
+        Ok(())
+    }));
+    // Fifteen records of ~400 KB (a client id's bytes as JSON numbers):
+    // one and a half regions.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let cat = cat.clone();
+        std::thread::spawn(move || {
+            for i in 0..15u8 {
+                cat.record_nfs_client(&vec![100 + i; 100_000])
+                    .wait()
+                    .unwrap();
+            }
+            done_tx.send(()).unwrap();
+        })
+    };
+    let answered = done_rx.recv_timeout(Duration::from_secs(30));
+    let stats = cat.writer_stats();
+    assert_eq!(
+        stats.durable_commits.load(Ordering::Relaxed),
+        0,
+        "still held"
+    );
+    *held.0.lock() = false;
+    held.1.notify_all();
+    assert!(
+        answered.is_ok(),
+        "changes waited for the synced commit when a journal region filled"
+    );
+    writer.join().unwrap();
+    cat.flush().unwrap();
+    cat.shutdown();
+    let clients: i64 = Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM markbase_nfs_clients", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(clients, 15);
+    assert!(stats.durable_commits.load(Ordering::Relaxed) >= 1);
+}

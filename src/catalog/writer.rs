@@ -14,8 +14,9 @@
 //! waits for; without a journal it batches jobs as well. The back thread applies batches
 //! to SQLite, as many as have arrived in one transaction, with
 //! `synchronous=NORMAL`: the journal is what a reply promised. It makes
-//! SQLite durable (one synced commit) when the journal asks to start over
-//! and whenever it has been idle a moment; a batch is one transaction, so
+//! SQLite durable (one synced commit) when a region of the journal fills
+//! (the writer goes on in the other) and whenever it has been idle a
+//! moment; a batch is one transaction, so
 //! a crash never leaves half of it applied, and start-up replays what the
 //! journal holds beyond what SQLite applied.
 //!
@@ -190,6 +191,30 @@ impl Group {
 struct DurableMark {
     seq: Mutex<u64>,
     moved: Condvar,
+}
+
+impl DurableMark {
+    /// Waits (a minute at most) until SQLite holds journal record `seq`
+    /// durably; false if it does not by then.
+    fn reaches(&self, seq: u64) -> bool {
+        let mut durable = self.seq.lock();
+        let until = Instant::now() + Duration::from_secs(60);
+        while *durable < seq {
+            if self.moved.wait_until(&mut durable, until).timed_out() {
+                break;
+            }
+        }
+        *durable >= seq
+    }
+}
+
+/// Asks the back thread to make SQLite durable (it applies what it has
+/// first), without waiting.
+fn ask_durable(to_back: &Sender<BackMsg>) {
+    let _ = to_back.send(BackMsg::Batch(Batch {
+        durable: true,
+        ..Batch::default()
+    }));
 }
 
 impl Writer {
@@ -493,27 +518,26 @@ impl Sink {
         if durable >= j.last_seq && j.used() > 0 {
             j.rewind();
         } else if !j.fits(payload.len()) {
-            // Full: SQLite makes everything durable, then the journal
-            // starts over. Bounded by one synced commit.
-            let want = j.last_seq;
-            let _ = self.to_back.send(BackMsg::Batch(Batch {
-                durable: true,
-                ..Batch::default()
-            }));
-            let mut seq = self.mark.seq.lock();
-            while *seq < want {
-                if self
-                    .mark
-                    .moved
-                    .wait_for(&mut seq, Duration::from_secs(60))
-                    .timed_out()
-                {
-                    break;
-                }
+            // This region is full. SQLite makes its records durable beside
+            // the journal, and the record goes to the other region, whose
+            // records SQLite was asked for when that one filled: unless
+            // changes came faster than a synced commit, it holds them.
+            ask_durable(&self.to_back);
+            let (ready, next) = if Journal::fits_a_region(payload.len()) {
+                (
+                    j.other_region_newest(),
+                    Journal::switch_region as fn(&mut Journal),
+                )
+            } else {
+                // Larger than a region: from the file's start, once
+                // everything in it is durable.
+                (j.last_seq, Journal::rewind as fn(&mut Journal))
+            };
+            if !self.mark.reaches(ready) {
+                tracing::error!(journal = %j.path().display(), "the catalog's intent journal is full and SQLite has not made its records durable within a minute");
+                return Err("catalog journal full: SQLite has not caught up".into());
             }
-            if *seq >= want {
-                j.rewind();
-            }
+            next(j);
         }
         let started = std::time::Instant::now();
         match j.append(&payload) {
