@@ -57,7 +57,7 @@ pub(crate) fn path_for(db: &Path) -> PathBuf {
 }
 
 /// A node id as the journal keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub(crate) enum IdImage {
     Int(i64),
     Text(String),

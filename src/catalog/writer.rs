@@ -42,10 +42,12 @@ use super::node::{Columns, Node, NodeId, NodeKind, TimeUnit};
 use super::pins::Pins;
 use super::schema::CatalogShape;
 use answer::{answer, Answer, Answerer, STOPPED};
+use coalesce::coalesce;
 pub(crate) use sql::replay_journal;
 use sql::{applied_seq, apply_entry, set_applied};
 
 mod answer;
+mod coalesce;
 mod sql;
 
 /// One change to persist.
@@ -773,14 +775,11 @@ impl BackLoop {
         // never come back through it (None: no feed table).
         let feed_mark = super::feed::newest(&tx).ok();
         let mut nodes = 0u64;
-        let mut newest = None;
-        for b in batches {
-            for e in &b.entries {
-                statements += apply_entry(&tx, &self.shape, e)?;
-                nodes += matches!(e, Entry::Upsert(_)) as u64;
-            }
-            newest = b.seq.or(newest);
+        for e in coalesce(batches.iter().flat_map(|b| &b.entries)) {
+            statements += apply_entry(&tx, &self.shape, &e)?;
+            nodes += matches!(*e, Entry::Upsert(_)) as u64;
         }
+        let newest = batches.iter().filter_map(|b| b.seq).max();
         if let Some(seq) = newest {
             set_applied(&tx, seq)?;
             statements += 1;
