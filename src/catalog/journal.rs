@@ -164,6 +164,40 @@ impl NodeImage {
     }
 }
 
+#[cfg(test)]
+impl NodeImage {
+    /// A file's image as a create journals it, for tests to adjust.
+    pub fn of_file(
+        id: IdImage,
+        parent: Option<IdImage>,
+        label: &str,
+        columns: Columns,
+    ) -> NodeImage {
+        NodeImage {
+            id,
+            kind: "file".into(),
+            born_ns: 1_000_000_000,
+            parent,
+            label: label.into(),
+            content: None,
+            size: 0,
+            modified_ns: 2_000_000_000,
+            change: 0,
+            mode: None,
+            owner: None,
+            owner_group: None,
+            created_ns: None,
+            hidden: false,
+            create_verifier: None,
+            target: None,
+            rdev: (0, 0),
+            deleted: false,
+            columns: columns.bits(),
+            insert: true,
+        }
+    }
+}
+
 /// One change as journaled and applied.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Entry {

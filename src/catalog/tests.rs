@@ -442,27 +442,12 @@ fn special_nodes_reload_and_go_with_their_folder() {
 
 /// A file node as the writer journals it.
 fn journaled_file(id: &str, label: &str, content: &Path, columns: Columns) -> journal::Entry {
+    let id = journal::IdImage::Text(id.to_string());
     journal::Entry::Upsert(Box::new(journal::NodeImage {
-        id: journal::IdImage::Text(id.to_string()),
-        kind: "file".into(),
-        born_ns: 1_000_000_000,
-        parent: None,
-        label: label.into(),
         content: Some(content.to_path_buf()),
-        size: 0,
-        modified_ns: 2_000_000_000,
         change: 2_000_000_000,
         mode: Some(0o644),
-        owner: None,
-        owner_group: None,
-        created_ns: None,
-        hidden: false,
-        create_verifier: None,
-        target: None,
-        rdev: (0, 0),
-        deleted: false,
-        columns: columns.bits(),
-        insert: true,
+        ..journal::NodeImage::of_file(id, None, label, columns)
     }))
 }
 

@@ -76,27 +76,10 @@ mod tests {
     use super::*;
 
     fn image(id: i64, parent: i64, label: &str, columns: Columns, insert: bool) -> Entry {
+        let parent = Some(IdImage::Int(parent));
         Entry::Upsert(Box::new(NodeImage {
-            id: IdImage::Int(id),
-            kind: "file".into(),
-            born_ns: 1,
-            parent: Some(IdImage::Int(parent)),
-            label: label.into(),
-            content: None,
-            size: 0,
-            modified_ns: 0,
-            change: 0,
-            mode: None,
-            owner: None,
-            owner_group: None,
-            created_ns: None,
-            hidden: false,
-            create_verifier: None,
-            target: None,
-            rdev: (0, 0),
-            deleted: false,
-            columns: columns.bits(),
             insert,
+            ..NodeImage::of_file(IdImage::Int(id), parent, label, columns)
         }))
     }
 
