@@ -718,12 +718,7 @@ fn a_full_journal_region_does_not_wait_for_sqlites_synced_commit() {
     writer.join().unwrap();
     cat.flush().unwrap();
     cat.shutdown();
-    let clients: i64 = Connection::open(&db)
-        .unwrap()
-        .query_row("SELECT count(*) FROM markbase_nfs_clients", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let clients = clients_in_sqlite(&db);
     assert_eq!(clients, 15);
     assert!(stats.durable_commits.load(Ordering::Relaxed) >= 1);
 }
@@ -755,12 +750,16 @@ fn a_crash_after_the_journal_changed_region_replays_both_regions_in_order() {
         Some("b.mov"),
         "region 1 applied, in order"
     );
-    let clients: i64 = Connection::open(&db)
+    let clients = clients_in_sqlite(&db);
+    assert_eq!(clients, i as i64, "every record of region 0 applied");
+    assert!(i >= 10, "region 0 held {i} records");
+}
+
+fn clients_in_sqlite(db: &Path) -> i64 {
+    Connection::open(db)
         .unwrap()
         .query_row("SELECT count(*) FROM markbase_nfs_clients", [], |r| {
             r.get(0)
         })
-        .unwrap();
-    assert_eq!(clients, i as i64, "every record of region 0 applied");
-    assert!(i >= 10, "region 0 held {i} records");
+        .unwrap()
 }
