@@ -1,7 +1,8 @@
 //! One client connection, pipelined: records are read as they arrive and
 //! each is dispatched on the blocking pool, so a slow operation never stalls
 //! the socket; replies are written as they finish (the XID pairs them up),
-//! several at a time with one `writev`. Calls whose payload the transport
+//! by the thread that finished the call or gathered several into one
+//! `writev` ([`super::replies`]). Calls whose payload the transport
 //! spliced (streaming WRITEs) go through per-file lanes instead (see
 //! [`Lane`]). Calls that move no file data have their own admission budget
 //! and their own threads ([`WorkerPool::metadata`]), so a GETATTR sent
@@ -13,26 +14,23 @@
 //! replies stops being read instead of growing the server.
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::receive::CallReader;
+use super::replies::{replies, Replies};
 use super::workers::WorkerPool;
 use crate::config::NetworkConfig;
 use crate::rpc::complaints::Complaints;
 use crate::rpc::message::{Admission, Outcome};
-use crate::rpc::record::{record_mark, RecordError};
+use crate::rpc::record::RecordError;
 use crate::rpc::{Dispatcher, Reply};
 
-/// Most replies gathered into one writev.
-const MAX_BATCH: usize = 32;
 /// The unit of the reply budget's semaphore.
 const BUDGET_UNIT: usize = 1024;
 
@@ -84,11 +82,15 @@ pub async fn handle_connection(
 ) {
     let _counted = Counted::new();
     tracing::debug!(%peer, "connection opened");
+    // A second descriptor of the socket lets the thread that finishes a
+    // call write its reply (`replies.rs`).
+    let direct = socket2::SockRef::from(&stream).try_clone().ok();
     let (read_half, write_half) = stream.into_split();
-    // Unbounded as a channel; bounded by the slots and budget its senders
-    // hold until the writer has written their replies.
-    let (tx, rx) = mpsc::unbounded_channel::<(Reply, Held)>();
-    let writer = tokio::spawn(write_replies(write_half, rx, peer));
+    // Queued replies are unbounded as a channel; bounded by the slots and
+    // budget their calls hold until the writer has written them.
+    let (replies, writer) = replies::<Held>(direct);
+    let replies = Arc::new(replies);
+    let writer = tokio::spawn(writer.run(write_half, peer));
     // Data calls (READ, WRITE, COMMIT) and the rest are admitted apart: a
     // client with its whole WRITE window in flight (128 on macOS) still has
     // its metadata calls read off the socket.
@@ -167,7 +169,7 @@ pub async fn handle_connection(
             // A call answered from memory is answered here, on the thread
             // that read it (see `Dispatcher::try_in_place`).
             if let Some(outcome) = dispatcher.try_in_place(&record, Some(peer)) {
-                if !answer(&tx, outcome, held, peer) {
+                if !answer(&replies, outcome, held, peer) {
                     break;
                 }
                 record.clear();
@@ -176,7 +178,7 @@ pub async fn handle_connection(
             }
         }
         let dispatcher = dispatcher.clone();
-        let tx = tx.clone();
+        let replies = replies.clone();
         let buffers = buffers.clone();
         let pipes = pipes.clone();
         let call = move || {
@@ -188,7 +190,7 @@ pub async fn handle_connection(
             }
             drop(pool);
             pipes.give_back(bulk);
-            answer(&tx, outcome, held, peer);
+            answer(&replies, outcome, held, peer);
         };
         match lane {
             Some(lane) => lane.run(Box::new(call)),
@@ -198,7 +200,7 @@ pub async fn handle_connection(
             None => metadata.run(Box::new(call)),
         }
     }
-    drop(tx);
+    drop(replies);
     // The writer drains what is still in flight, then closes.
     let _ = writer.await;
     tracing::debug!(%peer, "connection closed");
@@ -206,22 +208,17 @@ pub async fn handle_connection(
 
 /// Hands a call's outcome to the reply writer; false once the connection
 /// is to close.
-fn answer(
-    tx: &mpsc::UnboundedSender<(Reply, Held)>,
-    outcome: Outcome,
-    held: Held,
-    peer: SocketAddr,
-) -> bool {
+fn answer(replies: &Replies<Held>, outcome: Outcome, held: Held, peer: SocketAddr) -> bool {
     match outcome {
         Outcome::Reply(reply) => {
-            let _ = tx.send((reply, held));
+            replies.send(reply, held);
             true
         }
         Outcome::Ignore => true,
         Outcome::Close(why) => {
             Complaints::global().warn(Some(peer.ip()), "unanswerable record", &why);
             // An empty reply tells the writer to close.
-            let _ = tx.send((Reply::default(), held));
+            replies.send(Reply::default(), held);
             false
         }
     }
@@ -276,67 +273,6 @@ impl Lane {
             }
         }
     }
-}
-
-async fn write_replies<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::UnboundedReceiver<(Reply, Held)>,
-    peer: SocketAddr,
-) {
-    let mut batch: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
-    // Let go of once their replies are written.
-    let mut held: Vec<Held> = Vec::with_capacity(MAX_BATCH);
-    while let Some((first, h)) = rx.recv().await {
-        batch.push(first);
-        held.push(h);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok((r, h)) => {
-                    batch.push(r);
-                    held.push(h);
-                }
-                Err(_) => break,
-            }
-        }
-        let close = batch.iter().any(|r| r.parts.is_empty());
-        batch.retain(|r| !r.parts.is_empty());
-        if let Err(e) = write_batch(&mut w, &batch).await {
-            tracing::debug!(%peer, error = %e, "reply write failed");
-            return;
-        }
-        batch.clear();
-        held.clear();
-        if close {
-            let _ = w.shutdown().await;
-            return;
-        }
-    }
-    let _ = w.shutdown().await;
-}
-
-/// Writes replies, each with its record mark, with as few writev calls as
-/// the socket allows.
-async fn write_batch<W: AsyncWrite + Unpin>(w: &mut W, batch: &[Reply]) -> std::io::Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let marks: Vec<[u8; 4]> = batch.iter().map(|r| record_mark(r.len())).collect();
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 4);
-    for (reply, mark) in batch.iter().zip(&marks) {
-        slices.push(IoSlice::new(mark));
-        for p in &reply.parts {
-            slices.push(IoSlice::new(p.as_slice()));
-        }
-    }
-    let mut rest: &mut [IoSlice<'_>] = &mut slices;
-    while !rest.is_empty() {
-        let n = w.write_vectored(rest).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut rest, n);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

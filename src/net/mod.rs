@@ -5,6 +5,7 @@
 mod connection;
 mod listener;
 mod receive;
+mod replies;
 mod workers;
 
 pub use connection::{connection_counts, handle_connection};
