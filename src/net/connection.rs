@@ -169,7 +169,7 @@ pub async fn handle_connection(
             // A call answered from memory is answered here, on the thread
             // that read it (see `Dispatcher::try_in_place`).
             if let Some(outcome) = dispatcher.try_in_place(&record, Some(peer)) {
-                if !answer(&replies, outcome, held, peer) {
+                if !answer(&replies, outcome, held, peer, true) {
                     break;
                 }
                 record.clear();
@@ -179,6 +179,10 @@ pub async fn handle_connection(
         }
         let dispatcher = dispatcher.clone();
         let replies = replies.clone();
+        // Data calls' replies go to the writer task: a lane writing them
+        // itself would hold up the next WRITE of its file, and the writer
+        // gathers a stream's replies into few writev calls.
+        let direct = lane.is_none() && !is_data;
         let buffers = buffers.clone();
         let pipes = pipes.clone();
         let call = move || {
@@ -190,7 +194,7 @@ pub async fn handle_connection(
             }
             drop(pool);
             pipes.give_back(bulk);
-            answer(&replies, outcome, held, peer);
+            answer(&replies, outcome, held, peer, direct);
         };
         match lane {
             Some(lane) => lane.run(Box::new(call)),
@@ -206,19 +210,30 @@ pub async fn handle_connection(
     tracing::debug!(%peer, "connection closed");
 }
 
-/// Hands a call's outcome to the reply writer; false once the connection
-/// is to close.
-fn answer(replies: &Replies<Held>, outcome: Outcome, held: Held, peer: SocketAddr) -> bool {
+/// Hands a call's outcome to the connection's replies (`direct`: written
+/// by this thread if nothing is queued before it); false once the
+/// connection is to close.
+fn answer(
+    replies: &Replies<Held>,
+    outcome: Outcome,
+    held: Held,
+    peer: SocketAddr,
+    direct: bool,
+) -> bool {
     match outcome {
-        Outcome::Reply(reply) => {
+        Outcome::Reply(reply) if direct => {
             replies.send(reply, held);
+            true
+        }
+        Outcome::Reply(reply) => {
+            replies.queue(reply, held);
             true
         }
         Outcome::Ignore => true,
         Outcome::Close(why) => {
             Complaints::global().warn(Some(peer.ip()), "unanswerable record", &why);
             // An empty reply tells the writer to close.
-            replies.send(Reply::default(), held);
+            replies.queue(Reply::default(), held);
             false
         }
     }

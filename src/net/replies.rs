@@ -6,9 +6,9 @@
 //! task, waking a network thread only to write it; one client doing one
 //! thing at a time (a Finder copy) paid that wake-up on every durable
 //! create, remove and SETATTR. Written at once, the reply leaves as soon as
-//! the call is done. Large replies (READ data) still go to the writer task,
-//! which batches them and waits for room in the socket without holding a
-//! thread.
+//! the call is done. Data calls' replies (READ, WRITE, COMMIT) and large
+//! ones still go to the writer task, which batches them and waits for room
+//! in the socket without holding a thread.
 //!
 //! Bytes of two replies never interleave: a thread writes only when no
 //! reply is queued (a partly written one included), under the lock that
@@ -89,6 +89,16 @@ impl<H> Replies<H> {
                 }
             }
         }
+        self.push(&mut queued, reply, held, written);
+    }
+
+    /// Queues `reply` for the writer task.
+    pub fn queue(&self, reply: Reply, held: H) {
+        self.push(&mut self.queued.lock(), reply, held, 0);
+    }
+
+    /// Queues `reply`, `written` bytes of it sent, under the count's lock.
+    fn push(&self, queued: &mut usize, reply: Reply, held: H, written: usize) {
         *queued += 1;
         let _ = self.queue.send(Queued {
             reply,
