@@ -16,9 +16,9 @@
 //! `synchronous=NORMAL`: the journal is what a reply promised. It makes
 //! SQLite durable (one synced commit) when a region of the journal fills
 //! (the writer goes on in the other) and whenever it has been idle a
-//! moment; a batch is one transaction, so
-//! a crash never leaves half of it applied, and start-up replays what the
-//! journal holds beyond what SQLite applied.
+//! moment; a batch is one transaction, so a crash never leaves half of it
+//! applied, and start-up replays what the journal holds beyond what SQLite
+//! applied.
 //!
 //! Without a journal (`journal = false`, or it cannot be created) the back
 //! thread commits with `synchronous=FULL` and answers the jobs itself.
@@ -525,21 +525,23 @@ impl Sink {
             // records SQLite was asked for when that one filled: unless
             // changes came faster than a synced commit, it holds them.
             ask_durable(&self.to_back);
-            let (ready, next) = if Journal::fits_a_region(payload.len()) {
-                (
-                    j.other_region_newest(),
-                    Journal::switch_region as fn(&mut Journal),
-                )
+            // A record larger than a region goes at the file's start, once
+            // everything in it is durable.
+            let whole_file = !Journal::fits_a_region(payload.len());
+            let ready = if whole_file {
+                j.last_seq
             } else {
-                // Larger than a region: from the file's start, once
-                // everything in it is durable.
-                (j.last_seq, Journal::rewind as fn(&mut Journal))
+                j.other_region_newest()
             };
             if !self.mark.reaches(ready) {
                 tracing::error!(journal = %j.path().display(), "the catalog's intent journal is full and SQLite has not made its records durable within a minute");
                 return Err("catalog journal full: SQLite has not caught up".into());
             }
-            next(j);
+            if whole_file {
+                j.rewind();
+            } else {
+                j.switch_region();
+            }
         }
         let started = std::time::Instant::now();
         match j.append(&payload) {
@@ -667,7 +669,7 @@ impl BackLoop {
             // the channel, which would wake it for every batch sent (one
             // context switch per group commit, on two busy cores). What
             // arrives meanwhile waits at most `gather`: a flush (start-up
-            // and tests) or the journal asking to start over.
+            // and tests) or a journal region asking to be made durable.
             let urgent = pending.iter().any(|b| !b.waiters.is_empty() || b.durable);
             if self.journaled && !urgent && !stop && !self.gather.is_zero() {
                 std::thread::sleep(self.gather);
