@@ -82,15 +82,12 @@ pub async fn handle_connection(
 ) {
     let _counted = Counted::new();
     tracing::debug!(%peer, "connection opened");
-    // A second descriptor of the socket lets the thread that finishes a
-    // call write its reply (`replies.rs`).
-    let direct = socket2::SockRef::from(&stream).try_clone().ok();
     let (read_half, write_half) = stream.into_split();
     // Queued replies are unbounded as a channel; bounded by the slots and
     // budget their calls hold until the writer has written them.
-    let (replies, writer) = replies::<Held>(direct);
+    let (replies, writer) = replies::<Held>(write_half);
     let replies = Arc::new(replies);
-    let writer = tokio::spawn(writer.run(write_half, peer));
+    let writer = tokio::spawn(writer.run(peer));
     // Data calls (READ, WRITE, COMMIT) and the rest are admitted apart: a
     // client with its whole WRITE window in flight (128 on macOS) still has
     // its metadata calls read off the socket.

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
 use crate::rpc::record::record_mark;
@@ -47,29 +47,32 @@ pub struct Replies<H> {
     queue: mpsc::UnboundedSender<Queued<H>>,
     /// Replies queued and not yet wholly written: direct writes only at 0.
     queued: Arc<Mutex<usize>>,
-    /// A second descriptor of the connection's socket (non-blocking, as
-    /// the first), for direct writes; None: every reply is queued.
-    socket: Option<socket2::Socket>,
+    socket: Arc<OwnedWriteHalf>,
 }
 
 /// The writer task's side.
 pub struct Writer<H> {
     queue: mpsc::UnboundedReceiver<Queued<H>>,
     queued: Arc<Mutex<usize>>,
+    socket: Arc<OwnedWriteHalf>,
 }
 
-/// A connection's replies and its writer's end; `socket`: for direct
-/// writes (None: all go through the writer task).
-pub fn replies<H>(socket: Option<socket2::Socket>) -> (Replies<H>, Writer<H>) {
+/// A connection's replies, written to `socket`, and its writer task's end.
+pub fn replies<H>(socket: OwnedWriteHalf) -> (Replies<H>, Writer<H>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(Mutex::new(0));
+    let socket = Arc::new(socket);
     (
         Replies {
             queue: tx,
             queued: queued.clone(),
+            socket: socket.clone(),
+        },
+        Writer {
+            queue: rx,
+            queued,
             socket,
         },
-        Writer { queue: rx, queued },
     )
 }
 
@@ -80,13 +83,11 @@ impl<H> Replies<H> {
         let mut queued = self.queued.lock();
         let mut written = 0;
         if *queued == 0 && !reply.parts.is_empty() && reply.len() <= DIRECT_MAX {
-            if let Some(socket) = &self.socket {
-                match write_now(socket, &reply) {
-                    Ok(n) if n == 4 + reply.len() => return,
-                    Ok(n) => written = n,
-                    // The writer task meets the error again and closes.
-                    Err(_) => {}
-                }
+            match write_now(&self.socket, &reply) {
+                Ok(n) if n == 4 + reply.len() => return,
+                Ok(n) => written = n,
+                // The writer task meets the error again and closes.
+                Err(_) => {}
             }
         }
         self.push(&mut queued, reply, held, written);
@@ -110,7 +111,7 @@ impl<H> Replies<H> {
 
 /// Writes as much of `reply` (with its record mark) as the socket takes
 /// now; the bytes written.
-fn write_now(socket: &socket2::Socket, reply: &Reply) -> std::io::Result<usize> {
+fn write_now(socket: &OwnedWriteHalf, reply: &Reply) -> std::io::Result<usize> {
     let mark = record_mark(reply.len());
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(1 + reply.parts.len());
     slices.push(IoSlice::new(&mark));
@@ -118,7 +119,8 @@ fn write_now(socket: &socket2::Socket, reply: &Reply) -> std::io::Result<usize> 
     let mut rest: &mut [IoSlice<'_>] = &mut slices;
     let mut written = 0;
     while !rest.is_empty() {
-        match socket.send_vectored(rest) {
+        // Non-blocking; WouldBlock also when tokio last saw the socket full.
+        match socket.try_write_vectored(rest) {
             Ok(0) => break,
             Ok(n) => {
                 written += n;
@@ -136,7 +138,7 @@ fn write_now(socket: &socket2::Socket, reply: &Reply) -> std::io::Result<usize> 
 impl<H> Writer<H> {
     /// Writes queued replies until every sender is gone or a reply says to
     /// close, then shuts the socket's sending side.
-    pub async fn run<W: AsyncWrite + Unpin>(mut self, mut w: W, peer: SocketAddr) {
+    pub async fn run(mut self, peer: SocketAddr) {
         let mut batch: Vec<Queued<H>> = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = self.queue.recv().await {
             batch.push(first);
@@ -149,7 +151,7 @@ impl<H> Writer<H> {
             let taken = batch.len();
             let close = batch.iter().any(|q| q.reply.parts.is_empty());
             batch.retain(|q| !q.reply.parts.is_empty());
-            if let Err(e) = write_batch(&mut w, &batch).await {
+            if let Err(e) = write_batch(&self.socket, &batch).await {
                 tracing::debug!(%peer, error = %e, "reply write failed");
                 return;
             }
@@ -158,20 +160,17 @@ impl<H> Writer<H> {
             *self.queued.lock() -= taken;
             batch.clear();
             if close {
-                let _ = w.shutdown().await;
-                return;
+                break;
             }
         }
-        let _ = w.shutdown().await;
+        let stream: &tokio::net::TcpStream = (*self.socket).as_ref();
+        let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
     }
 }
 
 /// Writes replies, each with its record mark, with as few writev calls as
 /// the socket allows; the first may be partly written already.
-async fn write_batch<W: AsyncWrite + Unpin, H>(
-    w: &mut W,
-    batch: &[Queued<H>],
-) -> std::io::Result<()> {
+async fn write_batch<H>(socket: &OwnedWriteHalf, batch: &[Queued<H>]) -> std::io::Result<()> {
     let Some(first) = batch.first() else {
         return Ok(());
     };
@@ -187,12 +186,15 @@ async fn write_batch<W: AsyncWrite + Unpin, H>(
     // Only the first can have been started: nothing is written directly
     // while a reply is queued.
     IoSlice::advance_slices(&mut rest, first.written);
+    let stream: &tokio::net::TcpStream = socket.as_ref();
     while !rest.is_empty() {
-        let n = w.write_vectored(rest).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+        stream.writable().await?;
+        match stream.try_write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
-        IoSlice::advance_slices(&mut rest, n);
     }
     Ok(())
 }
@@ -246,13 +248,12 @@ mod tests {
             .unwrap();
         server.set_nonblocking(true).unwrap();
         server.set_nodelay(true).unwrap();
-        let direct = socket2::SockRef::from(&server).try_clone().unwrap();
-        let (replies, writer) = replies::<Held>(Some(direct));
         let stream = rt
             .block_on(async { tokio::net::TcpStream::from_std(server) })
             .unwrap();
         let (_read_half, write_half) = stream.into_split();
-        let writer = rt.spawn(writer.run(write_half, peer));
+        let (replies, writer) = replies::<Held>(write_half);
+        let writer = rt.spawn(writer.run(peer));
         (Arc::new(replies), writer, client.into())
     }
 
