@@ -28,8 +28,8 @@ use crate::rpc::Reply;
 /// Most replies gathered into one writev.
 const MAX_BATCH: usize = 32;
 
-/// Replies above this go to the writer task (file data: batched, and
-/// never holding the lock while a megabyte is copied into the socket).
+/// Replies above this go to the writer task (a large READDIR: the lock is
+/// not held while it is copied into the socket).
 const DIRECT_MAX: usize = 64 << 10;
 
 /// A reply for the writer task, holding `H` (its call's share of the
@@ -83,11 +83,14 @@ impl<H> Replies<H> {
         let mut queued = self.queued.lock();
         let mut written = 0;
         if *queued == 0 && !reply.parts.is_empty() && reply.len() <= DIRECT_MAX {
-            match write_now(&self.socket, &reply) {
-                Ok(n) if n == 4 + reply.len() => return,
-                Ok(n) => written = n,
-                // The writer task meets the error again and closes.
-                Err(_) => {}
+            let mark = record_mark(reply.len());
+            let mut slices = Vec::with_capacity(1 + reply.parts.len());
+            push_slices(&mut slices, &mark, &reply);
+            let mut rest: &mut [IoSlice<'_>] = &mut slices;
+            // An error is met again by the writer task, which closes.
+            let _ = write_what_fits((*self.socket).as_ref(), &mut rest, &mut written);
+            if rest.is_empty() {
+                return;
             }
         }
         self.push(&mut queued, reply, held, written);
@@ -109,30 +112,33 @@ impl<H> Replies<H> {
     }
 }
 
-/// Writes as much of `reply` (with its record mark) as the socket takes
-/// now; the bytes written.
-fn write_now(socket: &OwnedWriteHalf, reply: &Reply) -> std::io::Result<usize> {
-    let mark = record_mark(reply.len());
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(1 + reply.parts.len());
-    slices.push(IoSlice::new(&mark));
+/// A reply's slices, after its record mark.
+fn push_slices<'a>(slices: &mut Vec<IoSlice<'a>>, mark: &'a [u8; 4], reply: &'a Reply) {
+    slices.push(IoSlice::new(mark));
     slices.extend(reply.parts.iter().map(|p| IoSlice::new(p.as_slice())));
-    let mut rest: &mut [IoSlice<'_>] = &mut slices;
-    let mut written = 0;
+}
+
+/// Writes as much of `rest` as the socket takes now (non-blocking: none
+/// when tokio last saw it full), advancing `rest` and `written` past it;
+/// the socket's error, if it failed.
+fn write_what_fits(
+    stream: &tokio::net::TcpStream,
+    rest: &mut &mut [IoSlice<'_>],
+    written: &mut usize,
+) -> std::io::Result<()> {
     while !rest.is_empty() {
-        // Non-blocking; WouldBlock also when tokio last saw the socket full.
-        match socket.try_write_vectored(rest) {
-            Ok(0) => break,
+        match stream.try_write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => {
-                written += n;
-                IoSlice::advance_slices(&mut rest, n);
+                *written += n;
+                IoSlice::advance_slices(rest, n);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) if written == 0 => return Err(e),
-            Err(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
         }
     }
-    Ok(written)
+    Ok(())
 }
 
 impl<H> Writer<H> {
@@ -177,26 +183,21 @@ async fn write_batch<H>(socket: &OwnedWriteHalf, batch: &[Queued<H>]) -> std::io
     let marks: Vec<[u8; 4]> = batch.iter().map(|q| record_mark(q.reply.len())).collect();
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 4);
     for (q, mark) in batch.iter().zip(&marks) {
-        slices.push(IoSlice::new(mark));
-        for p in &q.reply.parts {
-            slices.push(IoSlice::new(p.as_slice()));
-        }
+        push_slices(&mut slices, mark, &q.reply);
     }
     let mut rest: &mut [IoSlice<'_>] = &mut slices;
     // Only the first can have been started: nothing is written directly
     // while a reply is queued.
     IoSlice::advance_slices(&mut rest, first.written);
     let stream: &tokio::net::TcpStream = socket.as_ref();
-    while !rest.is_empty() {
-        stream.writable().await?;
-        match stream.try_write_vectored(rest) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+    let mut written = 0;
+    loop {
+        write_what_fits(stream, &mut rest, &mut written)?;
+        if rest.is_empty() {
+            return Ok(());
         }
+        stream.writable().await?;
     }
-    Ok(())
 }
 
 #[cfg(test)]
