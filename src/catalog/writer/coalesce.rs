@@ -31,17 +31,14 @@ pub(super) fn coalesce<'a>(entries: impl Iterator<Item = &'a Entry>) -> Vec<Cow<
     for e in entries {
         match e {
             Entry::Upsert(later) => {
-                if let Some(&at) = written.get(&later.id) {
-                    if let Entry::Upsert(earlier) = &*out[at] {
-                        if folds_into(earlier, later) {
-                            let both = folded(earlier, later);
-                            out[at] = Cow::Owned(Entry::Upsert(Box::new(both)));
-                            continue;
-                        }
+                let at = written.get(&later.id).copied();
+                match at.and_then(|at| Some((at, folded(&out[at], later)?))) {
+                    Some((at, both)) => out[at] = Cow::Owned(both),
+                    None => {
+                        written.insert(&later.id, out.len());
+                        out.push(Cow::Borrowed(e));
                     }
                 }
-                written.insert(&later.id, out.len());
-                out.push(Cow::Borrowed(e));
             }
             Entry::Delete(id) => {
                 written.remove(id);
@@ -53,22 +50,25 @@ pub(super) fn coalesce<'a>(entries: impl Iterator<Item = &'a Entry>) -> Vec<Cow<
     out
 }
 
-/// Whether `later` may be written at `earlier`'s place instead.
-fn folds_into(earlier: &NodeImage, later: &NodeImage) -> bool {
-    !later.columns().contains(Columns::PLACE)
+/// `earlier` carrying `later`'s state with the columns and insertion of
+/// both, when `later` may be written in its place (it leaves the node where
+/// `earlier` put it).
+fn folded(earlier: &Entry, later: &NodeImage) -> Option<Entry> {
+    let Entry::Upsert(earlier) = earlier else {
+        return None;
+    };
+    let same_place = !later.columns().contains(Columns::PLACE)
         && later.parent == earlier.parent
         && later.label == earlier.label
         && later.deleted == earlier.deleted
-        && later.kind == earlier.kind
-}
-
-/// `later`'s state, written with the columns and insertion of both.
-fn folded(earlier: &NodeImage, later: &NodeImage) -> NodeImage {
-    NodeImage {
-        columns: (earlier.columns() | later.columns()).bits(),
-        insert: earlier.insert || later.insert,
-        ..later.clone()
-    }
+        && later.kind == earlier.kind;
+    same_place.then(|| {
+        Entry::Upsert(Box::new(NodeImage {
+            columns: (earlier.columns() | later.columns()).bits(),
+            insert: earlier.insert || later.insert,
+            ..later.clone()
+        }))
+    })
 }
 
 #[cfg(test)]
