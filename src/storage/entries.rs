@@ -437,6 +437,15 @@ mod tests {
         count()
     }
 
+    /// A storage folder with spares on (four kept) and all four made.
+    #[cfg(target_os = "linux")]
+    fn four_spares_ready() -> (tempfile::TempDir, NewEntries) {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = NewEntries::with_spares(dir.path(), 4);
+        assert_eq!(spares_waiting(dir.path(), 4), 4, "the thread makes four");
+        (dir, entries)
+    }
+
     /// The spares ready (emptied, for recycled ones) once there are `n`
     /// (or after 10 s).
     #[cfg(target_os = "linux")]
@@ -480,9 +489,7 @@ mod tests {
     #[test]
     fn a_removed_file_is_emptied_and_serves_the_next_create() {
         use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let entries = NewEntries::with_spares(dir.path(), 4);
-        spares_waiting(dir.path(), 4);
+        let (dir, entries) = four_spares_ready();
         let old = dir.path().join("ab").join("old");
         entries.create_content(&old).unwrap();
         std::fs::write(&old, vec![7u8; 100_000]).unwrap();
@@ -524,9 +531,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_burst_of_removals_is_all_emptied_and_spares_taken_are_made_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let entries = NewEntries::with_spares(dir.path(), 4);
-        spares_waiting(dir.path(), 4);
+        let (dir, entries) = four_spares_ready();
         let spares = entries.spares.as_ref().unwrap();
         let ready_reaches = |n: usize| spares_ready(&entries, n);
         let files: Vec<PathBuf> = (0..20)
