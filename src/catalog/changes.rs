@@ -10,36 +10,12 @@ impl Catalog {
         if self.shape.integer_ids {
             return NodeId::Int(self.next_int_id.fetch_add(1, Ordering::Relaxed));
         }
-        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
-        let mut x = (now_ns() as u64) ^ ((std::process::id() as u64) << 40) ^ n.rotate_left(17);
-        let mut next = || {
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
-        let (a, b) = (next(), next());
-        NodeId::text(&format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            0x8000 | (b >> 48) & 0x3fff,
-            b & 0xffff_ffff_ffff
-        ))
+        self.ids.text()
     }
 
     /// A fresh id for a special node (see [`node::SPECIAL_ID_PREFIX`]).
     pub fn allocate_special_id(&self) -> NodeId {
-        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
-        let x = (now_ns() as u64) ^ n.rotate_left(32) ^ ((std::process::id() as u64) << 48);
-        NodeId::text(&format!(
-            "{}{:016x}{:04x}",
-            node::SPECIAL_ID_PREFIX,
-            fnv1a(&x.to_be_bytes()),
-            n & 0xffff
-        ))
+        self.ids.special()
     }
 
     /// Marks the folder changed (its change attribute moves on); returns

@@ -15,6 +15,7 @@ mod cursor;
 mod external;
 mod feed;
 mod gen;
+mod ids;
 mod import;
 mod journal;
 pub mod memory_only;
@@ -216,7 +217,7 @@ pub struct Catalog {
     /// When two names in a folder are one name.
     names: NameRules,
     next_int_id: AtomicI64,
-    id_counter: AtomicU64,
+    ids: ids::IdSource,
     /// SQL statements run on request threads (the WRITE path must run none).
     statements: AtomicU64,
     /// The least change attribute a folder loaded from SQLite shows: the
@@ -351,7 +352,7 @@ impl Catalog {
             shape,
             names: NameRules::default(),
             next_int_id: AtomicI64::new(max_int.unwrap_or(0) + 1),
-            id_counter: AtomicU64::new(0),
+            ids: ids::IdSource::new(),
             statements: AtomicU64::new(0),
             folder_floor: AtomicU64::new(now_ns().max(0) as u64),
             recent_folders: Cache::builder()

@@ -276,6 +276,24 @@ fn racing_data_writes_reach_the_database_and_leave_nothing_pinned() {
     assert!((1..40_000).contains(&rows), "{rows}");
 }
 
+/// The foreign catalog, made in `dir` and opened with the change feed
+/// polling every 5 ms.
+fn foreign_catalog_fed(dir: &Path) -> (PathBuf, Arc<Catalog>) {
+    let db = dir.join("u.sqlite");
+    foreign_db(&db);
+    let cat = Arc::new(Catalog::open(&db, &CacheConfig::default()).unwrap());
+    cat.start_feed(Duration::from_millis(5), FeedMode::Triggers)
+        .unwrap();
+    (db, cat)
+}
+
+/// A connection of the MarkBase app's to the catalog.
+fn app_connection(db: &Path) -> Connection {
+    let app = Connection::open(db).unwrap();
+    app.busy_timeout(Duration::from_secs(10)).unwrap();
+    app
+}
+
 /// Waits (bounded) until the feed has applied `n` of the app's changes.
 fn feed_applied(cat: &Catalog, n: u64) {
     let stats = cat.feed_stats().expect("feed running");
@@ -287,21 +305,33 @@ fn feed_applied(cat: &Catalog, n: u64) {
 }
 
 #[test]
+fn an_integer_id_the_app_took_is_never_given_to_a_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, cat) = foreign_catalog_fed(dir.path());
+    // The catalog opened with 16 as its largest id; the app then inserts
+    // the next ones, as an app counting from its own largest id would.
+    let app = app_connection(&db);
+    app.execute_batch(
+        "INSERT INTO file_nodes VALUES (17, 11, 'app-a.mov', 'file', '{}', 1, 1700000000, 1700000000, NULL);
+         INSERT INTO file_nodes VALUES (18, 11, 'app-b.mov', 'file', '{}', 2, 1700000000, 1700000000, NULL);",
+    )
+    .unwrap();
+    feed_applied(&cat, 2);
+    let id = cat.allocate_id();
+    assert_eq!(id, NodeId::Int(19), "a create would take the app's id");
+}
+
+#[test]
 fn change_attributes_moved_by_the_app_never_go_back_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("u.sqlite");
-    foreign_db(&db);
-    let cat = Arc::new(Catalog::open(&db, &CacheConfig::default()).unwrap());
-    cat.start_feed(Duration::from_millis(5), FeedMode::Triggers)
-        .unwrap();
+    let (db, cat) = foreign_catalog_fed(dir.path());
     let pilot = cat.node(&NodeId::Int(11)).unwrap();
     cat.listing(&pilot.id).unwrap();
     let cut = cat.node(&NodeId::Int(12)).unwrap();
     let (folder0, file0) = (pilot.change(), cut.change());
     // The app adds a child (the folder's own row stays as it was) and
     // changes a file's size without touching its times.
-    let app = Connection::open(&db).unwrap();
-    app.busy_timeout(Duration::from_secs(10)).unwrap();
+    let app = app_connection(&db);
     app.execute_batch(
         "INSERT INTO file_nodes VALUES (20, 11, 'new.mov', 'file', '{}', 7, 1700000000, 1700000000, NULL);
          UPDATE file_nodes SET file_size = 999 WHERE node_id = 12;",
@@ -361,8 +391,7 @@ fn no_side_row_for_a_node_the_app_deleted_before_the_writer_ran() {
     foreign_db(&db);
     let cat = Catalog::open(&db, &CacheConfig::default()).unwrap();
     let cut = cat.node(&NodeId::Int(12)).unwrap();
-    let app = Connection::open(&db).unwrap();
-    app.busy_timeout(Duration::from_secs(10)).unwrap();
+    let app = app_connection(&db);
     app.execute("DELETE FROM file_nodes WHERE node_id = 12", [])
         .unwrap();
     // A WRITE's size change reaches the writer after the app's delete.
