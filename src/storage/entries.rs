@@ -53,8 +53,9 @@ pub struct NewEntries {
 struct Spares {
     dir: PathBuf,
     /// Taken from the end: recycled files go there, new ones to the front.
-    /// Past `keep`, a spare holds no descriptor (opened when placed).
-    ready: Mutex<Vec<(PathBuf, Option<File>)>>,
+    /// A spare holds no descriptor: a create only renames it into place
+    /// (an open and a close per create were a tenth of its system calls).
+    ready: Mutex<Vec<PathBuf>>,
     /// Removed files renamed into the folder, to be emptied.
     recycling: Mutex<Vec<PathBuf>>,
     /// Signalled when the thread has work: fewer than `keep` spares ready,
@@ -133,27 +134,27 @@ impl NewEntries {
 
     /// Creates a new, empty content file (failing if it exists), leaving
     /// its folder entry to be synced later.
-    pub fn create_content(&self, path: &Path) -> io::Result<File> {
+    pub fn create_content(&self, path: &Path) -> io::Result<()> {
         let dir = path.parent().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "content path has no folder")
         })?;
-        if let Some(f) = self.spares.as_ref().and_then(|s| s.place(path, dir)) {
+        if self.spares.as_ref().is_some_and(|s| s.place(path, dir)) {
             self.remember(dir);
-            return Ok(f);
+            return Ok(());
         }
-        let f = match create_new(path) {
+        match create_new(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir)?;
                 // The new folder's own entry in its parent, once.
                 if let Some(parent) = dir.parent() {
                     File::open(parent)?.sync_all()?;
                 }
-                create_new(path)?
+                create_new(path)?;
             }
             r => r?,
-        };
+        }
         self.remember(dir);
-        Ok(f)
+        Ok(())
     }
 
     /// `dir` gained an entry not yet synced.
@@ -206,7 +207,7 @@ impl Spares {
             let p = e.path();
             let empty = e.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
             if empty && ready.len() < SPARES_MAX {
-                ready.push((p, None));
+                ready.push(p);
             } else {
                 let _ = std::fs::remove_file(&p);
             }
@@ -244,31 +245,18 @@ impl Spares {
         true
     }
 
-    /// Renames a spare to `path` (never over an existing file); None when
+    /// Renames a spare to `path` (never over an existing file); false when
     /// none is ready or the rename fails (the caller creates the file).
-    fn place(&self, path: &Path, dir: &Path) -> Option<File> {
-        let (spare, file) = {
+    fn place(&self, path: &Path, dir: &Path) -> bool {
+        let spare = {
             let mut ready = self.ready.lock();
-            let taken = ready.pop()?;
+            let Some(taken) = ready.pop() else {
+                return false;
+            };
             if ready.len() < self.keep {
                 self.taken.notify_one();
             }
             taken
-        };
-        let file = match file {
-            Some(f) => f,
-            None => match std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&spare)
-            {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::debug!(spare = %spare.display(), error = %e, "spare not used");
-                    let _ = std::fs::remove_file(&spare);
-                    return None;
-                }
-            },
         };
         let mut r = rename_noreplace(&spare, path);
         if r.as_ref()
@@ -280,12 +268,12 @@ impl Spares {
         match r {
             Ok(()) => {
                 self.used.fetch_add(1, Ordering::Relaxed);
-                Some(file)
+                true
             }
             Err(e) => {
                 tracing::debug!(spare = %spare.display(), path = %path.display(), error = %e, "spare not used");
                 let _ = std::fs::remove_file(&spare);
-                None
+                false
             }
         }
     }
@@ -300,11 +288,7 @@ fn refill(spares: Weak<Spares>) {
         let recycled = s.recycling.lock().pop();
         if let Some(p) = recycled {
             match emptied(&p) {
-                Ok(f) => {
-                    let mut ready = s.ready.lock();
-                    let held = (ready.len() < s.keep).then_some(f);
-                    ready.push((p, held));
-                }
+                Ok(()) => s.ready.lock().push(p),
                 Err(e) => {
                     tracing::debug!(spare = %p.display(), error = %e, "recycled file not kept");
                     let _ = std::fs::remove_file(&p);
@@ -325,7 +309,7 @@ fn refill(spares: Weak<Spares>) {
         let n = s.made.fetch_add(1, Ordering::Relaxed);
         let p = s.dir.join(format!("spare-{pid}-{n}"));
         match create_new(&p) {
-            Ok(f) => s.ready.lock().insert(0, (p, Some(f))),
+            Ok(()) => s.ready.lock().insert(0, p),
             Err(e) => {
                 tracing::warn!(dir = %s.dir.display(), error = %e, "cannot make a spare content file");
                 drop(s);
@@ -335,14 +319,12 @@ fn refill(spares: Weak<Spares>) {
     }
 }
 
-/// Opens a recycled file and empties it.
-fn emptied(path: &Path) -> io::Result<File> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
+/// Empties a recycled file.
+fn emptied(path: &Path) -> io::Result<()> {
+    std::fs::OpenOptions::new()
         .write(true)
-        .open(path)?;
-    f.set_len(0)?;
-    Ok(f)
+        .open(path)?
+        .set_len(0)
 }
 
 /// rename(2) that fails if `to` exists (renameat2 RENAME_NOREPLACE).
@@ -375,12 +357,13 @@ fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
-fn create_new(path: &Path) -> io::Result<File> {
+/// Creates an empty file, failing if one exists.
+fn create_new(path: &Path) -> io::Result<()> {
     std::fs::OpenOptions::new()
-        .read(true)
         .write(true)
         .create_new(true)
         .open(path)
+        .map(drop)
 }
 
 fn sync_folder(dir: &Path) -> io::Result<()> {

@@ -236,7 +236,7 @@ impl FilePool {
     /// Creates a new, empty content file (failing if it exists); its
     /// folder entry is made durable by the first COMMIT of it, or when the
     /// catalog's journal starts over (see [`NewEntries`]).
-    pub fn create_content(&self, path: &Path) -> io::Result<File> {
+    pub fn create_content(&self, path: &Path) -> io::Result<()> {
         self.entries.create_content(path)
     }
 
