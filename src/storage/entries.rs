@@ -64,6 +64,10 @@ struct Spares {
     /// switch per create for nothing.
     taken: Condvar,
     keep: usize,
+    /// In the names of the spares this run makes: a name an earlier run
+    /// left is never met (its process id may well be this one's, pid 1 in
+    /// a container).
+    run: String,
     made: AtomicU64,
     used: AtomicU64,
     recycled: AtomicU64,
@@ -92,6 +96,7 @@ impl NewEntries {
             ready: Mutex::new(Vec::new()),
             taken: Condvar::new(),
             keep,
+            run: run_tag(),
             made: AtomicU64::new(0),
             used: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
@@ -225,9 +230,7 @@ impl Spares {
             return false;
         }
         let n = self.recycled.fetch_add(1, Ordering::Relaxed);
-        let spare = self
-            .dir
-            .join(format!("recycled-{}-{n}", std::process::id()));
+        let spare = self.dir.join(format!("recycled-{}-{n}", self.run));
         if rename_noreplace(path, &spare).is_err() {
             return false;
         }
@@ -282,7 +285,6 @@ impl Spares {
 /// Keeps the spares topped up until the pool is dropped: recycled files
 /// first (emptied), then new ones while fewer than `keep` are ready.
 fn refill(spares: Weak<Spares>) {
-    let pid = std::process::id();
     loop {
         let Some(s) = spares.upgrade() else { return };
         let recycled = s.recycling.lock().pop();
@@ -307,9 +309,12 @@ fn refill(spares: Weak<Spares>) {
             }
         }
         let n = s.made.fetch_add(1, Ordering::Relaxed);
-        let p = s.dir.join(format!("spare-{pid}-{n}"));
+        let p = s.dir.join(format!("spare-{}-{n}", s.run));
         match create_new(&p) {
             Ok(()) => s.ready.lock().insert(0, p),
+            // Not one of ours (the run tag makes this all but impossible):
+            // the next name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 tracing::warn!(dir = %s.dir.display(), error = %e, "cannot make a spare content file");
                 drop(s);
@@ -317,6 +322,14 @@ fn refill(spares: Weak<Spares>) {
             }
         }
     }
+}
+
+/// A tag for this run's spare names: the process id and the start time.
+fn run_tag() -> String {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}-{:x}", std::process::id(), since_epoch.as_nanos())
 }
 
 /// Empties a recycled file.
@@ -439,6 +452,25 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         ready()
+    }
+
+    /// An earlier run with this process id (a container's pid 1) left
+    /// entries under the names it gave its spares, which start-up cannot
+    /// clear (folders here): the thread still makes four spares at once.
+    /// It used to meet each name, log a warning and sleep a second.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn names_an_earlier_run_left_do_not_hold_up_new_spares() {
+        let dir = tempfile::tempdir().unwrap();
+        let spare_dir = dir.path().join(SPARE_FOLDER);
+        for n in 0..4 {
+            let left = spare_dir.join(format!("spare-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(left).unwrap();
+        }
+        let t = std::time::Instant::now();
+        let entries = NewEntries::with_spares(dir.path(), 4);
+        assert_eq!(spares_ready(&entries, 4), 4);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     }
 
     #[cfg(target_os = "linux")]
