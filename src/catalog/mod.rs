@@ -12,6 +12,7 @@
 
 mod changes;
 mod cursor;
+mod durable_append;
 mod external;
 mod feed;
 mod gen;
