@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use markbase_nfs::nfs4::consts::{op, Status, NFS4_PROGRAM};
+use markbase_nfs::rpc::Credentials;
 use markbase_nfs::tools::client::{CompoundArgs, Create, Nfs4Client, RpcClient};
 
 const BOTH: u32 = 3;
@@ -154,6 +155,37 @@ fn a_remove_retransmitted_after_reconnect_is_not_a_spurious_noent() {
         u32::from_be_bytes(reply3[..4].try_into().unwrap()),
         Status::NoEnt.code()
     );
+}
+
+/// The duplicate request cache answers a retransmission of the same
+/// caller only: another user (or machine) sending the same xid and
+/// arguments gets its own answer.
+#[test]
+fn another_callers_request_with_the_same_xid_is_not_a_replay() {
+    let srv = InProcess::start();
+    let mut c = Nfs4Client::connect(srv.addr, "drc-two").unwrap();
+    let root = c.lookup("").unwrap();
+    let f = c
+        .open(&root, "twice.txt", Create::Unchecked { mode: 0o644 }, BOTH)
+        .unwrap();
+    c.close(&f).unwrap();
+    let args = CompoundArgs::new()
+        .putfh(&root)
+        .op(op::REMOVE, |e| e.string("twice.txt"))
+        .encode("drc-two", 0);
+    let status = |reply: &[u8]| u32::from_be_bytes(reply[..4].try_into().unwrap());
+    let mut editor = RpcClient::connect(srv.addr).unwrap();
+    editor.credentials = Credentials::sys("edit-bay-1", 501, 20, &[]);
+    editor.set_next_xid(777);
+    let (_, first) = editor.call(NFS4_PROGRAM, 4, 1, &args).unwrap();
+    assert_eq!(status(&first), 0, "REMOVE succeeded");
+    for (machine, uid) in [("edit-bay-1", 502), ("edit-bay-2", 501)] {
+        let mut other = RpcClient::connect(srv.addr).unwrap();
+        other.credentials = Credentials::sys(machine, uid, 20, &[]);
+        other.set_next_xid(777);
+        let (_, reply) = other.call(NFS4_PROGRAM, 4, 1, &args).unwrap();
+        assert_eq!(status(&reply), Status::NoEnt.code(), "{machine} uid {uid}");
+    }
 }
 
 /// RFC 7530 §9.2: one lock-owner's overlapping and adjacent locks of one

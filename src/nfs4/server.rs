@@ -17,7 +17,7 @@ use super::view::ExportView;
 use crate::catalog::{fnv1a, Catalog};
 use crate::config::Config;
 use crate::export::{Export, Exports};
-use crate::rpc::{AcceptError, CallContext, Program, ReplyBody};
+use crate::rpc::{AcceptError, CallContext, Credentials, Program, ReplyBody};
 use crate::storage::FilePool;
 
 pub struct Nfs4Server {
@@ -33,7 +33,7 @@ pub struct Nfs4Server {
     /// Duplicate request cache: replies of COMPOUNDs with non-idempotent
     /// ops, so a retransmission after a reconnect gets the original answer
     /// instead of a spurious NOENT/EXIST.
-    replies: moka::sync::Cache<(String, u32, u64), Arc<Vec<u8>>>,
+    replies: moka::sync::Cache<(u64, u32, u64), Arc<Vec<u8>>>,
     pub(crate) latency: crate::metrics::ops::OpLatency,
     started: Instant,
     /// Milliseconds after `started` when the next lease sweep is due.
@@ -258,8 +258,19 @@ impl Nfs4Server {
     }
 }
 
-fn peer_host(ctx: &CallContext) -> String {
-    ctx.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default()
+/// Who sent a call, for the duplicate request cache: the principal and
+/// the client's address (not its port: a retransmission may come on a new
+/// connection). Hashed in place; building it as a string cost three
+/// allocations per COMPOUND.
+fn caller_key(ctx: &CallContext) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match &ctx.credentials {
+        Credentials::Sys(s) => (s.uid, s.machine.as_str()).hash(&mut h),
+        Credentials::None => "none".hash(&mut h),
+    }
+    ctx.peer.map(|p| p.ip()).hash(&mut h);
+    h.finish()
 }
 
 impl Program for Nfs4Server {
@@ -313,7 +324,7 @@ impl Program for Nfs4Server {
                 // the WRITE itself.
                 let head = &args[..args.len().min(512)];
                 let key = (
-                    ctx.credentials.principal() + &peer_host(ctx),
+                    caller_key(ctx),
                     ctx.xid,
                     fnv1a(head) ^ (args.len() as u64).rotate_left(32),
                 );
