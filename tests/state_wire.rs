@@ -127,19 +127,25 @@ fn a_retransmitted_close_gets_the_same_reply() {
     assert!(r.next(op::CLOSE).is_err());
 }
 
+/// Makes (and closes) `name` in the root as client `client`; returns the
+/// COMPOUND that removes it, to send as raw calls.
+fn new_file_and_its_remove(srv: &InProcess, client: &str, name: &str) -> Vec<u8> {
+    let mut c = Nfs4Client::connect(srv.addr, client).unwrap();
+    let root = c.lookup("").unwrap();
+    let f = c
+        .open(&root, name, Create::Unchecked { mode: 0o644 }, BOTH)
+        .unwrap();
+    c.close(&f).unwrap();
+    CompoundArgs::new()
+        .putfh(&root)
+        .op(op::REMOVE, |e| e.string(name))
+        .encode(client, 0)
+}
+
 #[test]
 fn a_remove_retransmitted_after_reconnect_is_not_a_spurious_noent() {
     let srv = InProcess::start();
-    let mut c = Nfs4Client::connect(srv.addr, "drc").unwrap();
-    let root = c.lookup("").unwrap();
-    let f = c
-        .open(&root, "gone.txt", Create::Unchecked { mode: 0o644 }, BOTH)
-        .unwrap();
-    c.close(&f).unwrap();
-    let args = CompoundArgs::new()
-        .putfh(&root)
-        .op(op::REMOVE, |e| e.string("gone.txt"))
-        .encode("drc", 0);
+    let args = new_file_and_its_remove(&srv, "drc", "gone.txt");
     let mut first = RpcClient::connect(srv.addr).unwrap();
     first.set_next_xid(4242);
     let (_, reply1) = first.call(NFS4_PROGRAM, 4, 1, &args).unwrap();
@@ -163,16 +169,7 @@ fn a_remove_retransmitted_after_reconnect_is_not_a_spurious_noent() {
 #[test]
 fn another_callers_request_with_the_same_xid_is_not_a_replay() {
     let srv = InProcess::start();
-    let mut c = Nfs4Client::connect(srv.addr, "drc-two").unwrap();
-    let root = c.lookup("").unwrap();
-    let f = c
-        .open(&root, "twice.txt", Create::Unchecked { mode: 0o644 }, BOTH)
-        .unwrap();
-    c.close(&f).unwrap();
-    let args = CompoundArgs::new()
-        .putfh(&root)
-        .op(op::REMOVE, |e| e.string("twice.txt"))
-        .encode("drc-two", 0);
+    let args = new_file_and_its_remove(&srv, "drc-two", "twice.txt");
     let status = |reply: &[u8]| u32::from_be_bytes(reply[..4].try_into().unwrap());
     let mut editor = RpcClient::connect(srv.addr).unwrap();
     editor.credentials = Credentials::sys("edit-bay-1", 501, 20, &[]);
