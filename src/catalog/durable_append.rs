@@ -6,9 +6,8 @@
 //! previous records' bytes, kept in memory) written again before each new
 //! record. The file system then sends the blocks and one cache flush, and
 //! skips the page cache and its write-back (`fdatasync` of a buffered
-//! write looks for dirty pages, builds their I/O and waits for it): on
-//! this project's test disk, 600-byte records took 144–171 µs instead of
-//! 165–208 µs (p50) and 15–25 µs less CPU each.
+//! write looks for dirty pages, builds their I/O and waits for it): less
+//! time and CPU per record (perf/README.md finding 56).
 //!
 //! Where the file system refuses `O_DIRECT` (tmpfs on older kernels, some
 //! FUSE file systems) and on other systems, a record is a buffered write
@@ -73,16 +72,20 @@ impl DurableAppend {
         if let Some(d) = &mut self.direct {
             match d.write(rec, at) {
                 Ok(()) => return Ok(()),
-                // Refused after all (EINVAL: alignment or the file system):
-                // buffered from now on.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // Refused after all (EINVAL: alignment or the file system),
+                // or no memory for a larger aligned buffer: buffered from
+                // now on.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINVAL)
+                        || e.kind() == io::ErrorKind::OutOfMemory =>
+                {
                     tracing::warn!(error = %e, "journal: direct writes refused, using fdatasync");
                     self.direct = None;
                 }
                 Err(e) => return Err(e),
             }
         }
-        super::journal::write_all_at(buffered, rec, at)?;
+        write_all_at(buffered, rec, at)?;
         buffered.sync_data()
     }
 }
@@ -100,12 +103,18 @@ impl Direct {
         buf[..self.head.len()].copy_from_slice(&self.head);
         buf[self.head.len()..end].copy_from_slice(rec);
         buf[end..].fill(0);
-        super::journal::write_all_at(&self.file, buf, start)?;
+        write_all_at(&self.file, buf, start)?;
         let last_block = end - end % BLOCK as usize;
         self.head.clear();
         self.head.extend_from_slice(&buf[last_block..end]);
         Ok(())
     }
+}
+
+#[cfg(unix)]
+pub(super) fn write_all_at(file: &File, buf: &[u8], at: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(buf, at)
 }
 
 #[cfg(target_os = "linux")]

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::durable_append::DurableAppend;
+use super::durable_append::{write_all_at, DurableAppend};
 use super::node::{fnv1a, Columns, Node, NodeId, NodeKind, NodeMeta, Special};
 
 /// One region of the journal. A record that does not fit after the tail
@@ -411,12 +411,6 @@ fn zero_fill(file: &File, len: u64) -> io::Result<()> {
         at += n as u64;
     }
     Ok(())
-}
-
-#[cfg(unix)]
-pub(super) fn write_all_at(file: &File, buf: &[u8], at: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.write_all_at(buf, at)
 }
 
 #[cfg(test)]

@@ -54,7 +54,8 @@ struct Spares {
     dir: PathBuf,
     /// Taken from the end: recycled files go there, new ones to the front.
     /// A spare holds no descriptor: a create only renames it into place
-    /// (an open and a close per create were a tenth of its system calls).
+    /// (opening and closing it were two of the ten system calls a metadata
+    /// thread made per create).
     ready: Mutex<Vec<PathBuf>>,
     /// Removed files renamed into the folder, to be emptied.
     recycling: Mutex<Vec<PathBuf>>,
