@@ -244,7 +244,7 @@ pub struct Nfs3Server {
     /// Duplicate request cache for the procedures that change the
     /// namespace: a retransmission (after a reconnect) gets the original
     /// answer instead of a spurious NOENT or EXIST.
-    replies: moka::sync::Cache<(String, u32, u64), Arc<Vec<u8>>>,
+    replies: moka::sync::Cache<(u64, u32, u64), Arc<Vec<u8>>>,
 }
 
 impl Nfs3Server {
@@ -378,9 +378,8 @@ impl Program for Nfs3Server {
         }
         let cacheable = non_idempotent(ctx.procedure);
         let key = cacheable.then(|| {
-            let host = ctx.peer.map(|p| p.ip().to_string()).unwrap_or_default();
             (
-                format!("{}/{host}", ctx.credentials.principal()),
+                ctx.caller_key(),
                 ctx.xid,
                 fnv1a(args) ^ ctx.procedure as u64,
             )

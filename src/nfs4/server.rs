@@ -17,7 +17,7 @@ use super::view::ExportView;
 use crate::catalog::{fnv1a, Catalog};
 use crate::config::Config;
 use crate::export::{Export, Exports};
-use crate::rpc::{AcceptError, CallContext, Credentials, Program, ReplyBody};
+use crate::rpc::{AcceptError, CallContext, Program, ReplyBody};
 use crate::storage::FilePool;
 
 pub struct Nfs4Server {
@@ -258,21 +258,6 @@ impl Nfs4Server {
     }
 }
 
-/// Who sent a call, for the duplicate request cache: the principal and
-/// the client's address (not its port: a retransmission may come on a new
-/// connection). Hashed in place; building it as a string cost three
-/// allocations per COMPOUND.
-fn caller_key(ctx: &CallContext) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    match &ctx.credentials {
-        Credentials::Sys(s) => (s.uid, s.machine.as_str()).hash(&mut h),
-        Credentials::None => "none".hash(&mut h),
-    }
-    ctx.peer.map(|p| p.ip()).hash(&mut h);
-    h.finish()
-}
-
 impl Program for Nfs4Server {
     fn number(&self) -> u32 {
         NFS4_PROGRAM
@@ -324,7 +309,7 @@ impl Program for Nfs4Server {
                 // the WRITE itself.
                 let head = &args[..args.len().min(512)];
                 let key = (
-                    caller_key(ctx),
+                    ctx.caller_key(),
                     ctx.xid,
                     fnv1a(head) ^ (args.len() as u64).rotate_left(32),
                 );

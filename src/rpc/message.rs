@@ -101,6 +101,22 @@ pub struct CallContext {
     pub in_place: bool,
 }
 
+impl CallContext {
+    /// Who sent the call, for a duplicate request cache: the principal and
+    /// the client's address (not its port: a retransmission may come on a
+    /// new connection). Hashed in place, without building strings.
+    pub fn caller_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        match &self.credentials {
+            Credentials::Sys(s) => (s.uid, s.machine.as_str()).hash(&mut h),
+            Credentials::None => "none".hash(&mut h),
+        }
+        self.peer.map(|p| p.ip()).hash(&mut h);
+        h.finish()
+    }
+}
+
 /// Where a call's bulk argument (a WRITE payload) lies in its record, as
 /// found from the record's head by [`Dispatcher::locate_bulk`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
