@@ -72,15 +72,15 @@ impl IdSource {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let step = n.wrapping_mul(GOLDEN);
         (
-            mix(self.seeds[0].wrapping_add(step)),
-            mix(self.seeds[1].wrapping_add(step)),
+            mix64(self.seeds[0].wrapping_add(step)),
+            mix64(self.seeds[1].wrapping_add(step)),
         )
     }
 }
 
 /// SplitMix64's finalizer: a bijection of u64, so distinct inputs stay
-/// distinct.
-fn mix(mut z: u64) -> u64 {
+/// distinct (also the demo generator's [`super::gen::Rng`] step).
+pub(crate) fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
