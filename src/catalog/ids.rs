@@ -90,17 +90,14 @@ pub(crate) fn mix64(mut z: u64) -> u64 {
 /// the standard library's per-process random hash keys, the clock and the
 /// process id.
 fn os_seeds() -> [u64; 2] {
-    let mut bytes = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    let mut seeds = [[0u8; 8]; 2];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| seeds.iter_mut().try_for_each(|s| f.read_exact(s)));
     if let Err(e) = read {
         tracing::warn!(error = %e, "no /dev/urandom: node ids seeded from hash keys and the clock");
         return fallback_seeds();
     }
-    let (first, second) = bytes.split_at(8);
-    [
-        u64::from_le_bytes(first.try_into().unwrap_or_default()),
-        u64::from_le_bytes(second.try_into().unwrap_or_default()),
-    ]
+    seeds.map(u64::from_le_bytes)
 }
 
 fn fallback_seeds() -> [u64; 2] {
