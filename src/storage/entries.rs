@@ -313,9 +313,6 @@ fn refill(spares: Weak<Spares>) {
         let p = s.dir.join(format!("spare-{}-{n}", s.run));
         match create_new(&p) {
             Ok(()) => s.ready.lock().insert(0, p),
-            // Not one of ours (the run tag makes this all but impossible):
-            // the next name.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 tracing::warn!(dir = %s.dir.display(), error = %e, "cannot make a spare content file");
                 drop(s);
