@@ -498,6 +498,14 @@ fn open_and_close(db: &Path) {
         .shutdown();
 }
 
+/// A catalog `<stem>.sqlite` made (opened and closed) in `dir`, and the
+/// content path of its node `<stem>-1` under `dir/store`.
+fn made_catalog_and_content_path(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+    let db = dir.join(format!("{stem}.sqlite"));
+    open_and_close(&db);
+    (db, dir.join("store").join(format!("{stem}-1")))
+}
+
 /// Writes records to the journal as the writer would, SQLite having
 /// applied up to `applied`.
 fn journal_records(db: &Path, applied: u64, records: &[journal::Entry]) {
@@ -511,9 +519,7 @@ fn journal_records(db: &Path, applied: u64, records: &[journal::Entry]) {
 #[test]
 fn the_journal_is_replayed_once_and_a_torn_record_never() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("j.sqlite");
-    open_and_close(&db);
-    let content = dir.path().join("store").join("j-1");
+    let (db, content) = made_catalog_and_content_path(dir.path(), "j");
     let file = |label: &str, cols| journaled_file("j-1", label, &content, cols);
     // What a crash leaves: a create and a rename answered (journaled),
     // neither in SQLite, and the new file's folder entry lost.
@@ -755,9 +761,7 @@ fn a_full_journal_region_does_not_wait_for_sqlites_synced_commit() {
 #[test]
 fn a_crash_after_the_journal_changed_region_replays_both_regions_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("w.sqlite");
-    open_and_close(&db);
-    let content = dir.path().join("store").join("w-1");
+    let (db, content) = made_catalog_and_content_path(dir.path(), "w");
     // What a crash leaves: region 0 full of records SQLite never applied
     // (~400 KB each), and the newest in region 1: a create, then a rename.
     let mut j = journal::Journal::open(&journal::path_for(&db), 0).unwrap();
