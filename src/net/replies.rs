@@ -41,38 +41,45 @@ pub struct Queued<H> {
     written: usize,
 }
 
+/// What both sides share: the socket and the count of queued replies.
+struct Shared {
+    /// Replies queued and not yet wholly written: direct writes only at 0.
+    queued: Mutex<usize>,
+    socket: OwnedWriteHalf,
+}
+
+impl Shared {
+    fn stream(&self) -> &tokio::net::TcpStream {
+        self.socket.as_ref()
+    }
+}
+
 /// The sending side, shared by every thread that answers calls of the
 /// connection.
 pub struct Replies<H> {
     queue: mpsc::UnboundedSender<Queued<H>>,
-    /// Replies queued and not yet wholly written: direct writes only at 0.
-    queued: Arc<Mutex<usize>>,
-    socket: Arc<OwnedWriteHalf>,
+    shared: Arc<Shared>,
 }
 
 /// The writer task's side.
 pub struct Writer<H> {
     queue: mpsc::UnboundedReceiver<Queued<H>>,
-    queued: Arc<Mutex<usize>>,
-    socket: Arc<OwnedWriteHalf>,
+    shared: Arc<Shared>,
 }
 
 /// A connection's replies, written to `socket`, and its writer task's end.
 pub fn replies<H>(socket: OwnedWriteHalf) -> (Replies<H>, Writer<H>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let queued = Arc::new(Mutex::new(0));
-    let socket = Arc::new(socket);
+    let shared = Arc::new(Shared {
+        queued: Mutex::new(0),
+        socket,
+    });
     (
         Replies {
             queue: tx,
-            queued: queued.clone(),
-            socket: socket.clone(),
+            shared: shared.clone(),
         },
-        Writer {
-            queue: rx,
-            queued,
-            socket,
-        },
+        Writer { queue: rx, shared },
     )
 }
 
@@ -80,7 +87,7 @@ impl<H> Replies<H> {
     /// Sends `reply`, letting go of `held` once it is written. An empty
     /// reply closes the connection once the replies before it are written.
     pub fn send(&self, reply: Reply, held: H) {
-        let mut queued = self.queued.lock();
+        let mut queued = self.shared.queued.lock();
         let mut written = 0;
         if *queued == 0 && !reply.parts.is_empty() && reply.len() <= DIRECT_MAX {
             let mark = record_mark(reply.len());
@@ -88,7 +95,7 @@ impl<H> Replies<H> {
             push_slices(&mut slices, &mark, &reply);
             let mut rest: &mut [IoSlice<'_>] = &mut slices;
             // An error is met again by the writer task, which closes.
-            let _ = write_what_fits((*self.socket).as_ref(), &mut rest, &mut written);
+            let _ = write_what_fits(self.shared.stream(), &mut rest, &mut written);
             if rest.is_empty() {
                 return;
             }
@@ -98,7 +105,7 @@ impl<H> Replies<H> {
 
     /// Queues `reply` for the writer task.
     pub fn queue(&self, reply: Reply, held: H) {
-        self.push(&mut self.queued.lock(), reply, held, 0);
+        self.push(&mut self.shared.queued.lock(), reply, held, 0);
     }
 
     /// Queues `reply`, `written` bytes of it sent, under the count's lock.
@@ -157,26 +164,28 @@ impl<H> Writer<H> {
             let taken = batch.len();
             let close = batch.iter().any(|q| q.reply.parts.is_empty());
             batch.retain(|q| !q.reply.parts.is_empty());
-            if let Err(e) = write_batch(&self.socket, &batch).await {
+            if let Err(e) = write_batch(self.shared.stream(), &batch).await {
                 tracing::debug!(%peer, error = %e, "reply write failed");
                 return;
             }
             // Counted down only once written: until then no thread writes
             // beside this one.
-            *self.queued.lock() -= taken;
+            *self.shared.queued.lock() -= taken;
             batch.clear();
             if close {
                 break;
             }
         }
-        let stream: &tokio::net::TcpStream = (*self.socket).as_ref();
-        let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+        let _ = socket2::SockRef::from(self.shared.stream()).shutdown(std::net::Shutdown::Write);
     }
 }
 
 /// Writes replies, each with its record mark, with as few writev calls as
 /// the socket allows; the first may be partly written already.
-async fn write_batch<H>(socket: &OwnedWriteHalf, batch: &[Queued<H>]) -> std::io::Result<()> {
+async fn write_batch<H>(
+    stream: &tokio::net::TcpStream,
+    batch: &[Queued<H>],
+) -> std::io::Result<()> {
     let Some(first) = batch.first() else {
         return Ok(());
     };
@@ -189,7 +198,6 @@ async fn write_batch<H>(socket: &OwnedWriteHalf, batch: &[Queued<H>]) -> std::io
     // Only the first can have been started: nothing is written directly
     // while a reply is queued.
     IoSlice::advance_slices(&mut rest, first.written);
-    let stream: &tokio::net::TcpStream = socket.as_ref();
     let mut written = 0;
     loop {
         write_what_fits(stream, &mut rest, &mut written)?;
@@ -345,7 +353,7 @@ mod tests {
             outstanding.fetch_add(1, Ordering::SeqCst);
             replies.send(reply(i, sizes[i as usize % 3]), Held(outstanding.clone()));
         }
-        assert!(*replies.queued.lock() > 0, "the socket filled up");
+        assert!(*replies.shared.queued.lock() > 0, "the socket filled up");
         outstanding.fetch_add(1, Ordering::SeqCst);
         replies.send(Reply::default(), Held(outstanding.clone()));
         drop(replies);
