@@ -141,6 +141,14 @@ impl Pending {
     pub fn wait(self) -> CatalogResult<()> {
         self.0.wait().map_err(CatalogError::Commit)
     }
+
+    /// Runs `then` once the change is committed (or with why it could not
+    /// be), without holding this thread meanwhile: on this thread if it
+    /// writes the commit itself, else on the thread that does.
+    pub fn then(self, then: impl FnOnce(CatalogResult<()>) + Send + 'static) {
+        self.0
+            .then(Box::new(move |r| then(r.map_err(CatalogError::Commit))));
+    }
 }
 
 /// A node to create.
@@ -720,6 +728,14 @@ impl Catalog {
         Ok(earlier)
     }
 
+    /// A commit holding no change, in line behind every change submitted
+    /// so far: once it is answered, they are all durable (or failed). A
+    /// replayed reply waits for it, as its first sending waited for the
+    /// change it reports.
+    pub fn sync_point(&self) -> Pending {
+        Pending(self.writer.submit(Vec::new(), Vec::new()))
+    }
+
     /// Records a confirmed NFS client; committed before it returns, since
     /// a client must be able to reclaim after any restart that follows.
     pub fn record_nfs_client(&self, id: &[u8]) -> Pending {
@@ -747,6 +763,13 @@ impl Catalog {
     /// records (see `writer::DurableHook`).
     pub fn before_durable(&self, hook: DurableHook) {
         self.writer.before_durable(hook);
+    }
+
+    /// Holds the intent journal's writer (tests): namespace changes queue
+    /// and nobody writes them until the guard goes.
+    #[cfg(test)]
+    pub(crate) fn hold_journal(&self) -> writer::JournalHeld<'_> {
+        self.writer.hold_journal()
     }
 
     /// Flushes and stops the background writer.

@@ -41,7 +41,8 @@ use super::journal::{self, Entry, IdImage, Journal, NodeImage};
 use super::node::{Columns, Node, NodeId, NodeKind, TimeUnit};
 use super::pins::Pins;
 use super::schema::CatalogShape;
-use answer::{answer, Answer, Answerer, STOPPED};
+pub(crate) use answer::Then;
+use answer::{answer, Answer, Answerer, Outcome, STOPPED};
 use coalesce::coalesce;
 pub(crate) use sql::replay_journal;
 use sql::{applied_seq, apply_entry, set_applied};
@@ -132,6 +133,19 @@ impl Commit {
         }
         self.answer.wait()
     }
+
+    /// Runs `then` once the job is durable (or committed), or with why
+    /// not, without waiting for it here: on this thread if it leads the
+    /// journal write (nobody else is writing it), else on the thread that
+    /// writes the record holding the job.
+    pub fn then(mut self, then: Then) {
+        let group = self.group.take();
+        let answer = std::mem::replace(&mut self.answer, Answer::ready(Ok(())));
+        answer.then(then);
+        if let Some(g) = group {
+            g.lead(false);
+        }
+    }
 }
 
 impl Drop for Commit {
@@ -157,6 +171,8 @@ impl Group {
     /// Journals every queued job, in batches, until none is left or another
     /// thread holds the sink (it looks again after letting go). `block`:
     /// wait for the sink rather than leave the jobs to its holder.
+    /// Each batch's answers are given once the sink is let go: what they
+    /// run (a reply written to its client) never holds up the next record.
     fn lead(&self, block: bool) {
         loop {
             let mut sink = if block {
@@ -167,24 +183,39 @@ impl Group {
                     None => return,
                 }
             };
-            loop {
-                let jobs: Vec<Job> = {
-                    let mut q = self.queued.lock();
-                    let n = q.len().min(self.max_batch);
-                    q.drain(..n).collect()
-                };
-                if jobs.is_empty() {
-                    break;
-                }
-                sink.send(jobs, Vec::new(), Vec::new(), false);
-            }
+            let jobs: Vec<Job> = {
+                let mut q = self.queued.lock();
+                let n = q.len().min(self.max_batch);
+                q.drain(..n).collect()
+            };
+            let answers = if jobs.is_empty() {
+                Vec::new()
+            } else {
+                sink.send(jobs, Vec::new(), Vec::new(), false)
+            };
             drop(sink);
+            tell_all(answers);
             // A job queued while the sink was held, by a submitter whose
             // try_lock failed, is ours to lead.
             if self.queued.lock().is_empty() {
                 return;
             }
         }
+    }
+}
+
+/// See `Catalog::hold_journal`; dropped, it leads what queued meanwhile.
+#[cfg(test)]
+pub(crate) struct JournalHeld<'a> {
+    group: &'a Group,
+    sink: Option<parking_lot::MutexGuard<'a, Sink>>,
+}
+
+#[cfg(test)]
+impl Drop for JournalHeld<'_> {
+    fn drop(&mut self) {
+        self.sink = None;
+        self.group.lead(false);
     }
 }
 
@@ -346,6 +377,15 @@ impl Writer {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn hold_journal(&self) -> JournalHeld<'_> {
+        let group = self.group.as_deref().expect("a catalog with a journal");
+        JournalHeld {
+            group,
+            sink: Some(group.sink.lock()),
+        }
+    }
+
     /// Persists everything queued so far into SQLite.
     pub fn flush(&self) -> Result<(), String> {
         let (done, flushed) = answer();
@@ -429,24 +469,32 @@ struct Sink {
     stopped: bool,
 }
 
+/// Gives answers (see `Group::lead`: after the sink is let go).
+fn tell_all(answers: Vec<(Answerer, Outcome)>) {
+    for (to, outcome) in answers {
+        to.tell(outcome);
+    }
+}
+
 impl Sink {
     /// One batch: the jobs' changes (journaled, then answered; without a
     /// journal answered once in SQLite), then the dirty nodes' columns.
+    /// Returns the answers to give: the caller gives them once it has let
+    /// the sink go.
+    #[must_use = "the jobs' submitters wait for these answers"]
     fn send(
         &mut self,
         jobs: Vec<Job>,
         dirty: Vec<Arc<Node>>,
         mut waiters: Vec<Answerer>,
         durable: bool,
-    ) {
+    ) -> Vec<(Answerer, Outcome)> {
         if self.stopped {
-            for job in jobs {
-                job.done.tell(Err(STOPPED.into()));
-            }
-            for w in waiters {
-                w.tell(Err(STOPPED.into()));
-            }
-            return;
+            let stopped = || Err(STOPPED.to_string());
+            let jobs = jobs.into_iter().map(|j| (j.done, stopped()));
+            return jobs
+                .chain(waiters.into_iter().map(|w| (w, stopped())))
+                .collect();
         }
         let mut b = Batch::default();
         for job in &jobs {
@@ -471,7 +519,10 @@ impl Sink {
             }
         }
         let namespace = b.entries.len();
-        let result = if jobs.is_empty() {
+        // Jobs without entries (a sync point, see `Catalog::sync_point`)
+        // need no record: whatever was queued before them has been
+        // written by now, under this sink.
+        let result = if namespace == 0 {
             Ok(())
         } else {
             self.journal_entries(&mut b, namespace)
@@ -485,11 +536,12 @@ impl Sink {
             b.entries.push(Entry::Upsert(Box::new(img)));
             b.dirty_nodes.push((n, v));
         }
+        let mut answers = Vec::new();
         for job in jobs {
             b.listings.extend(job.listings);
             match (&result, self.journal.is_some()) {
                 (Ok(()), false) => b.waiters.push(job.done),
-                (r, _) => job.done.tell(r.clone()),
+                (r, _) => answers.push((job.done, r.clone())),
             }
         }
         b.waiters.append(&mut waiters);
@@ -498,10 +550,9 @@ impl Sink {
             let BackMsg::Batch(b) = e.0 else {
                 unreachable!()
             };
-            for w in b.waiters {
-                w.tell(Err(STOPPED.into()));
-            }
+            answers.extend(b.waiters.into_iter().map(|w| (w, Err(STOPPED.to_string()))));
         }
+        answers
     }
 
     /// Writes the batch's first `count` entries (its namespace changes) to
@@ -621,7 +672,8 @@ impl FrontLoop {
         q.dirty_since = None;
         let jobs = std::mem::take(&mut q.jobs);
         let flushes = std::mem::take(&mut q.flushes);
-        self.sink.lock().send(jobs, dirty, flushes, q.stop);
+        let answers = self.sink.lock().send(jobs, dirty, flushes, q.stop);
+        tell_all(answers);
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod clients;
 pub mod handle;
+pub mod held_reply;
 pub mod permission;
 
 use std::collections::{HashMap, HashSet};
@@ -179,6 +180,13 @@ impl Export {
         };
         let sub = format!("{:02x}", id.fileid() & 0xff);
         self.storage_dir.join(sub).join(name)
+    }
+
+    /// [`Export::discard_content`], to run once the removal that orphaned
+    /// the content is durable.
+    pub fn discard_content_later(self: &Arc<Self>, node: Arc<Node>) -> Box<dyn FnOnce() + Send> {
+        let export = self.clone();
+        Box::new(move || export.discard_content(&node))
     }
 
     /// Removes a deleted node's content file, now or (if the file is still

@@ -209,9 +209,11 @@ pub async fn handle_connection(
 
 /// Hands a call's outcome to the connection's replies (`direct`: written
 /// by this thread if nothing is queued before it); false once the
-/// connection is to close.
+/// connection is to close. A held reply is written by the thread its hold
+/// lets it go on (the one that made its change durable); the call keeps
+/// its slot until then.
 fn answer(
-    replies: &Replies<Held>,
+    replies: &Arc<Replies<Held>>,
     outcome: Outcome,
     held: Held,
     peer: SocketAddr,
@@ -224,6 +226,16 @@ fn answer(
         }
         Outcome::Reply(reply) => {
             replies.queue(reply, held);
+            true
+        }
+        Outcome::Held(reply, hold) => {
+            let replies = replies.clone();
+            hold.release(
+                reply,
+                Box::new(move |reply| {
+                    let _ = answer(&replies, Outcome::Reply(reply), held, peer, direct);
+                }),
+            );
             true
         }
         Outcome::Ignore => true,

@@ -136,7 +136,8 @@ pub fn apply(call: &Call<'_>, node: &Arc<Node>, s: &super::args::Sattr3) -> Nfs3
             m.modified_ns = time_of(t);
         }
     });
-    pending.wait().map_err(|e| super::catalog_status(&e))
+    call.reply_after(pending, None);
+    Ok(())
 }
 
 pub fn fsstat(call: &Call<'_>, a: &FhArgs<'_>) -> Answer<VolumeStats> {

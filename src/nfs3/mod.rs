@@ -12,14 +12,18 @@ mod info;
 mod names;
 pub mod reply;
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::catalog::{fnv1a, CatalogError, Node};
+use crate::catalog::{fnv1a, CatalogError, Node, Pending};
+use crate::export::held_reply::{AfterDurable, Awaited};
 use crate::export::permission::{self, Denied};
 use crate::export::{handle, handle::NFS3_FHSIZE, Export, Exports, HandleError, NodeError};
 use crate::metrics::ops::OpLatency;
-use crate::rpc::{AcceptError, BulkArgument, CallContext, Credentials, Program, ReplyBody};
+use crate::rpc::{
+    AcceptError, BulkArgument, CallContext, Credentials, Program, Reply, ReplyBody, ReplyPart,
+};
 use crate::xdr::Decoder;
 
 pub use args::*;
@@ -161,10 +165,29 @@ fn denied_status(d: Denied) -> Nfs3Status {
     }
 }
 
-/// What a handler sees of its call: the export and who is calling.
+/// What a handler sees of its call: the export and who is calling, and
+/// the changes its reply waits for.
 pub struct Call<'a> {
-    pub export: &'a Export,
+    pub export: &'a Arc<Export>,
     pub cred: &'a Credentials,
+    awaited: RefCell<Awaited<()>>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(export: &'a Arc<Export>, cred: &'a Credentials) -> Call<'a> {
+        Call {
+            export,
+            cred,
+            awaited: RefCell::default(),
+        }
+    }
+
+    /// Lets the call finish while `pending` commits: its reply is sent once
+    /// the change is durable, and `after` runs then (see
+    /// `export::held_reply`).
+    pub fn reply_after(&self, pending: Pending, after: Option<AfterDurable>) {
+        self.awaited.borrow_mut().push(pending, after, ());
+    }
 }
 
 impl Call<'_> {
@@ -263,7 +286,7 @@ impl Nfs3Server {
     /// The export a call is for: the one whose id its first file handle
     /// (every procedure's first argument) carries. A handle of no export
     /// goes to the first, whose decoding answers BADHANDLE or STALE.
-    fn export_of_call(&self, args: &[u8]) -> &Export {
+    fn export_of_call(&self, args: &[u8]) -> &Arc<Export> {
         let first = &self.exports[0];
         if self.exports.len() == 1 {
             return first;
@@ -391,10 +414,7 @@ impl Program for Nfs3Server {
             }
         }
         let start = out.len();
-        let call = Call {
-            export,
-            cred: &ctx.credentials,
-        };
+        let call = Call::new(export, &ctx.credentials);
         let mut d = Decoder::new(args);
         let memory_only = ctx.in_place.then(crate::catalog::MemoryOnly::enter);
         let started = std::time::Instant::now();
@@ -406,10 +426,24 @@ impl Program for Nfs3Server {
         if out.u32_at(start).is_some_and(|status| status != 0) {
             self.latency.record_error(ctx.procedure);
         }
+        let awaited = call.awaited.into_inner();
+        if !awaited.is_empty() {
+            // A change that cannot be made durable fails the procedure,
+            // with its failure arm's attributes absent.
+            let procedure = ctx.procedure;
+            out.hold(awaited.hold(Box::new(move |reply, (), e| {
+                let mut failed = ReplyBody::detached();
+                reply::refused(&mut failed, procedure, catalog_status(e));
+                let mut bytes = reply.prefix(start);
+                bytes.extend(failed.bytes_since(0).unwrap_or_default());
+                Reply {
+                    parts: vec![ReplyPart::Bytes(bytes)],
+                }
+            })));
+        }
         if let Some(k) = key {
-            if let Some(bytes) = out.bytes_since(start) {
-                self.replies.insert(k, Arc::new(bytes));
-            }
+            let replies = self.replies.clone();
+            out.when_final(start, move |bytes| replies.insert(k, Arc::new(bytes)));
         }
         Ok(())
     }

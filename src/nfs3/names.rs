@@ -99,14 +99,14 @@ fn in_folder<T>(
     })
 }
 
-/// Creates `new` in `dir`, waiting for its commit.
+/// Creates `new` in `dir`; the reply waits for its commit.
 fn make(call: &Call<'_>, dir: &Node, new: NewNode) -> Nfs3Result<Arc<Node>> {
     let (node, _, pending) = call
         .export
         .catalog()
         .create(&dir.id, new)
         .map_err(|e| catalog_status(&e))?;
-    pending.wait().map_err(|e| catalog_status(&e))?;
+    call.reply_after(pending, None);
     Ok(node)
 }
 
@@ -272,10 +272,9 @@ pub fn remove(call: &Call<'_>, a: &DirOpArgs<'_>, folder_wanted: bool) -> WccAns
             CatalogError::NotFound(_) => Nfs3Status::NoEnt,
             e => catalog_status(&e),
         })?;
-        pending.wait().map_err(|e| catalog_status(&e))?;
-        if node.kind == NodeKind::File {
-            call.export.discard_content(&node);
-        }
+        let discard =
+            (node.kind == NodeKind::File).then(|| call.export.discard_content_later(node));
+        call.reply_after(pending, discard);
         Ok(())
     })
 }
@@ -306,12 +305,11 @@ pub fn rename(call: &Call<'_>, a: &RenameArgs<'_>) -> RenameAnswer {
                 CatalogError::NotFound(_) => Nfs3Status::NoEnt,
                 e => catalog_status(&e),
             })?;
-        pending.wait().map_err(|e| catalog_status(&e))?;
-        if let Some(replaced) = &renamed.replaced {
-            if replaced.kind == NodeKind::File {
-                call.export.discard_content(replaced);
-            }
-        }
+        let discard = renamed
+            .replaced
+            .filter(|r| r.kind == NodeKind::File)
+            .map(|r| call.export.discard_content_later(r));
+        call.reply_after(pending, discard);
         Ok(())
     })();
     RenameAnswer {

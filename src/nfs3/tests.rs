@@ -13,7 +13,7 @@ use crate::xdr::Encoder;
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    export: Export,
+    export: Arc<Export>,
     catalog: Arc<Catalog>,
     cred: Credentials,
 }
@@ -22,7 +22,7 @@ impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let (catalog, storage) = open_demo(dir.path());
-        let export = Export::new(Config::default(), catalog.clone(), storage);
+        let export = Arc::new(Export::new(Config::default(), catalog.clone(), storage));
         let cred = Credentials::sys("", 501, 20, &[]);
         Fixture {
             _dir: dir,
@@ -33,10 +33,7 @@ impl Fixture {
     }
 
     fn call(&self) -> Call<'_> {
-        Call {
-            export: &self.export,
-            cred: &self.cred,
-        }
+        Call::new(&self.export, &self.cred)
     }
 
     fn fh(&self, node: &Node) -> Vec<u8> {

@@ -1,13 +1,17 @@
 //! COMPOUND (RFC 7530 §15.2): runs the operations in order with a current
 //! and a saved file handle, stopping at the first failure.
 
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
+use super::awaited::{ended_at, OpAt, ReplyShape};
 use super::consts::{op, OpResult, Status, NFS4_FHSIZE, NFS4_OPAQUE_LIMIT};
 use super::ops;
 use super::server::Nfs4Server;
+use super::view::catalog_status;
 use super::view::ExportView;
-use crate::catalog::Node;
+use crate::catalog::{Node, Pending};
+use crate::export::held_reply::{AfterDurable, Awaited};
 use crate::rpc::{AcceptError, BulkArgument, CallContext, ReplyBody};
 use crate::xdr::Decoder;
 
@@ -22,6 +26,11 @@ pub(crate) struct Compound<'a> {
     /// The current filehandle is the pseudo-root (`current` is then None).
     pub at_pseudo_root: bool,
     pub saved: Saved<'a>,
+    /// The operation running: its number, where its result begins in the
+    /// reply, and the results up to and with it.
+    op_at: Cell<OpAt>,
+    /// Changes the reply waits for (see `export::held_reply`).
+    awaited: RefCell<Awaited<OpAt>>,
 }
 
 /// The saved filehandle (SAVEFH), with the export it is in.
@@ -68,6 +77,14 @@ impl<'a> Compound<'a> {
     /// The current filehandle's node, or NOFILEHANDLE.
     pub fn current(&self) -> OpResult<Arc<Node>> {
         self.current.clone().ok_or(Status::NoFileHandle)
+    }
+
+    /// Lets the COMPOUND go on while `pending` commits: the reply is sent
+    /// once it is durable, and `after` runs then (see `export::held_reply`).
+    pub fn reply_after(&self, pending: Pending, after: Option<AfterDurable>) {
+        self.awaited
+            .borrow_mut()
+            .push(pending, after, self.op_at.get());
     }
 
     /// The caller, as attributes are shown to it.
@@ -133,6 +150,8 @@ pub(crate) fn run(
         current: None,
         at_pseudo_root: false,
         saved: Saved::None,
+        op_at: Cell::new(OpAt::default()),
+        awaited: RefCell::default(),
     };
     let mut results = 0u32;
     let mut status = Status::Ok;
@@ -171,6 +190,11 @@ pub(crate) fn run(
             return Err(AcceptError::NeedsThread);
         }
         cacheable |= matches!(opnum, op::CREATE | op::REMOVE | op::RENAME | op::LINK);
+        c.op_at.set(OpAt {
+            opnum,
+            result_at: out.len(),
+            results: results + 1,
+        });
         out.enc().u32(opnum);
         let op_status_at = out.placeholder();
         let body_at = out.len();
@@ -217,6 +241,16 @@ pub(crate) fn run(
     }
     out.patch_u32(status_at, status.code());
     out.patch_u32(count_at, results);
+    let awaited = c.awaited.into_inner();
+    if !awaited.is_empty() {
+        let shape = ReplyShape {
+            status_at,
+            count_at,
+        };
+        out.hold(awaited.hold(Box::new(move |reply, op, e| {
+            ended_at(reply, shape, op, catalog_status(e))
+        })));
+    }
     Ok(cacheable)
 }
 

@@ -3,6 +3,7 @@
 //! catalog and storage layers; it never writes SQL.
 
 pub mod attrs;
+mod awaited;
 mod compound;
 pub mod consts;
 mod idmap;

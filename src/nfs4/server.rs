@@ -320,9 +320,8 @@ impl Program for Nfs4Server {
                 let start = out.len();
                 let cacheable = compound::run(self, ctx, args, out)?;
                 if cacheable {
-                    if let Some(bytes) = out.bytes_since(start) {
-                        self.replies.insert(key, Arc::new(bytes));
-                    }
+                    let replies = self.replies.clone();
+                    out.when_final(start, move |bytes| replies.insert(key, Arc::new(bytes)));
                 }
                 Ok(())
             }

@@ -1,5 +1,7 @@
-//! COMPOUNDs on a real catalog while a namespace change holds the
-//! catalog's locks: what a GETATTR or READDIR may hold while it waits.
+//! Calls on a real catalog: what a GETATTR or READDIR may hold while a
+//! namespace change holds the catalog's locks, and what a change's call
+//! holds (its reply, not its thread) until the journal has written it —
+//! COMPOUNDs, and an NFSv3 REMOVE beside them.
 
 use std::sync::Arc;
 
@@ -107,4 +109,132 @@ fn readdir_does_not_hold_the_listing_while_a_child_folders_listing_loads() {
         finished,
         "READDIR of a folder and a create in it wait for each other"
     );
+}
+
+/// What a REMOVE of README.txt (content and all) gets when sent as
+/// `record` while the journal is held: the call returns at once with its
+/// reply held; the reply and the content file's discarding wait for the
+/// journal; then the reply goes out and the content goes. The reply.
+fn removed_while_the_journal_is_held(s: &Served, record: Vec<u8>) -> crate::rpc::Reply {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let readme = s.catalog.node(&NodeId::text("demo-readme")).unwrap();
+    let content = readme.meta().content.clone().unwrap();
+    let held = s.catalog.hold_journal();
+    let (outcome_tx, outcome) = mpsc::channel();
+    let dispatcher = s.dispatcher.clone();
+    std::thread::spawn(move || {
+        let _ = outcome_tx.send(dispatcher.dispatch_with_bulk(&record, None, None));
+    });
+    let outcome = outcome
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the call's thread waited for the journal");
+    let Outcome::Held(reply, hold) = outcome else {
+        panic!("a REMOVE's reply is held until it is durable: {outcome:?}");
+    };
+    let (sent_tx, sent) = mpsc::channel();
+    hold.release(reply, Box::new(move |r| sent_tx.send(r).unwrap()));
+    assert!(
+        sent.recv_timeout(Duration::from_millis(300)).is_err(),
+        "the reply went out before the journal wrote the removal"
+    );
+    assert!(
+        content.exists(),
+        "the content went before the removal was durable"
+    );
+    drop(held);
+    let reply = sent
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the reply once the journal wrote the removal");
+    let projects = NodeId::text("demo-projects");
+    assert!(s.catalog.lookup(&projects, "README.txt").unwrap().is_none());
+    // The content file goes (on the remover's thread) once the reply may.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while content.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!content.exists(), "the removed file's content stayed");
+    reply
+}
+
+fn cred() -> Credentials {
+    Credentials::sys("edit-bay", 501, 20, &[])
+}
+
+#[test]
+fn a_change_waits_for_the_journal_in_its_held_reply_not_on_its_thread() {
+    let s = Served::demo();
+    let args = CompoundArgs::new()
+        .putfh(&handle::encode(1, &NodeId::text("demo-projects")).unwrap())
+        .op(op::REMOVE, |e| e.string("README.txt"));
+    let reply = removed_while_the_journal_is_held(&s, args.call_record(7, &cred(), "held"));
+    let status = CompoundReply::of_reply_record(&reply.to_vec())
+        .unwrap()
+        .status;
+    assert_eq!(status, Status::Ok.code());
+}
+
+#[test]
+fn an_nfsv3_change_waits_for_the_journal_in_its_held_reply_not_on_its_thread() {
+    let s = Served::demo();
+    let mut e = crate::xdr::Encoder::new();
+    crate::rpc::message::encode_call(&mut e, 8, 100003, 3, crate::nfs3::proc3::REMOVE, &cred());
+    e.opaque(&handle::encode(1, &NodeId::text("demo-projects")).unwrap());
+    e.string("README.txt");
+    let reply = removed_while_the_journal_is_held(&s, e.buf).to_vec();
+    let (_, _, at) = crate::rpc::message::decode_reply(&reply).unwrap();
+    assert_eq!(reply[at..at + 4], [0; 4], "REMOVE3res status NFS3_OK");
+}
+
+/// A change the journal cannot take fails in the reply, at its operation
+/// (here the writer has stopped, as when the server goes down under it).
+#[test]
+fn a_change_that_cannot_be_made_durable_fails_its_operation() {
+    let s = Served::demo();
+    let projects = s.catalog.node(&NodeId::text("demo-projects")).unwrap();
+    let fh = handle::encode(1, &projects.id).unwrap();
+    s.catalog.shutdown();
+    let args = CompoundArgs::new()
+        .putfh(&fh)
+        .op(op::REMOVE, |e| e.string("README.txt"))
+        .getattr(&[attr::TYPE]);
+    let Outcome::Reply(reply) = s
+        .dispatcher
+        .dispatch(&args.call_record(9, &cred(), "down"), None)
+    else {
+        panic!("a COMPOUND gets a reply");
+    };
+    let reply = CompoundReply::of_reply_record(&reply.to_vec()).unwrap();
+    let fault = Status::ServerFault.code();
+    assert_eq!((reply.status, reply.results), (fault, 2));
+    let words: Vec<u8> = [op::PUTFH, 0, op::REMOVE, fault]
+        .iter()
+        .flat_map(|w| w.to_be_bytes())
+        .collect();
+    assert_eq!(
+        reply.body, words,
+        "the reply ends at REMOVE, with its failure"
+    );
+}
+
+/// The same over NFSv3: REMOVE3resfail, its folder's attributes absent.
+#[test]
+fn an_nfsv3_change_that_cannot_be_made_durable_fails_its_procedure() {
+    let s = Served::demo();
+    s.catalog.shutdown();
+    let mut e = crate::xdr::Encoder::new();
+    crate::rpc::message::encode_call(&mut e, 10, 100003, 3, crate::nfs3::proc3::REMOVE, &cred());
+    e.opaque(&handle::encode(1, &NodeId::text("demo-projects")).unwrap());
+    e.string("README.txt");
+    let Outcome::Reply(reply) = s.dispatcher.dispatch(&e.buf, None) else {
+        panic!("a call gets a reply");
+    };
+    let reply = reply.to_vec();
+    let (_, _, at) = crate::rpc::message::decode_reply(&reply).unwrap();
+    let serverfault = crate::nfs3::Nfs3Status::ServerFault.code();
+    let want: Vec<u8> = [serverfault, 0, 0]
+        .iter()
+        .flat_map(|w| w.to_be_bytes())
+        .collect();
+    assert_eq!(reply[at..], want[..]);
 }

@@ -87,8 +87,9 @@ impl ExportView {
         self.export.content_path_for(id)
     }
 
-    pub(crate) fn discard_content(&self, node: &Node) {
-        self.export.discard_content(node)
+    /// Discards a removed node's content (`Export::discard_content_later`).
+    pub(crate) fn discard_content_later(&self, node: Arc<Node>) -> Box<dyn FnOnce() + Send> {
+        self.export.discard_content_later(node)
     }
 
     /// Whether closing the file keyed `key` would remove its content.

@@ -207,6 +207,20 @@ impl Reply {
         self.len() == 0
     }
 
+    /// The reply's first `at` bytes, in one buffer (the head of a reply
+    /// cut short).
+    pub fn prefix(&self, at: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(at + 16);
+        for p in &self.parts {
+            if v.len() >= at {
+                break;
+            }
+            v.extend_from_slice(p.as_slice());
+        }
+        v.truncate(at);
+        v
+    }
+
     /// The whole reply in one buffer (tests and tools).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());
@@ -227,6 +241,8 @@ pub struct ReplyBody {
     /// Bytes held in `parts`.
     base: usize,
     enc: Encoder,
+    /// What the reply waits for before it may be sent.
+    hold: Option<super::Hold>,
 }
 
 impl ReplyBody {
@@ -235,6 +251,7 @@ impl ReplyBody {
             parts: Vec::new(),
             base: 0,
             enc: Encoder::with_buffer(head),
+            hold: None,
         }
     }
 
@@ -331,6 +348,18 @@ impl ReplyBody {
         true
     }
 
+    /// Holds the finished reply until `hold` lets it go (one hold a reply:
+    /// a program with several things to wait for joins them in one).
+    pub fn hold(&mut self, hold: super::Hold) {
+        debug_assert!(self.hold.is_none(), "a reply held twice");
+        self.hold = Some(hold);
+    }
+
+    /// The reply's hold, taken (to be wrapped and set again).
+    pub fn take_hold(&mut self) -> Option<super::Hold> {
+        self.hold.take()
+    }
+
     pub(crate) fn finish(mut self) -> Reply {
         let tail = std::mem::take(&mut self.enc.buf);
         if !tail.is_empty() {
@@ -390,6 +419,9 @@ pub struct Admission {
 #[derive(Debug)]
 pub enum Outcome {
     Reply(Reply),
+    /// A reply to send once its hold lets it go (what it reports is not
+    /// yet durable); the thread that ran the call is free meanwhile.
+    Held(Reply, super::Hold),
     /// A REPLY message or other record that needs no answer.
     Ignore,
     /// The record cannot be answered (no xid): close the connection.
@@ -529,9 +561,16 @@ impl Dispatcher {
         Some((program, vers, procedure, d.position()))
     }
 
-    /// Decodes one record, calls the program and encodes the reply.
+    /// Decodes one record, calls the program and encodes the reply; a held
+    /// reply is waited for here (callers taking one call at a time).
     pub fn dispatch(&self, record: &[u8], peer: Option<SocketAddr>) -> Outcome {
-        self.dispatch_with_bulk(record, None, peer)
+        match self.dispatch_with_bulk(record, None, peer) {
+            Outcome::Held(reply, hold) => match hold.wait(reply) {
+                Some(reply) => Outcome::Reply(reply),
+                None => Outcome::Close("a held reply was dropped"),
+            },
+            outcome => outcome,
+        }
     }
 
     /// [`Dispatcher::dispatch`] for a record whose bulk argument was cut
@@ -639,7 +678,12 @@ impl Dispatcher {
         };
         let mut body = ReplyBody::new(accepted(h.xid, ACCEPT_SUCCESS).buf);
         let stat = match program.call(&ctx, d.rest(), &mut body) {
-            Ok(()) => return Some(Outcome::Reply(body.finish())),
+            Ok(()) => {
+                return Some(match body.take_hold() {
+                    Some(hold) => Outcome::Held(body.finish(), hold),
+                    None => Outcome::Reply(body.finish()),
+                })
+            }
             Err(AcceptError::NeedsThread) if in_place => return None,
             Err(AcceptError::ProcUnavail) => ACCEPT_PROC_UNAVAIL,
             Err(AcceptError::GarbageArgs) => ACCEPT_GARBAGE_ARGS,

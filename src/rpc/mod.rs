@@ -5,9 +5,11 @@
 //! and get the procedure number, the credentials and the argument bytes.
 
 pub mod complaints;
+pub mod hold;
 pub mod message;
 pub mod record;
 
+pub use hold::{Hold, Release};
 pub use message::{
     AcceptError, AuthSys, BulkArgument, BulkData, BulkSpan, CallContext, Credentials, Dispatcher,
     Outcome, Program, Reply, ReplyBody, ReplyPart,

@@ -12,7 +12,6 @@ use crate::nfs4::consts::{
 };
 use crate::nfs4::permission;
 use crate::nfs4::state::StateId;
-use crate::nfs4::view::catalog_status;
 use crate::rpc::ReplyBody;
 use crate::xdr::Decoder;
 
@@ -73,7 +72,7 @@ pub(crate) fn verify(c: &mut Compound<'_>, d: &mut Decoder<'_>, negate: bool) ->
 }
 
 /// SETATTR: size (truncate/extend), mode, owner, times. Answered once the
-/// change is committed to the catalog.
+/// change is committed to the catalog (`Compound::reply_after`).
 pub(crate) fn setattr(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyBody) -> OpResult {
     let sid = super::open::stateid(d)?;
     let attrs = decode_settable(d)?;
@@ -179,5 +178,6 @@ pub(crate) fn apply(
             None => {}
         }
     });
-    pending.wait().map_err(|e| catalog_status(&e))
+    c.reply_after(pending, None);
+    Ok(())
 }

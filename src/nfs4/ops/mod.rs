@@ -152,6 +152,12 @@ pub(crate) fn sequenced(
         let replayed = c.srv.state.lock().replay(k, seqid, Some(request));
         if let Some(replayed) = replayed {
             let (status, body) = replayed?;
+            // The first reply waited for what the operation changed to be
+            // durable; so does this one (a retransmission can come before).
+            // Operations run in place changed nothing in the catalog.
+            if !c.ctx.in_place {
+                c.reply_after(c.srv.catalog().sync_point(), None);
+            }
             out.enc().buf.extend_from_slice(&body);
             return if status == Status::Ok {
                 Ok(())

@@ -100,7 +100,7 @@ pub(crate) fn create(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
     let (node, cinfo, pending) = catalog
         .create(&dir.id, new)
         .map_err(|e| catalog_status(&e))?;
-    pending.wait().map_err(|e| catalog_status(&e))?;
+    c.reply_after(pending, None);
     let e = out.enc();
     put_cinfo(e, cinfo);
     let mut set = Bitmap::default();
@@ -120,10 +120,10 @@ pub(crate) fn remove(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
         CatalogError::NotFound(_) => Status::NoEnt,
         e => catalog_status(&e),
     })?;
-    pending.wait().map_err(|e| catalog_status(&e))?;
-    if node.kind == NodeKind::File {
-        c.srv.discard_content(&node);
-    }
+    // The content goes once the removal is durable: a crash before then
+    // leaves the node, which must keep its bytes.
+    let discard = (node.kind == NodeKind::File).then(|| c.srv.discard_content_later(node));
+    c.reply_after(pending, discard);
     put_cinfo(out.enc(), cinfo);
     Ok(())
 }
@@ -147,12 +147,11 @@ pub(crate) fn rename(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
             CatalogError::NotFound(_) => Status::NoEnt,
             e => catalog_status(&e),
         })?;
-    pending.wait().map_err(|e| catalog_status(&e))?;
-    if let Some(replaced) = &renamed.replaced {
-        if replaced.kind == NodeKind::File {
-            c.srv.discard_content(replaced);
-        }
-    }
+    let discard = renamed
+        .replaced
+        .filter(|r| r.kind == NodeKind::File)
+        .map(|r| c.srv.discard_content_later(r));
+    c.reply_after(pending, discard);
     let e = out.enc();
     put_cinfo(e, renamed.source);
     put_cinfo(e, renamed.target);

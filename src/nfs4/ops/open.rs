@@ -314,7 +314,7 @@ fn create_file(
     };
     match catalog.create(&dir.id, new) {
         Ok((node, cinfo, pending)) => {
-            pending.wait().map_err(|e| catalog_status(&e))?;
+            c.reply_after(pending, None);
             Ok((node, cinfo))
         }
         Err(e) => {
