@@ -121,14 +121,7 @@ fn removed_while_the_journal_is_held(s: &Served, record: Vec<u8>) -> crate::rpc:
     let readme = s.catalog.node(&NodeId::text("demo-readme")).unwrap();
     let content = readme.meta().content.clone().unwrap();
     let held = s.catalog.hold_journal();
-    let (outcome_tx, outcome) = mpsc::channel();
-    let dispatcher = s.dispatcher.clone();
-    std::thread::spawn(move || {
-        let _ = outcome_tx.send(dispatcher.dispatch_with_bulk(&record, None, None));
-    });
-    let outcome = outcome
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the call's thread waited for the journal");
+    let outcome = dispatched_on_a_thread(s, record);
     let Outcome::Held(reply, hold) = outcome else {
         panic!("a REMOVE's reply is held until it is durable: {outcome:?}");
     };
@@ -155,6 +148,19 @@ fn removed_while_the_journal_is_held(s: &Served, record: Vec<u8>) -> crate::rpc:
     }
     assert!(!content.exists(), "the removed file's content stayed");
     reply
+}
+
+/// What the dispatcher gives `record`, run on a thread of its own: the
+/// call must be done with that thread within 10 s.
+fn dispatched_on_a_thread(s: &Served, record: Vec<u8>) -> Outcome {
+    let (outcome_tx, outcome) = std::sync::mpsc::channel();
+    let dispatcher = s.dispatcher.clone();
+    std::thread::spawn(move || {
+        let _ = outcome_tx.send(dispatcher.dispatch_with_bulk(&record, None, None));
+    });
+    outcome
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the call's thread waited for the journal")
 }
 
 fn cred() -> Credentials {
@@ -237,4 +243,70 @@ fn an_nfsv3_change_that_cannot_be_made_durable_fails_its_procedure() {
         .flat_map(|w| w.to_be_bytes())
         .collect();
     assert_eq!(reply[at..], want[..]);
+}
+
+/// A retransmitted OPEN gets its recorded reply no sooner than the first
+/// sending got it: once the file it created is durable.
+#[test]
+fn a_retransmitted_open_is_not_answered_before_its_create_is_durable() {
+    use std::time::Duration;
+    let s = Served::demo();
+    let body = |args: &CompoundArgs| {
+        let Outcome::Reply(r) = s
+            .dispatcher
+            .dispatch(&args.call_record(1, &cred(), "c"), None)
+        else {
+            panic!("a COMPOUND gets a reply");
+        };
+        CompoundReply::of_reply_record(&r.to_vec()).unwrap()
+    };
+    let set = body(&CompoundArgs::new().op(op::SETCLIENTID, |e| {
+        e.fixed(&[1; 8]);
+        e.string("edit-bay");
+        e.u32(0x4000_0000);
+        e.string("tcp");
+        e.string("127.0.0.1.0.0");
+        e.u32(1);
+    }));
+    assert_eq!(set.status, Status::Ok.code());
+    let mut d = crate::xdr::Decoder::new(&set.body[8..]);
+    let (clientid, verifier) = (d.u64().unwrap(), d.array::<8>().unwrap());
+    let confirmed = body(&CompoundArgs::new().op(op::SETCLIENTID_CONFIRM, |e| {
+        e.u64(clientid);
+        e.fixed(&verifier);
+    }));
+    assert_eq!(confirmed.status, Status::Ok.code());
+    let open = CompoundArgs::new()
+        .putfh(&handle::encode(1, &NodeId::text("demo-projects")).unwrap())
+        .op(op::OPEN, |e| {
+            e.u32(1); // seqid
+            e.u32(2); // share_access WRITE
+            e.u32(0);
+            e.u64(clientid);
+            e.opaque(b"owner");
+            e.u32(1); // OPEN4_CREATE, UNCHECKED4, no attributes
+            e.u32(0);
+            Bitmap::default().encode(e);
+            e.u32(0);
+            e.u32(0); // CLAIM_NULL
+            e.string("Take 2.mov");
+        });
+    let record = open.call_record(20, &cred(), "open");
+    let held = s.catalog.hold_journal();
+    let mut replies = Vec::new();
+    for sending in ["first", "retransmitted"] {
+        let Outcome::Held(reply, hold) = dispatched_on_a_thread(&s, record.clone()) else {
+            panic!("the {sending} OPEN was answered before its create was durable");
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        hold.release(reply, Box::new(move |r| tx.send(r.to_vec()).unwrap()));
+        replies.push(rx);
+    }
+    assert!(replies[1].recv_timeout(Duration::from_millis(200)).is_err());
+    drop(held);
+    let [first, again] = [&replies[0], &replies[1]].map(|rx| {
+        CompoundReply::of_reply_record(&rx.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap()
+    });
+    assert_eq!(first.status, Status::Ok.code());
+    assert_eq!(first.body, again.body, "the recorded reply");
 }
