@@ -6,7 +6,7 @@
 //! on to other clients' calls instead of sleeping through a flush of the
 //! disk. With sixteen creators on eight metadata threads, each durable
 //! change held its thread through the flush and calls queued behind them
-//! (perf/README.md, finding 64).
+//! (perf/README.md, finding 57).
 //!
 //! A change that cannot be made durable replaces the reply with the one the
 //! call would have given had it waited and failed there; each version says
