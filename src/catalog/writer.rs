@@ -139,10 +139,8 @@ impl Commit {
     /// journal write (nobody else is writing it), else on the thread that
     /// writes the record holding the job.
     pub fn then(mut self, then: Then) {
-        let group = self.group.take();
-        let answer = std::mem::replace(&mut self.answer, Answer::ready(Ok(())));
-        answer.then(then);
-        if let Some(g) = group {
+        self.answer.then(then);
+        if let Some(g) = self.group.take() {
             g.lead(false);
         }
     }

@@ -103,7 +103,7 @@ impl Answer {
 
     /// Runs `then` with the answer: here and now if it has been given,
     /// else on the thread that gives it.
-    pub fn then(self, then: Then) {
+    pub fn then(&self, then: Then) {
         let mut state = self.0.state();
         match std::mem::replace(&mut *state, State::Waiting) {
             State::Told(outcome) => {
