@@ -3,7 +3,7 @@
 //! the finished reply over, to be sent (or replaced by an error) by
 //! whichever thread learns that the change is durable.
 
-use super::message::{Reply, ReplyBody, ReplyPart};
+use super::reply::{Reply, ReplyBody, ReplyPart};
 
 /// Sends a reply a [`Hold`] has let go.
 pub type Release = Box<dyn FnOnce(Reply) + Send>;

@@ -8,9 +8,11 @@ pub mod complaints;
 pub mod hold;
 pub mod message;
 pub mod record;
+pub mod reply;
 
 pub use hold::{Hold, Release};
 pub use message::{
     AcceptError, AuthSys, BulkArgument, BulkData, BulkSpan, CallContext, Credentials, Dispatcher,
-    Outcome, Program, Reply, ReplyBody, ReplyPart,
+    Outcome, Program,
 };
+pub use reply::{Reply, ReplyBody, ReplyPart};
