@@ -44,11 +44,15 @@ use super::schema::CatalogShape;
 pub(crate) use answer::Then;
 use answer::{answer, Answer, Answerer, Outcome, STOPPED};
 use coalesce::coalesce;
+use group::Group;
+#[cfg(test)]
+pub(crate) use group::JournalHeld;
 pub(crate) use sql::replay_journal;
 use sql::{applied_seq, apply_entry, set_applied};
 
 mod answer;
 mod coalesce;
+mod group;
 mod sql;
 
 /// One change to persist.
@@ -152,68 +156,6 @@ impl Drop for Commit {
         if let Some(g) = self.group.take() {
             let _ = g.front.send(Msg::Lead);
         }
-    }
-}
-
-/// Namespace jobs waiting for the journal, and what writes them: whoever
-/// holds `sink` takes node images and hands batches to the back thread, so
-/// batches reach SQLite in the order their images were taken.
-pub(crate) struct Group {
-    queued: Mutex<Vec<Job>>,
-    sink: Arc<Mutex<Sink>>,
-    front: Sender<Msg>,
-    max_batch: usize,
-}
-
-impl Group {
-    /// Journals every queued job, in batches, until none is left or another
-    /// thread holds the sink (it looks again after letting go). `block`:
-    /// wait for the sink rather than leave the jobs to its holder.
-    /// Each batch's answers are given once the sink is let go: what they
-    /// run (a reply written to its client) never holds up the next record.
-    fn lead(&self, block: bool) {
-        loop {
-            let mut sink = if block {
-                self.sink.lock()
-            } else {
-                match self.sink.try_lock() {
-                    Some(s) => s,
-                    None => return,
-                }
-            };
-            let jobs: Vec<Job> = {
-                let mut q = self.queued.lock();
-                let n = q.len().min(self.max_batch);
-                q.drain(..n).collect()
-            };
-            let answers = if jobs.is_empty() {
-                Vec::new()
-            } else {
-                sink.send(jobs, Vec::new(), Vec::new(), false)
-            };
-            drop(sink);
-            tell_all(answers);
-            // A job queued while the sink was held, by a submitter whose
-            // try_lock failed, is ours to lead.
-            if self.queued.lock().is_empty() {
-                return;
-            }
-        }
-    }
-}
-
-/// See `Catalog::hold_journal`; dropped, it leads what queued meanwhile.
-#[cfg(test)]
-pub(crate) struct JournalHeld<'a> {
-    group: &'a Group,
-    sink: Option<parking_lot::MutexGuard<'a, Sink>>,
-}
-
-#[cfg(test)]
-impl Drop for JournalHeld<'_> {
-    fn drop(&mut self) {
-        self.sink = None;
-        self.group.lead(false);
     }
 }
 
@@ -377,11 +319,10 @@ impl Writer {
 
     #[cfg(test)]
     pub(crate) fn hold_journal(&self) -> JournalHeld<'_> {
-        let group = self.group.as_deref().expect("a catalog with a journal");
-        JournalHeld {
-            group,
-            sink: Some(group.sink.lock()),
-        }
+        self.group
+            .as_deref()
+            .expect("a catalog with a journal")
+            .hold()
     }
 
     /// Persists everything queued so far into SQLite.
