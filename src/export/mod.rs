@@ -182,16 +182,23 @@ impl Export {
         self.storage_dir.join(sub).join(name)
     }
 
-    /// [`Export::discard_content`], to run once the removal that orphaned
-    /// the content is durable.
-    pub fn discard_content_later(self: &Arc<Self>, node: Arc<Node>) -> Box<dyn FnOnce() + Send> {
+    /// What discards a removed node's content, to run once the removal is
+    /// durable (a crash before then leaves the node, which must keep its
+    /// bytes); None for a node that is not a file.
+    pub fn discard_content_later(
+        self: &Arc<Self>,
+        node: Arc<Node>,
+    ) -> Option<held_reply::AfterDurable> {
+        if node.kind != NodeKind::File {
+            return None;
+        }
         let export = self.clone();
-        Box::new(move || export.discard_content(&node))
+        Some(Box::new(move || export.discard_content(&node)))
     }
 
     /// Removes a deleted node's content file, now or (if the file is still
     /// open) at its last CLOSE.
-    pub fn discard_content(&self, node: &Node) {
+    fn discard_content(&self, node: &Node) {
         let Some(path) = node.meta().content.clone() else {
             return;
         };

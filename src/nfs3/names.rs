@@ -272,9 +272,7 @@ pub fn remove(call: &Call<'_>, a: &DirOpArgs<'_>, folder_wanted: bool) -> WccAns
             CatalogError::NotFound(_) => Nfs3Status::NoEnt,
             e => catalog_status(&e),
         })?;
-        let discard =
-            (node.kind == NodeKind::File).then(|| call.export.discard_content_later(node));
-        call.reply_after(pending, discard);
+        call.reply_after(pending, call.export.discard_content_later(node));
         Ok(())
     })
 }
@@ -307,8 +305,7 @@ pub fn rename(call: &Call<'_>, a: &RenameArgs<'_>) -> RenameAnswer {
             })?;
         let discard = renamed
             .replaced
-            .filter(|r| r.kind == NodeKind::File)
-            .map(|r| call.export.discard_content_later(r));
+            .and_then(|r| call.export.discard_content_later(r));
         call.reply_after(pending, discard);
         Ok(())
     })();

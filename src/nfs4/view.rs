@@ -11,6 +11,7 @@ use super::consts::Status;
 use super::state::State;
 use crate::catalog::{fnv1a, Catalog, CatalogError, Node, NodeId};
 use crate::config::Config;
+use crate::export::held_reply::AfterDurable;
 use crate::export::{Export, HandleError, NodeError};
 use crate::storage::{FilePool, VolumeStats};
 
@@ -88,7 +89,7 @@ impl ExportView {
     }
 
     /// Discards a removed node's content (`Export::discard_content_later`).
-    pub(crate) fn discard_content_later(&self, node: Arc<Node>) -> Box<dyn FnOnce() + Send> {
+    pub(crate) fn discard_content_later(&self, node: Arc<Node>) -> Option<AfterDurable> {
         self.export.discard_content_later(node)
     }
 

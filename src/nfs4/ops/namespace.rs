@@ -120,10 +120,7 @@ pub(crate) fn remove(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
         CatalogError::NotFound(_) => Status::NoEnt,
         e => catalog_status(&e),
     })?;
-    // The content goes once the removal is durable: a crash before then
-    // leaves the node, which must keep its bytes.
-    let discard = (node.kind == NodeKind::File).then(|| c.srv.discard_content_later(node));
-    c.reply_after(pending, discard);
+    c.reply_after(pending, c.srv.discard_content_later(node));
     put_cinfo(out.enc(), cinfo);
     Ok(())
 }
@@ -149,8 +146,7 @@ pub(crate) fn rename(c: &mut Compound<'_>, d: &mut Decoder<'_>, out: &mut ReplyB
         })?;
     let discard = renamed
         .replaced
-        .filter(|r| r.kind == NodeKind::File)
-        .map(|r| c.srv.discard_content_later(r));
+        .and_then(|r| c.srv.discard_content_later(r));
     c.reply_after(pending, discard);
     let e = out.enc();
     put_cinfo(e, renamed.source);
