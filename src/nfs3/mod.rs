@@ -21,10 +21,8 @@ use crate::export::held_reply::{AfterDurable, Awaited};
 use crate::export::permission::{self, Denied};
 use crate::export::{handle, handle::NFS3_FHSIZE, Export, Exports, HandleError, NodeError};
 use crate::metrics::ops::OpLatency;
-use crate::rpc::{
-    AcceptError, BulkArgument, CallContext, Credentials, Program, Reply, ReplyBody, ReplyPart,
-};
-use crate::xdr::Decoder;
+use crate::rpc::{AcceptError, BulkArgument, CallContext, Credentials, Program, ReplyBody};
+use crate::xdr::{Decoder, Encoder};
 
 pub use args::*;
 
@@ -393,7 +391,7 @@ impl Program for Nfs3Server {
             None
         };
         if let Some(status) = refusal {
-            return if reply::refused(out, ctx.procedure, status) {
+            return if reply::refused(out.enc(), ctx.procedure, status) {
                 Ok(())
             } else {
                 Err(AcceptError::ProcUnavail)
@@ -432,13 +430,9 @@ impl Program for Nfs3Server {
             // with its failure arm's attributes absent.
             let procedure = ctx.procedure;
             out.hold(awaited.hold(Box::new(move |reply, (), e| {
-                let mut failed = ReplyBody::detached();
+                let mut failed = Encoder::with_buffer(reply.prefix(start));
                 reply::refused(&mut failed, procedure, catalog_status(e));
-                let mut bytes = reply.prefix(start);
-                bytes.extend(failed.bytes_since(0).unwrap_or_default());
-                Reply {
-                    parts: vec![ReplyPart::Bytes(bytes)],
-                }
+                failed.buf.into()
             })));
         }
         if let Some(k) = key {

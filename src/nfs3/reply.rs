@@ -408,7 +408,7 @@ pub fn commit(call: &Call<'_>, out: &mut ReplyBody, r: WccAnswer<()>) {
 /// the procedure's failure arm with every attribute absent, which RFC 1813
 /// allows (pre_op_attr, post_op_attr FALSE). False for a procedure number
 /// that has no such arm.
-pub fn refused(out: &mut ReplyBody, procedure: u32, status: Nfs3Status) -> bool {
+pub fn refused(e: &mut Encoder, procedure: u32, status: Nfs3Status) -> bool {
     use super::proc3::*;
     // Optional attributes in each procedure's resfail: one word each.
     let absent = match procedure {
@@ -421,7 +421,6 @@ pub fn refused(out: &mut ReplyBody, procedure: u32, status: Nfs3Status) -> bool 
         RENAME => 4,
         _ => return false,
     };
-    let e = out.enc();
     e.u32(status.code());
     for _ in 0..absent {
         e.bool(false);

@@ -7,7 +7,7 @@
 //! fails every change).
 
 use super::consts::{op, Status};
-use crate::rpc::{Reply, ReplyPart};
+use crate::rpc::Reply;
 
 /// An operation's place in a COMPOUND reply: its number, where its result
 /// begins, and how many results the reply holds up to and with it.
@@ -42,14 +42,13 @@ pub(crate) fn ended_at(reply: &Reply, shape: ReplyShape, failed: OpAt, status: S
             b.copy_from_slice(&word.to_be_bytes());
         }
     }
-    Reply {
-        parts: vec![ReplyPart::Bytes(bytes)],
-    }
+    bytes.into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rpc::ReplyPart;
 
     fn words(ws: &[u32]) -> Vec<u8> {
         ws.iter().flat_map(|w| w.to_be_bytes()).collect()

@@ -84,12 +84,9 @@ impl std::fmt::Debug for Hold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::ReplyPart;
 
     fn reply(b: &[u8]) -> Reply {
-        Reply {
-            parts: vec![ReplyPart::Bytes(b.to_vec())],
-        }
+        b.to_vec().into()
     }
 
     #[test]

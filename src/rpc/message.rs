@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::reply::{Reply, ReplyBody, ReplyPart};
+use super::reply::{Reply, ReplyBody};
 use crate::pipe::Pipe;
 use crate::xdr::{Decoder, Encoder, XdrResult};
 
@@ -291,9 +291,7 @@ fn accepted(xid: u32, stat: u32) -> Encoder {
 }
 
 fn reply_of(e: Encoder) -> Outcome {
-    Outcome::Reply(Reply {
-        parts: vec![ReplyPart::Bytes(e.buf)],
-    })
+    Outcome::Reply(e.buf.into())
 }
 
 impl Dispatcher {

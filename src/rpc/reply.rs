@@ -29,6 +29,15 @@ pub struct Reply {
     pub parts: Vec<ReplyPart>,
 }
 
+impl From<Vec<u8>> for Reply {
+    /// A reply of one buffer.
+    fn from(bytes: Vec<u8>) -> Reply {
+        Reply {
+            parts: vec![ReplyPart::Bytes(bytes)],
+        }
+    }
+}
+
 impl Reply {
     pub fn len(&self) -> usize {
         self.parts.iter().map(|p| p.as_slice().len()).sum()
