@@ -37,13 +37,8 @@ impl Served {
 
     /// The COMPOUND status `args` gets.
     fn status_of(dispatcher: &Dispatcher, args: &CompoundArgs) -> u32 {
-        let cred = Credentials::sys("edit-bay", 501, 20, &[]);
-        let Outcome::Reply(reply) =
-            dispatcher.dispatch(&args.call_record(1, &cred, "lock-order"), None)
-        else {
-            panic!("a COMPOUND gets a reply");
-        };
-        CompoundReply::of_reply_record(&reply.to_vec())
+        let reply = answered(dispatcher, &args.call_record(1, &cred(), "lock-order"));
+        CompoundReply::of_reply_record(&reply)
             .expect("a COMPOUND reply")
             .status
     }
@@ -167,6 +162,28 @@ fn cred() -> Credentials {
     Credentials::sys("edit-bay", 501, 20, &[])
 }
 
+/// The reply `record` gets (the dispatcher waits for a held one).
+fn answered(dispatcher: &Dispatcher, record: &[u8]) -> Vec<u8> {
+    let Outcome::Reply(reply) = dispatcher.dispatch(record, None) else {
+        panic!("a call gets a reply");
+    };
+    reply.to_vec()
+}
+
+/// An NFSv3 REMOVE of Projects/README.txt.
+fn nfsv3_remove_of_readme(xid: u32) -> Vec<u8> {
+    let mut e = crate::xdr::Encoder::new();
+    crate::rpc::message::encode_call(&mut e, xid, 100003, 3, crate::nfs3::proc3::REMOVE, &cred());
+    e.opaque(&handle::encode(1, &NodeId::text("demo-projects")).unwrap());
+    e.string("README.txt");
+    e.buf
+}
+
+/// XDR words.
+fn words(ws: &[u32]) -> Vec<u8> {
+    ws.iter().flat_map(|w| w.to_be_bytes()).collect()
+}
+
 #[test]
 fn a_change_waits_for_the_journal_in_its_held_reply_not_on_its_thread() {
     let s = Served::demo();
@@ -183,11 +200,7 @@ fn a_change_waits_for_the_journal_in_its_held_reply_not_on_its_thread() {
 #[test]
 fn an_nfsv3_change_waits_for_the_journal_in_its_held_reply_not_on_its_thread() {
     let s = Served::demo();
-    let mut e = crate::xdr::Encoder::new();
-    crate::rpc::message::encode_call(&mut e, 8, 100003, 3, crate::nfs3::proc3::REMOVE, &cred());
-    e.opaque(&handle::encode(1, &NodeId::text("demo-projects")).unwrap());
-    e.string("README.txt");
-    let reply = removed_while_the_journal_is_held(&s, e.buf).to_vec();
+    let reply = removed_while_the_journal_is_held(&s, nfsv3_remove_of_readme(8)).to_vec();
     let (_, _, at) = crate::rpc::message::decode_reply(&reply).unwrap();
     assert_eq!(reply[at..at + 4], [0; 4], "REMOVE3res status NFS3_OK");
 }
@@ -204,21 +217,13 @@ fn a_change_that_cannot_be_made_durable_fails_its_operation() {
         .putfh(&fh)
         .op(op::REMOVE, |e| e.string("README.txt"))
         .getattr(&[attr::TYPE]);
-    let Outcome::Reply(reply) = s
-        .dispatcher
-        .dispatch(&args.call_record(9, &cred(), "down"), None)
-    else {
-        panic!("a COMPOUND gets a reply");
-    };
-    let reply = CompoundReply::of_reply_record(&reply.to_vec()).unwrap();
+    let reply = answered(&s.dispatcher, &args.call_record(9, &cred(), "down"));
+    let reply = CompoundReply::of_reply_record(&reply).unwrap();
     let fault = Status::ServerFault.code();
     assert_eq!((reply.status, reply.results), (fault, 2));
-    let words: Vec<u8> = [op::PUTFH, 0, op::REMOVE, fault]
-        .iter()
-        .flat_map(|w| w.to_be_bytes())
-        .collect();
     assert_eq!(
-        reply.body, words,
+        reply.body,
+        words(&[op::PUTFH, 0, op::REMOVE, fault]),
         "the reply ends at REMOVE, with its failure"
     );
 }
@@ -228,21 +233,10 @@ fn a_change_that_cannot_be_made_durable_fails_its_operation() {
 fn an_nfsv3_change_that_cannot_be_made_durable_fails_its_procedure() {
     let s = Served::demo();
     s.catalog.shutdown();
-    let mut e = crate::xdr::Encoder::new();
-    crate::rpc::message::encode_call(&mut e, 10, 100003, 3, crate::nfs3::proc3::REMOVE, &cred());
-    e.opaque(&handle::encode(1, &NodeId::text("demo-projects")).unwrap());
-    e.string("README.txt");
-    let Outcome::Reply(reply) = s.dispatcher.dispatch(&e.buf, None) else {
-        panic!("a call gets a reply");
-    };
-    let reply = reply.to_vec();
+    let reply = answered(&s.dispatcher, &nfsv3_remove_of_readme(10));
     let (_, _, at) = crate::rpc::message::decode_reply(&reply).unwrap();
     let serverfault = crate::nfs3::Nfs3Status::ServerFault.code();
-    let want: Vec<u8> = [serverfault, 0, 0]
-        .iter()
-        .flat_map(|w| w.to_be_bytes())
-        .collect();
-    assert_eq!(reply[at..], want[..]);
+    assert_eq!(reply[at..], words(&[serverfault, 0, 0])[..]);
 }
 
 /// A retransmitted OPEN gets its recorded reply no sooner than the first
@@ -252,13 +246,8 @@ fn a_retransmitted_open_is_not_answered_before_its_create_is_durable() {
     use std::time::Duration;
     let s = Served::demo();
     let body = |args: &CompoundArgs| {
-        let Outcome::Reply(r) = s
-            .dispatcher
-            .dispatch(&args.call_record(1, &cred(), "c"), None)
-        else {
-            panic!("a COMPOUND gets a reply");
-        };
-        CompoundReply::of_reply_record(&r.to_vec()).unwrap()
+        let reply = answered(&s.dispatcher, &args.call_record(1, &cred(), "c"));
+        CompoundReply::of_reply_record(&reply).unwrap()
     };
     let set = body(&CompoundArgs::new().op(op::SETCLIENTID, |e| {
         e.fixed(&[1; 8]);
