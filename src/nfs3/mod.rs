@@ -14,14 +14,15 @@ pub mod reply;
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::catalog::{fnv1a, CatalogError, Node, Pending};
 use crate::export::held_reply::{AfterDurable, Awaited};
 use crate::export::permission::{self, Denied};
 use crate::export::{handle, handle::NFS3_FHSIZE, Export, Exports, HandleError, NodeError};
 use crate::metrics::ops::OpLatency;
-use crate::rpc::{AcceptError, BulkArgument, CallContext, Credentials, Program, ReplyBody};
+use crate::rpc::{
+    AcceptError, BulkArgument, CallContext, Credentials, DuplicateReplies, Program, ReplyBody,
+};
 use crate::xdr::{Decoder, Encoder};
 
 pub use args::*;
@@ -265,7 +266,7 @@ pub struct Nfs3Server {
     /// Duplicate request cache for the procedures that change the
     /// namespace: a retransmission (after a reconnect) gets the original
     /// answer instead of a spurious NOENT or EXIST.
-    replies: moka::sync::Cache<(u64, u32, u64), Arc<Vec<u8>>>,
+    replies: DuplicateReplies,
 }
 
 impl Nfs3Server {
@@ -274,10 +275,7 @@ impl Nfs3Server {
         Nfs3Server {
             exports,
             latency: OpLatency::new(22, proc_name),
-            replies: moka::sync::Cache::builder()
-                .max_capacity(entries)
-                .time_to_live(Duration::from_secs(300))
-                .build(),
+            replies: DuplicateReplies::new(entries),
         }
     }
 
@@ -405,12 +403,16 @@ impl Program for Nfs3Server {
                 fnv1a(args) ^ ctx.procedure as u64,
             )
         });
-        if let Some(k) = &key {
-            if let Some(reply) = self.replies.get(k) {
-                out.enc().buf.extend_from_slice(&reply);
+        // Claimed before the call changes anything: a retransmission from
+        // now on waits for this sending's reply.
+        let claim = match key.map(|k| self.replies.claim(k)) {
+            Some(Err(earlier)) => {
+                earlier.answer(out);
                 return Ok(());
             }
-        }
+            Some(Ok(claim)) => Some(claim),
+            None => None,
+        };
         let start = out.len();
         let call = Call::new(export, &ctx.credentials);
         let mut d = Decoder::new(args);
@@ -435,9 +437,8 @@ impl Program for Nfs3Server {
                 failed.buf.into()
             })));
         }
-        if let Some(k) = key {
-            let replies = self.replies.clone();
-            out.when_final(start, move |bytes| replies.insert(k, Arc::new(bytes)));
+        if let Some(claim) = claim {
+            claim.finish(out, start);
         }
         Ok(())
     }

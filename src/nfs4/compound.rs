@@ -12,7 +12,8 @@ use super::view::catalog_status;
 use super::view::ExportView;
 use crate::catalog::{Node, Pending};
 use crate::export::held_reply::{AfterDurable, Awaited};
-use crate::rpc::{AcceptError, BulkArgument, CallContext, ReplyBody};
+use crate::rpc::duplicates::Claim;
+use crate::rpc::{AcceptError, BulkArgument, CallContext, CallKey, ReplyBody};
 use crate::xdr::Decoder;
 
 /// The evaluation state of one COMPOUND.
@@ -97,14 +98,18 @@ impl<'a> Compound<'a> {
 /// handles, names of the other operations).
 const REPLY_SLACK: usize = 64 << 10;
 
-/// Runs a COMPOUND; returns whether it ran a non-idempotent operation
-/// (its reply then goes to the duplicate request cache).
+/// Runs a COMPOUND, which `key` names in the duplicate request cache.
+/// Before its first non-idempotent operation (CREATE, REMOVE, RENAME,
+/// LINK) it claims the key, and returns the claim: its reply is kept for
+/// retransmissions. If another sending of it claimed first, that one's
+/// reply is this one's.
 pub(crate) fn run(
     prog: &Nfs4Server,
     ctx: &CallContext,
     args: &[u8],
     out: &mut ReplyBody,
-) -> Result<bool, AcceptError> {
+    key: CallKey,
+) -> Result<Option<Claim>, AcceptError> {
     let mut d = Decoder::new(args);
     let header = (|| {
         let tag = d.opaque(NFS4_OPAQUE_LIMIT)?;
@@ -120,7 +125,7 @@ pub(crate) fn run(
     let count_at = out.placeholder();
     if minor != 0 {
         out.patch_u32(status_at, Status::MinorVersMismatch.code());
-        return Ok(false);
+        return Ok(None);
     }
     if count > prog.config().nfs.max_ops_per_compound {
         crate::rpc::complaints::Complaints::global().warn(
@@ -129,7 +134,7 @@ pub(crate) fn run(
             &count,
         );
         out.patch_u32(status_at, Status::Resource.code());
-        return Ok(false);
+        return Ok(None);
     }
     if count > 0 && !prog.admits(ctx.peer) {
         // A machine no export serves: its first operation answers ACCESS,
@@ -139,9 +144,9 @@ pub(crate) fn run(
         out.enc().u32(Status::Access.code());
         out.patch_u32(status_at, Status::Access.code());
         out.patch_u32(count_at, 1);
-        return Ok(false);
+        return Ok(None);
     }
-    let mut cacheable = false;
+    let mut claim = None;
     let first = prog.primary();
     let mut c = Compound {
         prog,
@@ -189,7 +194,18 @@ pub(crate) fn run(
         if ctx.in_place && !ops::runs_in_place(opnum) {
             return Err(AcceptError::NeedsThread);
         }
-        cacheable |= matches!(opnum, op::CREATE | op::REMOVE | op::RENAME | op::LINK);
+        if claim.is_none() && matches!(opnum, op::CREATE | op::REMOVE | op::RENAME | op::LINK) {
+            match prog.replies.claim(key) {
+                Ok(c) => claim = Some(c),
+                // What ran so far changed nothing the first sending's reply
+                // does not show (a READ's data part before it: run on).
+                Err(earlier) if out.truncate(status_at) => {
+                    earlier.answer(out);
+                    return Ok(None);
+                }
+                Err(_) => {}
+            }
+        }
         c.op_at.set(OpAt {
             opnum,
             result_at: out.len(),
@@ -251,7 +267,7 @@ pub(crate) fn run(
             ended_at(reply, shape, op, catalog_status(e))
         })));
     }
-    Ok(cacheable)
+    Ok(claim)
 }
 
 /// Where the data of a streaming WRITE lies in COMPOUND arguments, judged

@@ -17,7 +17,7 @@ use super::view::ExportView;
 use crate::catalog::{fnv1a, Catalog};
 use crate::config::Config;
 use crate::export::{Export, Exports};
-use crate::rpc::{AcceptError, CallContext, Program, ReplyBody};
+use crate::rpc::{AcceptError, CallContext, DuplicateReplies, Program, ReplyBody};
 use crate::storage::FilePool;
 
 pub struct Nfs4Server {
@@ -33,7 +33,7 @@ pub struct Nfs4Server {
     /// Duplicate request cache: replies of COMPOUNDs with non-idempotent
     /// ops, so a retransmission after a reconnect gets the original answer
     /// instead of a spurious NOENT/EXIST.
-    replies: moka::sync::Cache<(u64, u32, u64), Arc<Vec<u8>>>,
+    pub(super) replies: DuplicateReplies,
     pub(crate) latency: crate::metrics::ops::OpLatency,
     started: Instant,
     /// Milliseconds after `started` when the next lease sweep is due.
@@ -137,10 +137,7 @@ impl Nfs4Server {
             latency: crate::metrics::ops::OpLatency::new(40, super::consts::op_name),
             started: Instant::now(),
             next_sweep_ms: AtomicU64::new(0),
-            replies: moka::sync::Cache::builder()
-                .max_capacity(reply_cache_entries)
-                .time_to_live(Duration::from_secs(300))
-                .build(),
+            replies: DuplicateReplies::new(reply_cache_entries),
             state,
             views,
             pseudo,
@@ -313,15 +310,13 @@ impl Program for Nfs4Server {
                     ctx.xid,
                     fnv1a(head) ^ (args.len() as u64).rotate_left(32),
                 );
-                if let Some(reply) = self.replies.get(&key) {
-                    out.enc().buf.extend_from_slice(&reply);
+                if let Some(earlier) = self.replies.earlier(&key) {
+                    earlier.answer(out);
                     return Ok(());
                 }
                 let start = out.len();
-                let cacheable = compound::run(self, ctx, args, out)?;
-                if cacheable {
-                    let replies = self.replies.clone();
-                    out.when_final(start, move |bytes| replies.insert(key, Arc::new(bytes)));
+                if let Some(claim) = compound::run(self, ctx, args, out, key)? {
+                    claim.finish(out, start);
                 }
                 Ok(())
             }

@@ -1,7 +1,8 @@
 //! Calls on a real catalog: what a GETATTR or READDIR may hold while a
 //! namespace change holds the catalog's locks, and what a change's call
-//! holds (its reply, not its thread) until the journal has written it —
-//! COMPOUNDs, and an NFSv3 REMOVE beside them.
+//! holds (its reply, not its thread) until the journal has written it,
+//! and what its retransmission gets meanwhile — COMPOUNDs, and an NFSv3
+//! REMOVE beside them.
 
 use std::sync::Arc;
 
@@ -243,7 +244,6 @@ fn an_nfsv3_change_that_cannot_be_made_durable_fails_its_procedure() {
 /// sending got it: once the file it created is durable.
 #[test]
 fn a_retransmitted_open_is_not_answered_before_its_create_is_durable() {
-    use std::time::Duration;
     let s = Served::demo();
     let body = |args: &CompoundArgs| {
         let reply = answered(&s.dispatcher, &args.call_record(1, &cred(), "c"));
@@ -280,22 +280,54 @@ fn a_retransmitted_open_is_not_answered_before_its_create_is_durable() {
             e.u32(0); // CLAIM_NULL
             e.string("Take 2.mov");
         });
-    let record = open.call_record(20, &cred(), "open");
+    let [first, again] =
+        sent_twice_while_the_journal_is_held(&s, open.call_record(20, &cred(), "open"))
+            .map(|r| CompoundReply::of_reply_record(&r).unwrap());
+    assert_eq!(first.status, Status::Ok.code());
+    assert_eq!(first.body, again.body, "the recorded reply");
+}
+
+/// The replies of `record` sent twice (the second a retransmission) while
+/// the journal is held: neither may be answered before the journal has
+/// written what the first changed.
+fn sent_twice_while_the_journal_is_held(s: &Served, record: Vec<u8>) -> [Vec<u8>; 2] {
+    use std::time::Duration;
     let held = s.catalog.hold_journal();
     let mut replies = Vec::new();
     for sending in ["first", "retransmitted"] {
-        let Outcome::Held(reply, hold) = dispatched_on_a_thread(&s, record.clone()) else {
-            panic!("the {sending} OPEN was answered before its create was durable");
+        let Outcome::Held(reply, hold) = dispatched_on_a_thread(s, record.clone()) else {
+            panic!("the {sending} call was answered before its change was durable");
         };
         let (tx, rx) = std::sync::mpsc::channel();
-        hold.release(reply, Box::new(move |r| tx.send(r.to_vec()).unwrap()));
+        hold.release(reply, Box::new(move |r| drop(tx.send(r.to_vec()))));
         replies.push(rx);
     }
     assert!(replies[1].recv_timeout(Duration::from_millis(200)).is_err());
     drop(held);
-    let [first, again] = [&replies[0], &replies[1]].map(|rx| {
-        CompoundReply::of_reply_record(&rx.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap()
-    });
+    [&replies[0], &replies[1]].map(|rx| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+}
+
+/// A REMOVE retransmitted while the first sending's reply waits for the
+/// journal does not run again (it would answer NOENT): it gets that reply.
+#[test]
+fn a_remove_retransmitted_while_its_reply_is_held_gets_that_reply() {
+    let s = Served::demo();
+    let args = CompoundArgs::new()
+        .putfh(&handle::encode(1, &NodeId::text("demo-projects")).unwrap())
+        .op(op::REMOVE, |e| e.string("README.txt"));
+    let [first, again] =
+        sent_twice_while_the_journal_is_held(&s, args.call_record(21, &cred(), "rm"))
+            .map(|r| CompoundReply::of_reply_record(&r).unwrap());
     assert_eq!(first.status, Status::Ok.code());
-    assert_eq!(first.body, again.body, "the recorded reply");
+    assert_eq!((again.status, again.body), (first.status, first.body));
+}
+
+/// The same over NFSv3.
+#[test]
+fn an_nfsv3_remove_retransmitted_while_its_reply_is_held_gets_that_reply() {
+    let s = Served::demo();
+    let [first, again] = sent_twice_while_the_journal_is_held(&s, nfsv3_remove_of_readme(22));
+    let (_, _, at) = crate::rpc::message::decode_reply(&first).unwrap();
+    assert_eq!(first[at..at + 4], [0; 4], "REMOVE3res status NFS3_OK");
+    assert_eq!(again, first);
 }

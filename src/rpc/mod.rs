@@ -5,11 +5,13 @@
 //! and get the procedure number, the credentials and the argument bytes.
 
 pub mod complaints;
+pub mod duplicates;
 pub mod hold;
 pub mod message;
 pub mod record;
 pub mod reply;
 
+pub use duplicates::{CallKey, DuplicateReplies};
 pub use hold::{Hold, Release};
 pub use message::{
     AcceptError, AuthSys, BulkArgument, BulkData, BulkSpan, CallContext, Credentials, Dispatcher,
