@@ -8,7 +8,7 @@ impl Catalog {
     /// A fresh node id in the catalog's style (integer or UUID-like text).
     pub fn allocate_id(&self) -> NodeId {
         if self.shape.integer_ids {
-            return NodeId::Int(self.next_int_id.fetch_add(1, Ordering::Relaxed));
+            return NodeId::Int(self.next_int_id.fetch_sub(1, Ordering::Relaxed));
         }
         self.ids.text()
     }

@@ -16,11 +16,12 @@ impl Catalog {
         if change.node.is_special() {
             return;
         }
-        // An integer id the app took is not handed out to a create: a
-        // create's row would be written over the app's node.
+        // An integer id the app took is not handed out to a create (its
+        // row would be written over the app's node): creates count down
+        // from below every id seen.
         if let NodeId::Int(i) = change.node {
             self.next_int_id
-                .fetch_max(i.saturating_add(1), Ordering::Relaxed);
+                .fetch_min(i.saturating_sub(1), Ordering::Relaxed);
         }
         let _ns = self.ns_lock.lock();
         let row = {

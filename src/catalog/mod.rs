@@ -225,6 +225,11 @@ pub struct Catalog {
     shape: CatalogShape,
     /// When two names in a folder are one name.
     names: NameRules,
+    /// The next id of a create in a catalog of integer ids: below every
+    /// integer id seen, counting down. An app takes its ids above its
+    /// largest (SQLite's own choice for an INTEGER PRIMARY KEY), and a
+    /// create's row reaches SQLite only after its reply: counting up from
+    /// the largest, an app's insert in between took the same id.
     next_int_id: AtomicI64,
     ids: ids::IdSource,
     /// SQL statements run on request threads (the WRITE path must run none).
@@ -304,11 +309,11 @@ impl Catalog {
         }
         // The root has no row: it shows the catalog's oldest creation and
         // newest change.
-        let (created, updated, change, max_int): (Option<i64>, Option<i64>, Option<i64>, Option<i64>) =
+        let (created, updated, change, min_int): (Option<i64>, Option<i64>, Option<i64>, Option<i64>) =
             conn.query_row(
                 "SELECT (SELECT MIN(created_at) FROM file_nodes), (SELECT MAX(updated_at) FROM file_nodes),
                         (SELECT MAX(change) FROM markbase_nfs_attrs),
-                        (SELECT MAX(node_id) FROM file_nodes WHERE typeof(node_id) = 'integer')",
+                        (SELECT MIN(node_id) FROM file_nodes WHERE typeof(node_id) = 'integer')",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
@@ -360,7 +365,7 @@ impl Catalog {
             root,
             shape,
             names: NameRules::default(),
-            next_int_id: AtomicI64::new(max_int.unwrap_or(0) + 1),
+            next_int_id: AtomicI64::new(min_int.unwrap_or(0).min(0).saturating_sub(1)),
             ids: ids::IdSource::new(),
             statements: AtomicU64::new(0),
             folder_floor: AtomicU64::new(now_ns().max(0) as u64),

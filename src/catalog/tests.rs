@@ -308,17 +308,52 @@ fn feed_applied(cat: &Catalog, n: u64) {
 fn an_integer_id_the_app_took_is_never_given_to_a_create() {
     let dir = tempfile::tempdir().unwrap();
     let (db, cat) = foreign_catalog_fed(dir.path());
-    // The catalog opened with 16 as its largest id; the app then inserts
-    // the next ones, as an app counting from its own largest id would.
+    // An app that counts its own ids, even below zero: what it took is
+    // not handed out to a create.
     let app = app_connection(&db);
     app.execute_batch(
         "INSERT INTO file_nodes VALUES (17, 11, 'app-a.mov', 'file', '{}', 1, 1700000000, 1700000000, NULL);
-         INSERT INTO file_nodes VALUES (18, 11, 'app-b.mov', 'file', '{}', 2, 1700000000, 1700000000, NULL);",
+         INSERT INTO file_nodes VALUES (-1, 11, 'app-b.mov', 'file', '{}', 2, 1700000000, 1700000000, NULL);",
     )
     .unwrap();
     feed_applied(&cat, 2);
     let id = cat.allocate_id();
-    assert_eq!(id, NodeId::Int(19), "a create would take the app's id");
+    assert_eq!(id, NodeId::Int(-2), "below every id seen");
+}
+
+/// A create's row reaches SQLite after its reply; an app inserting in
+/// between takes SQLite's next id (the largest plus one). The two must not
+/// meet: the create's row would be written over the app's node.
+#[test]
+fn a_create_and_an_app_insert_before_its_row_reaches_sqlite_never_share_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, cat) = foreign_catalog_fed(dir.path());
+    let held = cat.hold_journal();
+    let (ours, _, pending) = cat
+        .create(&NodeId::Int(11), folder(&cat, "Take 3"))
+        .unwrap();
+    let app = app_connection(&db);
+    app.execute(
+        "INSERT INTO file_nodes (parent_id, label, node_type, aliases_json, file_size, created_at, updated_at)
+         VALUES (11, 'app.mov', 'file', '{}', 1, 1700000000, 1700000000)",
+        [],
+    )
+    .unwrap();
+    let theirs = NodeId::Int(app.last_insert_rowid());
+    drop(held);
+    pending.wait().unwrap();
+    cat.flush().unwrap();
+    assert_ne!(ours.id, theirs);
+    let label = |id: &NodeId| -> String {
+        app.query_row(
+            "SELECT label FROM file_nodes WHERE node_id = ?1",
+            [id.to_sql()],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(label(&theirs), "app.mov", "the app's node was written over");
+    assert_eq!(label(&ours.id), "Take 3");
 }
 
 #[test]
