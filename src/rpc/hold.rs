@@ -55,8 +55,8 @@ impl ReplyBody {
     /// Gives `keep` the reply's bytes from offset `start` (a duplicate
     /// request cache's entry) once they are final: now, or as a held reply
     /// is sent (its hold may have replaced it). Never when a data part
-    /// follows `start`. A retransmission while the reply is held runs
-    /// again, as it would while the call waited on its thread.
+    /// follows `start` (`keep` is then dropped uncalled). A retransmission
+    /// that comes meanwhile waits for it (see `super::duplicates`).
     pub fn when_final(&mut self, start: usize, keep: impl FnOnce(Vec<u8>) + Send + 'static) {
         match self.take_hold() {
             None => {
