@@ -197,13 +197,15 @@ pub(crate) fn run(
         if claim.is_none() && matches!(opnum, op::CREATE | op::REMOVE | op::RENAME | op::LINK) {
             match prog.replies.claim(key) {
                 Ok(c) => claim = Some(c),
-                // What ran so far changed nothing the first sending's reply
-                // does not show (a READ's data part before it: run on).
-                Err(earlier) if out.truncate(status_at) => {
-                    earlier.answer(out);
-                    return Ok(None);
+                // Another sending got here first: its reply is this one's.
+                // What ran before changed nothing that reply does not show.
+                // (A READ's data part already in the reply: run on.)
+                Err(earlier) => {
+                    if out.truncate(status_at) {
+                        earlier.answer(out);
+                        return Ok(None);
+                    }
                 }
-                Err(_) => {}
             }
         }
         c.op_at.set(OpAt {

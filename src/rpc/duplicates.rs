@@ -36,8 +36,8 @@ enum Sending {
     Running(Vec<(Reply, Release)>),
     /// Its reply was sent: the program's part of it, after the RPC head.
     Sent(Arc<Vec<u8>>),
-    /// It ended without a reply to keep (the transport dropped it): a
-    /// retransmission gets no reply either and the client sends again.
+    /// It ended without a reply to keep (see `Claim`'s drop): a
+    /// retransmission waiting gets no reply and the client sends again.
     Dropped,
 }
 
