@@ -171,6 +171,13 @@ fn answered(dispatcher: &Dispatcher, record: &[u8]) -> Vec<u8> {
     reply.to_vec()
 }
 
+/// A COMPOUND removing Projects/README.txt.
+fn remove_of_readme() -> CompoundArgs {
+    CompoundArgs::new()
+        .putfh(&handle::encode(1, &NodeId::text("demo-projects")).unwrap())
+        .op(op::REMOVE, |e| e.string("README.txt"))
+}
+
 /// An NFSv3 REMOVE of Projects/README.txt.
 fn nfsv3_remove_of_readme(xid: u32) -> Vec<u8> {
     let mut e = crate::xdr::Encoder::new();
@@ -188,9 +195,7 @@ fn words(ws: &[u32]) -> Vec<u8> {
 #[test]
 fn a_change_waits_for_the_journal_in_its_held_reply_not_on_its_thread() {
     let s = Served::demo();
-    let args = CompoundArgs::new()
-        .putfh(&handle::encode(1, &NodeId::text("demo-projects")).unwrap())
-        .op(op::REMOVE, |e| e.string("README.txt"));
+    let args = remove_of_readme();
     let reply = removed_while_the_journal_is_held(&s, args.call_record(7, &cred(), "held"));
     let status = CompoundReply::of_reply_record(&reply.to_vec())
         .unwrap()
@@ -211,13 +216,8 @@ fn an_nfsv3_change_waits_for_the_journal_in_its_held_reply_not_on_its_thread() {
 #[test]
 fn a_change_that_cannot_be_made_durable_fails_its_operation() {
     let s = Served::demo();
-    let projects = s.catalog.node(&NodeId::text("demo-projects")).unwrap();
-    let fh = handle::encode(1, &projects.id).unwrap();
     s.catalog.shutdown();
-    let args = CompoundArgs::new()
-        .putfh(&fh)
-        .op(op::REMOVE, |e| e.string("README.txt"))
-        .getattr(&[attr::TYPE]);
+    let args = remove_of_readme().getattr(&[attr::TYPE]);
     let reply = answered(&s.dispatcher, &args.call_record(9, &cred(), "down"));
     let reply = CompoundReply::of_reply_record(&reply).unwrap();
     let fault = Status::ServerFault.code();
@@ -312,9 +312,7 @@ fn sent_twice_while_the_journal_is_held(s: &Served, record: Vec<u8>) -> [Vec<u8>
 #[test]
 fn a_remove_retransmitted_while_its_reply_is_held_gets_that_reply() {
     let s = Served::demo();
-    let args = CompoundArgs::new()
-        .putfh(&handle::encode(1, &NodeId::text("demo-projects")).unwrap())
-        .op(op::REMOVE, |e| e.string("README.txt"));
+    let args = remove_of_readme();
     let [first, again] =
         sent_twice_while_the_journal_is_held(&s, args.call_record(21, &cred(), "rm"))
             .map(|r| CompoundReply::of_reply_record(&r).unwrap());
