@@ -6,7 +6,8 @@
 //! they are then not durable either (a journal that cannot be written
 //! fails every change).
 
-use super::consts::{op, Status};
+use super::compound::failure_words;
+use super::consts::Status;
 use crate::rpc::Reply;
 
 /// An operation's place in a COMPOUND reply: its number, where its result
@@ -30,9 +31,8 @@ pub(crate) fn ended_at(reply: &Reply, shape: ReplyShape, failed: OpAt, status: S
     let mut bytes = reply.prefix(failed.result_at);
     bytes.extend_from_slice(&failed.opnum.to_be_bytes());
     bytes.extend_from_slice(&status.code().to_be_bytes());
-    if failed.opnum == op::SETATTR {
-        // SETATTR4res carries its attrsset bitmap even on error.
-        bytes.extend_from_slice(&0u32.to_be_bytes());
+    for word in failure_words(failed.opnum, status) {
+        bytes.extend_from_slice(&word.to_be_bytes());
     }
     for (at, word) in [
         (shape.status_at, status.code()),
@@ -48,6 +48,7 @@ pub(crate) fn ended_at(reply: &Reply, shape: ReplyShape, failed: OpAt, status: S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nfs4::consts::op;
     use crate::rpc::ReplyPart;
 
     fn words(ws: &[u32]) -> Vec<u8> {

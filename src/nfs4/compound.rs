@@ -233,15 +233,8 @@ pub(crate) fn run(
                 tracing::error!(opnum, "failed op had already emitted data");
             }
             out.patch_u32(op_status_at, s.code());
-            if opnum == op::SETATTR {
-                // SETATTR4res carries its attrsset bitmap even on error.
-                out.enc().u32(0);
-            }
-            if opnum == op::SETCLIENTID && s == Status::ClidInUse {
-                // The CLID_INUSE arm names the address in use (r_netid,
-                // r_addr); callback addresses are not kept, so both are empty.
-                out.enc().u32(0);
-                out.enc().u32(0);
+            for &word in failure_words(opnum, s) {
+                out.enc().u32(word);
             }
             tracing::debug!(opnum, status = ?s, xid = ctx.xid, "operation failed");
             if s == Status::ServerFault {
@@ -270,6 +263,19 @@ pub(crate) fn run(
         })));
     }
     Ok(claim)
+}
+
+/// What a failed operation's result carries after its status (besides
+/// LOCK's and LOCKT's DENIED, which keep the body they encoded).
+pub(crate) fn failure_words(opnum: u32, status: Status) -> &'static [u32] {
+    match (opnum, status) {
+        // SETATTR4res carries its attrsset bitmap even on error.
+        (op::SETATTR, _) => &[0],
+        // The CLID_INUSE arm names the address in use (r_netid, r_addr);
+        // callback addresses are not kept, so both are empty.
+        (op::SETCLIENTID, Status::ClidInUse) => &[0, 0],
+        _ => &[],
+    }
 }
 
 /// Where the data of a streaming WRITE lies in COMPOUND arguments, judged
