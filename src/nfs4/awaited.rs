@@ -49,11 +49,8 @@ pub(crate) fn ended_at(reply: &Reply, shape: ReplyShape, failed: OpAt, status: S
 mod tests {
     use super::*;
     use crate::nfs4::consts::op;
+    use crate::nfs4::tests::words;
     use crate::rpc::ReplyPart;
-
-    fn words(ws: &[u32]) -> Vec<u8> {
-        ws.iter().flat_map(|w| w.to_be_bytes()).collect()
-    }
 
     /// An RPC header stand-in, then a COMPOUND reply: status, tag "t",
     /// count, PUTFH ok, then `opnum` ok with a body, then GETFH ok with a

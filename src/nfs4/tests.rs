@@ -188,7 +188,7 @@ fn nfsv3_remove_of_readme(xid: u32) -> Vec<u8> {
 }
 
 /// XDR words.
-fn words(ws: &[u32]) -> Vec<u8> {
+pub(super) fn words(ws: &[u32]) -> Vec<u8> {
     ws.iter().flat_map(|w| w.to_be_bytes()).collect()
 }
 
